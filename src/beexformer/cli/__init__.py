@@ -1,0 +1,1 @@
+"""The `beex` command line. Each subcommand lives in a module of its own with a `register(subparsers)`."""
