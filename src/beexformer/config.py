@@ -1,0 +1,117 @@
+"""BEExformerConfig: every architectural and binarization choice, with the default and why.
+
+Where the paper is silent the default is our choice (design.md tags it [inferred] or [open]); each such choice
+is a field here so it can be changed and reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from beexformer.errors import ConfigError
+
+
+@dataclass
+class BEExformerConfig:
+    # --- sizes ---
+    vocab_size: int = 8000  # WordPiece trained on the task's training text
+    max_len: int = 128  # longest input after truncation (positions are sinusoidal: nothing stored)
+    d_model: int = 256
+    n_heads: int = 4
+    d_ff: int = 512  # hidden width of the SLFN branches
+    n_blocks: int = 6  # C: one exit after each
+    n_classes: int = 2  # 1 means regression (STS-B)
+    n_segments: int = 2  # segment (token type) embeddings for sentence pairs; 0 disables them
+    exit_hidden: int = 32  # width of the exit MLP; small, because the exits stay full precision
+    # --- architecture choices ---
+    position: str = "sinusoidal"  # "sinusoidal" (no parameters) or "learned"
+    combine: str = "add"  # token + position: "add" or "concat" (the paper's wording)
+    norm: str = "post"  # "post" (the predecessor's form) or "pre"
+    ffn: str = "slfn"  # "slfn" (the paper) or "ffn" (plain feed-forward, ablation)
+    share_weights: bool = False  # one block reused C times, as in the predecessor
+    dropout: float = 0.1
+    layer_norm_eps: float = 1e-5
+    # --- binarization ---
+    weight_bits: int = 1  # 1 or 32, for every linear layer inside the blocks
+    act_bits: int = 32  # 1 (W1A1, needed for XNOR-popcount speed) or 32 (W1A32, the paper's setting)
+    embedding_bits: int = 1  # 1-bit token table with a per-row scale (it dominates the size otherwise)
+    exit_bits: int = 32  # the exit MLP's first layer; the paper keeps exits full precision
+    weight_quantizer: str = "approx_sign"  # "approx_sign" (Bi-Real Net polynomial) or "ste"
+    act_quantizer: str = "approx_sign"
+    weight_scale: str = "row"  # alpha = mean|W| per output "row" or per "tensor"
+    # --- training objective ---
+    loss_weighting: str = "uniform"  # soft routing over exits: "uniform", "depth" or "entropy"
+    entropy_temperature: float = 1.0  # T of the entropy-softmax weighting
+
+    @property
+    def is_regression(self) -> bool:
+        return self.n_classes == 1
+
+    def validate(self) -> BEExformerConfig:
+        """Raise ConfigError naming the first field that is out of range."""
+        choices = {
+            "position": ("sinusoidal", "learned"),
+            "combine": ("add", "concat"),
+            "norm": ("post", "pre"),
+            "ffn": ("slfn", "ffn"),
+            "weight_quantizer": ("approx_sign", "ste", "identity"),
+            "act_quantizer": ("approx_sign", "ste", "identity"),
+            "weight_scale": ("row", "tensor"),
+            "loss_weighting": ("uniform", "depth", "entropy"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
+        for name in ("weight_bits", "act_bits", "embedding_bits", "exit_bits"):
+            if getattr(self, name) not in (1, 32):
+                raise ConfigError(f"{name}={getattr(self, name)}: must be 1 or 32")
+        for name in (
+            "vocab_size",
+            "max_len",
+            "d_model",
+            "n_heads",
+            "d_ff",
+            "n_blocks",
+            "n_classes",
+            "exit_hidden",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be a positive integer")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        if self.combine == "concat" and self.d_model % 8:
+            raise ConfigError("combine='concat' needs d_model divisible by 8")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout={self.dropout}: must be in [0, 1)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> BEExformerConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config fields: {', '.join(unknown)}")
+        return cls(**values).validate()
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> BEExformerConfig:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path}: not valid JSON ({err})") from None
+
+    def float_twin(self) -> BEExformerConfig:
+        """The same architecture with every binarization turned off."""
+        return dataclasses.replace(self, weight_bits=32, act_bits=32, embedding_bits=32, exit_bits=32)

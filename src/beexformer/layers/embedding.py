@@ -1,0 +1,104 @@
+"""Token, position and segment embeddings; the token table may be 1-bit with a per-row scale."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from beexformer.binarize import binarize_weight, get_quantizer
+
+
+class BinaryEmbedding(nn.Embedding):
+    """nn.Embedding whose rows are alpha_row * sign(E_row) when bits=1 (with bits=32, plain nn.Embedding)."""
+
+    def __init__(
+        self, num_embeddings: int, embedding_dim: int, *, bits: int = 1, quantizer: str = "approx_sign"
+    ):
+        super().__init__(num_embeddings, embedding_dim)
+        if bits not in (1, 32):
+            raise ValueError(f"embedding bits must be 1 or 32, got {bits}")
+        self.bits = bits
+        self.quantizer = get_quantizer(quantizer)
+        nn.init.normal_(self.weight, std=0.02)
+
+    @property
+    def is_binary(self) -> bool:
+        return self.bits == 1
+
+    def effective_weight(self) -> Tensor:
+        if self.bits == 1:
+            return binarize_weight(self.weight, self.quantizer, "row")
+        return self.weight
+
+    def forward(self, ids: Tensor) -> Tensor:
+        if self.bits == 1:
+            # Binarize only the rows this batch looks up: the full table can be large.
+            rows = F.embedding(ids, self.weight)
+            scale = rows.abs().mean(dim=-1, keepdim=True)
+            return scale * self.quantizer(rows)
+        return super().forward(ids)
+
+
+def sinusoidal_table(length: int, dim: int) -> Tensor:
+    """The fixed sin/cos position table of Vaswani et al.: no parameters to store."""
+    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq[: dim // 2])
+    return table
+
+
+class BEExEmbeddings(nn.Module):
+    """X0 = LayerNorm(combine(TokEmb(ids), PosEnc(positions)) + SegEmb(segments)).
+
+    combine="add" sums d-wide token and position vectors; combine="concat" (the paper's wording)
+    concatenates a (d - d/4)-wide token vector with a d/4-wide position vector.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int,
+        max_len: int,
+        *,
+        position: str = "sinusoidal",
+        combine: str = "add",
+        n_segments: int = 2,
+        bits: int = 1,
+        quantizer: str = "approx_sign",
+        dropout: float = 0.1,
+        eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        self.combine = combine
+        pos_dim = d_model if combine == "add" else d_model // 4
+        tok_dim = d_model if combine == "add" else d_model - pos_dim
+        self.token = BinaryEmbedding(vocab_size, tok_dim, bits=bits, quantizer=quantizer)
+        self.position_kind = position
+        if position == "learned":
+            self.position = nn.Embedding(max_len, pos_dim)
+            nn.init.normal_(self.position.weight, std=0.02)
+        else:
+            self.register_buffer("position_table", sinusoidal_table(max_len, pos_dim), persistent=False)
+        self.segment = nn.Embedding(n_segments, d_model) if n_segments > 0 else None
+        if self.segment is not None:
+            nn.init.normal_(self.segment.weight, std=0.02)
+        self.norm = nn.LayerNorm(d_model, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def positions(self, length: int) -> Tensor:
+        if self.position_kind == "learned":
+            return self.position.weight[:length]
+        return self.position_table[:length]
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        tok = self.token(input_ids)
+        pos = self.positions(input_ids.shape[1]).unsqueeze(0)
+        x = tok + pos if self.combine == "add" else torch.cat([tok, pos.expand(tok.shape[0], -1, -1)], dim=-1)
+        if self.segment is not None and token_type_ids is not None:
+            x = x + self.segment(token_type_ids)
+        return self.dropout(self.norm(x))

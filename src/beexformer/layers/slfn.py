@@ -1,0 +1,49 @@
+"""The Selective Learn-Forget Network (design.md section 3) and the plain feed-forward it replaces.
+
+Both follow one interface, `module(h: [B, T, d]) -> [B, T, d]`, so a variant (for example the "two forget
+gates and one selective learning gate" reading of the paper) can be added without touching the block.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from beexformer.layers.binary_linear import linear_from_config
+
+
+class SLFN(nn.Module):
+    """SLFN(h) = s2(sigmoid(s1 h)) * f2(tanh(f1 h)): a learn/forget branch gating a selective branch."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        d, d_ff = config.d_model, config.d_ff
+        self.s1 = linear_from_config(config, d, d_ff)
+        self.s2 = linear_from_config(config, d_ff, d, act_centre=0.5)  # sigmoid outputs are all > 0
+        self.f1 = linear_from_config(config, d, d_ff)
+        self.f2 = linear_from_config(config, d_ff, d)
+
+    def forward(self, h: Tensor) -> Tensor:
+        selective = self.s2(torch.sigmoid(self.s1(h)))
+        candidate = self.f2(torch.tanh(self.f1(h)))
+        return selective * candidate
+
+
+class FeedForward(nn.Module):
+    """The standard transformer FFN, lin2(gelu(lin1 h)), for the "without SLFN" ablation."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.lin1 = linear_from_config(config, config.d_model, config.d_ff)
+        self.lin2 = linear_from_config(config, config.d_ff, config.d_model)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.lin2(F.gelu(self.lin1(h)))
+
+
+FFN_KINDS: dict[str, type[nn.Module]] = {"slfn": SLFN, "ffn": FeedForward}
+
+
+def build_ffn(config) -> nn.Module:
+    return FFN_KINDS[config.ffn](config)

@@ -1,0 +1,191 @@
+"""BEExformer: a binarized transformer encoder with an exit after every block (arXiv 2412.05225).
+
+Read top to bottom: embeddings -> C blocks (binarized attention + SLFN), each followed by an exit head.
+Training runs every sample through all blocks and sums the exits' losses (soft routing, `loss.py`);
+inference with `early_exit` runs the batch block by block and drops the samples whose exit rule fired, so
+the work done is that of the blocks each sample really ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from beexformer.config import BEExformerConfig
+from beexformer.errors import CheckpointError
+from beexformer.exits import ExitRule, predictions_from_logits
+from beexformer.layers import BEExBlock, BEExEmbeddings, BinaryLinear, ExitHead
+from beexformer.loss import soft_routing_loss
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class BEExformerOutput:
+    exit_logits: Tensor  # [C, B, K]: the logits of every exit
+    loss: Tensor | None = None  # soft-routing loss, when labels were given
+    exit_weights: Tensor | None = None  # [C, B] routing weights used in the loss
+
+    @property
+    def logits(self) -> Tensor:
+        """The last exit's logits [B, K]."""
+        return self.exit_logits[-1]
+
+
+@dataclass
+class EarlyExitOutput:
+    logits: Tensor  # [B, K]: the logits each sample answers with
+    predictions: np.ndarray  # [B]: class index, or score for regression
+    exit_block: np.ndarray  # [B]: 1-based block each sample left at
+    exit_logits: list[Tensor]  # per sample, the [c, K] logits of the exits it passed (for analysis)
+
+
+class BEExformer(nn.Module):
+    def __init__(self, config: BEExformerConfig) -> None:
+        super().__init__()
+        self.config = config.validate()
+        c = config
+        self.embeddings = BEExEmbeddings(
+            c.vocab_size,
+            c.d_model,
+            c.max_len,
+            position=c.position,
+            combine=c.combine,
+            n_segments=c.n_segments,
+            bits=c.embedding_bits,
+            quantizer=c.weight_quantizer,
+            dropout=c.dropout,
+            eps=c.layer_norm_eps,
+        )
+        n_distinct = 1 if c.share_weights else c.n_blocks
+        self.blocks = nn.ModuleList(BEExBlock(c) for _ in range(n_distinct))
+        self.exits = nn.ModuleList(
+            ExitHead(c.d_model, c.exit_hidden, c.n_classes, bits=c.exit_bits, pre_norm=c.norm == "pre")
+            for _ in range(c.n_blocks)
+        )
+
+    def block(self, index: int) -> BEExBlock:
+        """The block at depth `index` (0-based); with shared weights, the one block."""
+        return self.blocks[0 if self.config.share_weights else index]
+
+    @staticmethod
+    def _default_mask(input_ids: Tensor, attention_mask: Tensor | None) -> Tensor:
+        return torch.ones_like(input_ids) if attention_mask is None else attention_mask
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        labels: Tensor | None = None,
+    ) -> BEExformerOutput:
+        mask = self._default_mask(input_ids, attention_mask)
+        x = self.embeddings(input_ids, token_type_ids)
+        exit_logits = []
+        for c in range(self.config.n_blocks):
+            x = self.block(c)(x, mask)
+            exit_logits.append(self.exits[c](x, mask))
+        stacked = torch.stack(exit_logits)
+        if labels is None:
+            return BEExformerOutput(stacked)
+        loss, weights = soft_routing_loss(
+            stacked, labels, self.config.loss_weighting, self.config.entropy_temperature
+        )
+        return BEExformerOutput(stacked, loss, weights)
+
+    @torch.no_grad()
+    def early_exit(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None,
+        token_type_ids: Tensor | None,
+        rule: ExitRule,
+    ) -> EarlyExitOutput:
+        """Per-sample early exit with batch compaction: after each block the samples that leave are
+        removed from the batch, so later blocks run only on the rest."""
+        mask = self._default_mask(input_ids, attention_mask)
+        n = input_ids.shape[0]
+        x = self.embeddings(input_ids, token_type_ids)
+        active = torch.arange(n)  # original indices of the samples still in the batch
+        history: list[Tensor] = []  # per block, logits [n_active_at_that_block, K]; compacted as we go
+        answer = torch.zeros(n, self.config.n_classes)
+        exit_block = np.zeros(n, dtype=np.int64)
+        per_sample: list[Tensor | None] = [None] * n
+        for c in range(self.config.n_blocks):
+            x = self.block(c)(x, mask)
+            history.append(self.exits[c](x, mask))
+            stacked = torch.stack(history, dim=1)  # [n_active, c+1, K]
+            if c == self.config.n_blocks - 1:
+                leave = np.ones(len(active), dtype=bool)
+                chosen = stacked[:, -1]
+            else:
+                leave = rule.should_exit(stacked.numpy())
+                chosen = torch.from_numpy(rule.answer(stacked.numpy()))
+            leave_t = torch.from_numpy(leave)
+            for i in np.flatnonzero(leave):
+                per_sample[int(active[i])] = stacked[i]
+            answer[active[leave_t]] = chosen[leave_t]
+            exit_block[active[leave_t].numpy()] = c + 1
+            keep = ~leave_t
+            if not keep.any():
+                break
+            active, x, mask = active[keep], x[keep], mask[keep]
+            history = [h[keep] for h in history]
+        return EarlyExitOutput(answer, predictions_from_logits(answer.numpy()), exit_block, per_sample)
+
+    # --- persistence: config JSON + safetensors, as in Hugging Face's save_pretrained convention ---
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save(directory / CONFIG_NAME)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_NAME), metadata={"format": "pt", "beexformer": "latent"})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> BEExformer:
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise CheckpointError(f"{directory}: no {name} (is this a BEExformer model directory?)")
+        model = cls(BEExformerConfig.load(directory / CONFIG_NAME))
+        try:
+            state = load_file(str(directory / WEIGHTS_NAME))
+        except Exception as err:  # safetensors raises several types for truncated or corrupt files
+            raise CheckpointError(f"{directory / WEIGHTS_NAME}: cannot read weights ({err})") from None
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise CheckpointError(
+                f"{directory / WEIGHTS_NAME}: weights do not fit the config ({first})"
+            ) from None
+        return model.eval()
+
+    def float_twin(self) -> BEExformer:
+        """A float32 model of the same architecture whose weights are this model's effective weights
+        (alpha * sign(W) where binarized): the baseline the 1-bit engine is measured against."""
+        twin = BEExformer(self.config.float_twin())
+        twin.load_state_dict(self.state_dict())
+        with torch.no_grad():
+            for (name, mine), theirs in zip(self.named_modules(), twin.modules(), strict=True):
+                if hasattr(mine, "effective_weight"):
+                    theirs.weight.copy_(mine.effective_weight())
+        return twin.eval()
+
+
+def binary_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules whose weights are stored as 1 bit (binary linears and embeddings)."""
+    return [(n, m) for n, m in model.named_modules() if getattr(m, "is_binary", False)]
+
+
+__all__ = ["BEExformer", "BEExformerOutput", "EarlyExitOutput", "BinaryLinear", "binary_modules"]
