@@ -8,8 +8,9 @@ Quantizers are small named classes, selectable by name in the config (`QUANTIZER
 - ``identity``: no quantization (the float twin).
 
 Weights are binarized magnitude-aware: W_b = alpha * sign(W), alpha = mean|W| per output row (or per tensor).
-Activations, when binarized, become x_q = c + beta * sign(x - c), beta = mean|x - c| per token, with the centre
-c = 0 except after a sigmoid (c = 0.5), whose outputs are all positive and would otherwise all map to +1.
+Activations, when binarized, become x_q = c + beta * sign(x - c), beta = mean|x - c| per token, with
+the centre c = 0 except after a sigmoid (c = 0.5), whose outputs are all positive and would
+otherwise all map to +1.
 """
 
 from __future__ import annotations

@@ -177,7 +177,7 @@ class BEExformer(nn.Module):
         twin = BEExformer(self.config.float_twin())
         twin.load_state_dict(self.state_dict())
         with torch.no_grad():
-            for (name, mine), theirs in zip(self.named_modules(), twin.modules(), strict=True):
+            for mine, theirs in zip(self.modules(), twin.modules(), strict=True):
                 if hasattr(mine, "effective_weight"):
                     theirs.weight.copy_(mine.effective_weight())
         return twin.eval()

@@ -19,8 +19,8 @@ COMMAND_MODULES = ["train", "evaluate", "predict", "sweep", "summary", "export",
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="beex",
-        description="Binarized transformers with early exits: train, evaluate, export and run BEExformer models, "
-        "and early exit for pretrained causal LMs.",
+        description="Binarized transformers with early exits: train, evaluate, export and run BEExformer "
+        "models, and early exit for pretrained causal LMs.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
