@@ -1,0 +1,37 @@
+"""The packed 1-bit engine: export (torch side), file format, kernels and the numpy/numba runtime.
+
+For callers (the CLI's eval / predict / summary):
+
+    from beexformer.engine import is_packed_model, load_packed
+    if is_packed_model(path):          # a file; run directories are directories
+        model = load_packed(path)      # PackedModel, or CheckpointError with a one-line reason
+        out = model.predict(texts_a, texts_b, rule=exit_rule, batch_size=64)
+        out.predictions, out.exit_block, out.logits
+
+Importing this package imports neither torch nor numba; `load_packed` imports numba (not torch).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from beexformer.engine.format import is_packed_model, looks_packed, read_packed
+
+if TYPE_CHECKING:
+    from beexformer.engine.runtime import PackedModel
+
+__all__ = ["is_packed_model", "looks_packed", "read_packed", "load_packed", "packed_summary"]
+
+
+def load_packed(path) -> PackedModel:
+    """Load a packed model file for inference (numpy + numba, no torch)."""
+    from beexformer.engine.runtime import PackedModel
+
+    return PackedModel.load(path)
+
+
+def packed_summary(path) -> dict:
+    """Bytes on disk of a packed file, split by kind, against the float32 size of the same model."""
+    from beexformer.engine.summary import summarize
+
+    return summarize(path)

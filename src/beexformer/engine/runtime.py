@@ -1,0 +1,409 @@
+"""The packed 1-bit runtime: numpy + numba only (torch is never imported on this path).
+
+`PackedModel.load(path)` reads and validates a packed file (`format`), prepares the kernels' operands once
+(q/k/v fused into one GEMM, the SLFN's s1/f1 into another, the rowsum correction of centred inputs), and
+runs batches of token ids as a *ragged* batch: the token rows of all samples are stacked ([n_tokens, d],
+offsets per sample), so padding is never computed, and early exit removes a sample's rows from the stack.
+
+W1A1 layers (weight_bits=1, act_bits=1) run on the XNOR-popcount kernels with fused epilogues; activations
+stay packed between binary layers. W1A32 layers (weight_bits=1, act_bits=32) multiply float activations by
+the weights unpacked once at load time to alpha * sign(W) (float32), through numpy's BLAS: that is the exact
+operand the PyTorch layer uses, and BLAS on it is the fastest exact choice we measured (docs/engine.md).
+Attention scores, softmax, LayerNorm and the exit heads are float32.
+
+Exit decisions come from `beexformer.exits` (numpy), the same code the PyTorch model calls, applied the same
+way as `BEExformer.early_exit`: after block c, every sample still in the batch whose rule fires leaves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from beexformer.config import BEExformerConfig
+from beexformer.engine import kernels as K
+from beexformer.engine.format import block_names, read_packed
+from beexformer.engine.packing import unpack_signs, unpack_weight
+from beexformer.engine.text import PackedTokenizer
+from beexformer.engine.threads import kernels_for
+from beexformer.errors import ConfigError, DataError
+from beexformer.exits import ExitRule, predictions_from_logits
+
+_SIGMOID_TANH = np.array([K.ACT_SIGMOID, K.ACT_TANH], dtype=np.int64)
+_SIGMOID_TANH_CENTRES = np.array([0.5, 0.0], dtype=np.float32)
+_GELU = np.array([K.ACT_GELU], dtype=np.int64)
+_ZERO_CENTRE = np.array([0.0], dtype=np.float32)
+
+
+@dataclass
+class RuntimeOutput:
+    """Per sample: the logits it answers with, its prediction and the block it left at (1-based)."""
+
+    logits: np.ndarray  # float32 [B, K]
+    predictions: np.ndarray  # int [B] (float score for regression)
+    exit_block: np.ndarray  # int64 [B]
+    exit_logits: np.ndarray | None = None  # float32 [C, B, K], only when run without an exit rule
+
+
+@dataclass
+class _Binary:
+    """A W1A1 linear: packed weights and the epilogue's per-output constants."""
+
+    bits: np.ndarray  # uint64 [KW, N]
+    alpha: np.ndarray  # float32 [N]
+    crs: np.ndarray  # float32 [N]: centre * rowsum(sign W), the correction for centred inputs
+    bias: np.ndarray  # float32 [N]
+    k: int
+
+
+@dataclass
+class _Dense:
+    """A float (or W1A32: unpacked alpha * sign W) linear: y = x @ wt + bias."""
+
+    wt: np.ndarray  # float32 [K, N], C-contiguous
+    bias: np.ndarray  # float32 [N]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        y = x @ self.wt
+        y += self.bias
+        return y
+
+
+def _concat_binary(parts: list[_Binary]) -> _Binary:
+    return _Binary(
+        np.ascontiguousarray(np.concatenate([p.bits for p in parts], axis=1)),
+        np.concatenate([p.alpha for p in parts]),
+        np.concatenate([p.crs for p in parts]),
+        np.concatenate([p.bias for p in parts]),
+        parts[0].k,
+    )
+
+
+def _concat_dense(parts: list[_Dense]) -> _Dense:
+    return _Dense(
+        np.ascontiguousarray(np.concatenate([p.wt for p in parts], axis=1)),
+        np.concatenate([p.bias for p in parts]),
+    )
+
+
+def sinusoidal_table(length: int, dim: int) -> np.ndarray:
+    """The fixed position table, computed in float32 in the same order as `layers.embedding.sinusoidal_table`."""
+    position = np.arange(length, dtype=np.float32)[:, None]
+    freq = np.exp(np.arange(0, dim, 2, dtype=np.float32) * np.float32(-math.log(10000.0) / dim))
+    table = np.zeros((length, dim), dtype=np.float32)
+    table[:, 0::2] = np.sin(position * freq)
+    table[:, 1::2] = np.cos(position * freq[: dim // 2])
+    return table
+
+
+class PackedModel:
+    """A loaded packed model. `run` takes token ids; `predict` takes text."""
+
+    def __init__(self, config: BEExformerConfig, tensors: dict[str, np.ndarray], tokenizer: PackedTokenizer | None):
+        c = self.config = config
+        if c.weight_bits == 32 and c.act_bits == 1:
+            raise ConfigError("float weights with 1-bit activations are not a supported combination")
+        self.tokenizer = tokenizer
+        self.binary_acts = c.weight_bits == 1 and c.act_bits == 1
+        self.pre_norm = c.norm == "pre"
+        self.eps = np.float32(c.layer_norm_eps)
+        t = tensors
+        self.tok_dim = c.d_model if c.combine == "add" else c.d_model - c.d_model // 4
+        if c.embedding_bits == 1:
+            self.tok_bits, self.tok_scale = t["embeddings.token.bits"], t["embeddings.token.scale"]
+            self.tok_table = None
+        else:
+            self.tok_bits = self.tok_scale = None
+            self.tok_table = t["embeddings.token.weight"]
+        pos_dim = c.d_model if c.combine == "add" else c.d_model // 4
+        self.positions = (
+            t["embeddings.position.weight"] if c.position == "learned" else sinusoidal_table(c.max_len, pos_dim)
+        )
+        self.segments = t.get("embeddings.segment.weight")
+        self.emb_norm = (t["embeddings.norm.weight"], t["embeddings.norm.bias"])
+        self.blocks = [self._prepare_block(t, prefix) for prefix in block_names(c)]
+        self.exits = []
+        for i in range(c.n_blocks):
+            norm = (t[f"exits.{i}.norm.weight"], t[f"exits.{i}.norm.bias"]) if self.pre_norm else None
+            fc1 = self._dense(t, f"exits.{i}.fc1", c.d_model)
+            fc2 = self._dense(t, f"exits.{i}.fc2", c.exit_hidden)
+            self.exits.append((norm, fc1, fc2))
+
+    # ------------------------------------------------------------------------------------------------------
+    # loading
+
+    @classmethod
+    def load(cls, path: str | Path) -> PackedModel:
+        """Read, validate and prepare a packed model file (raises `CheckpointError` if it is not sound)."""
+        packed = read_packed(path)
+        tokenizer = PackedTokenizer(packed.tokenizer_json, packed.text_encoder)
+        return cls(packed.config, packed.tensors, tokenizer)
+
+    @staticmethod
+    def _dense(t: dict[str, np.ndarray], name: str, k: int) -> _Dense:
+        if f"{name}.bits" in t:
+            # W1A32: alpha * sign(W), the very operand PyTorch multiplies by, unpacked once.
+            w = unpack_weight(t[f"{name}.bits"], k) * t[f"{name}.alpha"][:, None]
+        else:
+            w = t[f"{name}.weight"]
+        return _Dense(np.ascontiguousarray(w.T, dtype=np.float32), t[f"{name}.bias"])
+
+    @staticmethod
+    def _binary(t: dict[str, np.ndarray], name: str, k: int, centre: float = 0.0) -> _Binary:
+        bits = t[f"{name}.bits"]
+        rowsum = unpack_signs(bits.T, k, np.float32).sum(axis=1)  # exact: small integers
+        return _Binary(bits, t[f"{name}.alpha"], (np.float32(centre) * rowsum).astype(np.float32), t[f"{name}.bias"], k)
+
+    def _prepare_block(self, t: dict[str, np.ndarray], p: str) -> dict:
+        c = self.config
+        d, f = c.d_model, c.d_ff
+        block: dict = {
+            "norm1": (t[f"{p}.norm1.weight"], t[f"{p}.norm1.bias"]),
+            "norm2": (t[f"{p}.norm2.weight"], t[f"{p}.norm2.bias"]),
+        }
+        if self.binary_acts:
+            b = self._binary
+            block["qkv"] = _concat_binary([b(t, f"{p}.attn.{n}", d) for n in ("q", "k", "v")])
+            block["o"] = b(t, f"{p}.attn.o", d)
+            if c.ffn == "slfn":
+                block["up"] = _concat_binary([b(t, f"{p}.ffn.s1", d), b(t, f"{p}.ffn.f1", d)])
+                block["s2"] = b(t, f"{p}.ffn.s2", f, centre=0.5)
+                block["f2"] = b(t, f"{p}.ffn.f2", f)
+            else:
+                block["up"] = b(t, f"{p}.ffn.lin1", d)
+                block["down"] = b(t, f"{p}.ffn.lin2", f)
+        else:
+            dn = self._dense
+            block["qkv"] = _concat_dense([dn(t, f"{p}.attn.{n}", d) for n in ("q", "k", "v")])
+            block["o"] = dn(t, f"{p}.attn.o", d)
+            if c.ffn == "slfn":
+                block["s1"], block["s2"] = dn(t, f"{p}.ffn.s1", d), dn(t, f"{p}.ffn.s2", f)
+                block["f1"], block["f2"] = dn(t, f"{p}.ffn.f1", d), dn(t, f"{p}.ffn.f2", f)
+            else:
+                block["lin1"], block["lin2"] = dn(t, f"{p}.ffn.lin1", d), dn(t, f"{p}.ffn.lin2", f)
+        return block
+
+    # ------------------------------------------------------------------------------------------------------
+    # the forward pass, on a ragged batch: x [n_tokens, d], offsets [B + 1]
+
+    def _embed(self, ids: np.ndarray, positions: np.ndarray, segments: np.ndarray | None) -> np.ndarray:
+        c = self.config
+        ks = kernels_for(len(ids))
+        if self.tok_bits is not None:
+            tok = ks.embed_binary(self.tok_bits, self.tok_scale, ids, self.tok_dim)
+        else:
+            tok = self.tok_table[ids]
+        pos = self.positions[positions]
+        x = tok + pos if c.combine == "add" else np.concatenate([tok, pos], axis=1)
+        if self.segments is not None and segments is not None:
+            x = x + self.segments[segments]
+        return ks.layernorm(np.ascontiguousarray(x, dtype=np.float32), *self.emb_norm, self.eps)
+
+    def _block_binary(self, blk: dict, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """W1A1 block: activations are packed right after each LayerNorm / nonlinearity."""
+        c = self.config
+        ks = kernels_for(len(x))
+        zero = np.float32(0.0)
+
+        def linear(layer: _Binary, packed: np.ndarray, beta: np.ndarray) -> np.ndarray:
+            return ks.bgemm_affine(packed, beta, layer.bits, layer.alpha, layer.crs, layer.bias, layer.k)
+
+        attn_in = ks.layernorm(x, *blk["norm1"], self.eps) if self.pre_norm else x
+        qkv = linear(blk["qkv"], *ks.pack_rows(attn_in, zero))
+        ctx = ks.attention(qkv, offsets, c.n_heads)
+        attn = linear(blk["o"], *ks.pack_rows(ctx, zero))
+        h = ks.add(x, attn) if self.pre_norm else ks.layernorm(ks.add(x, attn), *blk["norm1"], self.eps)
+        ffn_in = ks.layernorm(h, *blk["norm2"], self.eps) if self.pre_norm else h
+        hp, hb = ks.pack_rows(ffn_in, zero)
+        up = blk["up"]
+        if c.ffn == "slfn":
+            words, betas = ks.bgemm_act_pack(
+                hp, hb, up.bits, up.alpha, up.crs, up.bias, up.k, _SIGMOID_TANH, _SIGMOID_TANH_CENTRES
+            )
+            s = linear(blk["s2"], words[0], betas[0])
+            f = linear(blk["f2"], words[1], betas[1])
+            out = ks.gated_add(h, s, f)
+        else:
+            words, betas = ks.bgemm_act_pack(hp, hb, up.bits, up.alpha, up.crs, up.bias, up.k, _GELU, _ZERO_CENTRE)
+            out = ks.add(h, linear(blk["down"], words[0], betas[0]))
+        return out if self.pre_norm else ks.layernorm(out, *blk["norm2"], self.eps)
+
+    def _block_dense(self, blk: dict, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """W1A32 (or float) block: BLAS on the unpacked weights, numba for attention and LayerNorm."""
+        c = self.config
+        ks = kernels_for(len(x))
+        attn_in = ks.layernorm(x, *blk["norm1"], self.eps) if self.pre_norm else x
+        ctx = ks.attention(blk["qkv"](attn_in), offsets, c.n_heads)
+        attn = blk["o"](ctx)
+        h = ks.add(x, attn) if self.pre_norm else ks.layernorm(ks.add(x, attn), *blk["norm1"], self.eps)
+        ffn_in = ks.layernorm(h, *blk["norm2"], self.eps) if self.pre_norm else h
+        if c.ffn == "slfn":
+            a = blk["s1"](ffn_in)
+            np.negative(a, out=a)
+            np.exp(a, out=a)
+            a += np.float32(1.0)
+            s = blk["s2"](np.reciprocal(a, out=a))
+            f = blk["f2"](np.tanh(blk["f1"](ffn_in)))
+            out = ks.gated_add(h, s, f)
+        else:
+            u = blk["lin1"](ffn_in).astype(np.float64)
+            g = (0.5 * u * (1.0 + _erf(u / math.sqrt(2.0)))).astype(np.float32)
+            out = ks.add(h, blk["lin2"](g))
+        return out if self.pre_norm else ks.layernorm(out, *blk["norm2"], self.eps)
+
+    def _exit(self, index: int, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        norm, fc1, fc2 = self.exits[index]
+        ks = kernels_for(len(x))
+        pooled = ks.mean_pool(x, offsets)
+        if norm is not None:
+            pooled = ks.layernorm(pooled, norm[0], norm[1], np.float32(1e-5))
+        hidden = K.SERIAL.float_linear(pooled, fc1.wt, fc1.bias)
+        np.maximum(hidden, np.float32(0.0), out=hidden)
+        return K.SERIAL.float_linear(hidden, fc2.wt, fc2.bias)
+
+    def _block(self, index: int, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        blk = self.blocks[0 if self.config.share_weights else index]
+        if self.binary_acts:
+            return self._block_binary(blk, x, offsets)
+        return self._block_dense(blk, x, offsets)
+
+    # ------------------------------------------------------------------------------------------------------
+    # public API
+
+    def _ragged(self, input_ids, token_type_ids):
+        """Lists of per-sample ids (or a right-padded array + mask) -> flat ids, positions, segments, offsets."""
+        c = self.config
+        if len(input_ids) == 0:
+            raise DataError("empty batch")
+        lengths = np.array([len(s) for s in input_ids], dtype=np.int64)
+        if lengths.min() < 1:
+            raise DataError("every input needs at least one token")
+        if lengths.max() > c.max_len:
+            raise DataError(f"an input has {lengths.max()} tokens; this model takes at most {c.max_len}")
+        ids = np.concatenate([np.asarray(s, dtype=np.int64) for s in input_ids])
+        if ids.min() < 0 or ids.max() >= c.vocab_size:
+            raise DataError(f"token id out of range [0, {c.vocab_size}) for this model")
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        positions = np.arange(len(ids), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+        segs = None
+        if token_type_ids is not None and self.segments is not None:
+            segs = np.concatenate([np.asarray(s, dtype=np.int64) for s in token_type_ids])
+            if segs.shape != ids.shape:
+                raise DataError("token_type_ids do not match input_ids in length")
+            if segs.size and (segs.min() < 0 or segs.max() >= len(self.segments)):
+                raise DataError(f"segment id out of range [0, {len(self.segments)})")
+        return ids, positions, segs, offsets
+
+    def run(
+        self,
+        input_ids: list[list[int]] | list[np.ndarray],
+        token_type_ids: list[list[int]] | None = None,
+        rule: ExitRule | None = None,
+    ) -> RuntimeOutput:
+        """Run a batch of token-id sequences (unpadded, one per sample).
+
+        With `rule`, each sample leaves at the first block where the rule fires (the last block always
+        answers) and the batch shrinks; without, every sample runs every block and `exit_logits` [C, B, K]
+        holds all exits (answer = the last block's logits).
+        """
+        ids, positions, segs, offsets = self._ragged(input_ids, token_type_ids)
+        x = self._embed(ids, positions, segs)
+        n, n_blocks = len(offsets) - 1, self.config.n_blocks
+        if rule is None:
+            all_logits = []
+            for c in range(n_blocks):
+                x = self._block(c, x, offsets)
+                all_logits.append(self._exit(c, x, offsets))
+            stacked = np.stack(all_logits)
+            logits = stacked[-1].copy()
+            exit_block = np.full(n, n_blocks, dtype=np.int64)
+            return RuntimeOutput(logits, predictions_from_logits(logits), exit_block, stacked)
+
+        active = np.arange(n)
+        history: list[np.ndarray] = []
+        answer = np.zeros((n, self.config.n_classes), dtype=np.float32)
+        exit_block = np.zeros(n, dtype=np.int64)
+        for c in range(n_blocks):
+            x = self._block(c, x, offsets)
+            history.append(self._exit(c, x, offsets))
+            stacked = np.stack(history, axis=1)  # [n_active, c + 1, K]
+            if c == n_blocks - 1:
+                leave = np.ones(len(active), dtype=bool)
+                chosen = stacked[:, -1]
+            else:
+                leave = np.asarray(rule.should_exit(stacked), dtype=bool)
+                chosen = rule.answer(stacked)
+            answer[active[leave]] = chosen[leave]
+            exit_block[active[leave]] = c + 1
+            keep = ~leave
+            if not keep.any():
+                break
+            if leave.any():
+                x, offsets = _compact(x, offsets, keep)
+                active = active[keep]
+                history = [h[keep] for h in history]
+        return RuntimeOutput(answer, predictions_from_logits(answer), exit_block)
+
+    def run_padded(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray | None = None,
+        token_type_ids: np.ndarray | None = None,
+        rule: ExitRule | None = None,
+    ) -> RuntimeOutput:
+        """`run` on a right-padded [B, T] batch (the layout PyTorch's collate gives)."""
+        input_ids = np.asarray(input_ids)
+        mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask)
+        lengths = mask.sum(axis=1).astype(np.int64)
+        if not np.array_equal(mask.astype(bool), np.arange(mask.shape[1])[None, :] < lengths[:, None]):
+            raise DataError("attention_mask must be right-padded (ones first, then zeros)")
+        ids = [input_ids[i, : lengths[i]] for i in range(len(lengths))]
+        segs = None if token_type_ids is None else [np.asarray(token_type_ids)[i, : lengths[i]] for i in range(len(lengths))]
+        return self.run(ids, segs, rule)
+
+    def encode(self, texts_a: list[str], texts_b: list[str | None] | None = None):
+        """Token ids and segment ids of texts, with the tokenizer the packed file carries."""
+        if self.tokenizer is None:
+            raise ConfigError("this model was loaded without a tokenizer")
+        return self.tokenizer.encode(texts_a, texts_b, self.config.max_len)
+
+    def predict(
+        self,
+        texts_a: list[str],
+        texts_b: list[str | None] | None = None,
+        rule: ExitRule | None = None,
+        batch_size: int = 64,
+    ) -> RuntimeOutput:
+        """Tokenize and run texts in batches of `batch_size` (sorted by length, so batches are homogeneous)."""
+        ids, segs = self.encode(texts_a, texts_b)
+        order = np.argsort([len(s) for s in ids], kind="stable")
+        outs: list[tuple[np.ndarray, RuntimeOutput]] = []
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            outs.append((idx, self.run([ids[i] for i in idx], [segs[i] for i in idx], rule)))
+        n = len(ids)
+        logits = np.zeros((n, self.config.n_classes), dtype=np.float32)
+        exit_block = np.zeros(n, dtype=np.int64)
+        for idx, out in outs:
+            logits[idx] = out.logits
+            exit_block[idx] = out.exit_block
+        return RuntimeOutput(logits, predictions_from_logits(logits), exit_block)
+
+
+def _compact(x: np.ndarray, offsets: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the token rows of the samples that left: the batch shrinks instead of being masked."""
+    lengths = np.diff(offsets)[keep]
+    starts = offsets[:-1][keep]
+    new_offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    rows = np.arange(new_offsets[-1], dtype=np.int64) + np.repeat(starts - new_offsets[:-1], lengths)
+    return np.ascontiguousarray(x[rows]), new_offsets
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """Elementwise erf in float64 (numpy has none; math.erf per element is exact and this path is rare)."""
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
