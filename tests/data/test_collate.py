@@ -84,3 +84,12 @@ def test_bucket_sampler_drop_last_and_len() -> None:
         assert len(batches) == len(sampler), (n, bs, pf, drop)
         if drop:
             assert all(len(b) == bs for b in batches)
+
+
+def test_numpy_labels() -> None:
+    import numpy as np
+
+    ds = _dataset(list(np.array([1.5, 2.0, 0.0])))
+    assert collate([ds[0], ds[1]], 0)["labels"].dtype == torch.float32
+    ds = _dataset(list(np.array([1, 0, 2])))
+    assert collate([ds[0], ds[1]], 0)["labels"].dtype == torch.long

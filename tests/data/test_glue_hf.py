@@ -150,3 +150,13 @@ def test_hub_call_uses_glue_config_and_split(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(DataError):
         load_split_hf("STS-B", "train")
     assert calls == [("nyu-mll/glue", "mnli", "validation_matched"), ("nyu-mll/glue", "stsb", "train")]
+
+
+def test_broken_local_file(tmp_path: Path) -> None:
+    path = tmp_path / "rte.jsonl"
+    path.write_text('{"sentence1": "a", "sentence2": \n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"rte\.jsonl: cannot load with datasets") as err:
+        load_split_hf("rte", "train", data_files=str(path), cache_dir=tmp_path / "cache")
+    assert "\n" not in str(err.value)
+    with pytest.raises(DataError, match=r"missing\.parquet: cannot load with datasets"):
+        load_split_hf("rte", "train", data_files=str(tmp_path / "missing.parquet"), cache_dir=tmp_path / "c")

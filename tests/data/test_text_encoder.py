@@ -153,3 +153,10 @@ def test_real_sst2_dev_encoding(glue_dir: Path) -> None:
         1 for ex in dev if len(enc.tokenizer.encode(ex.text_a, add_special_tokens=False).ids) > 30
     )
     assert batch.n_truncated > 0
+
+
+def test_bare_tokenizers_directory(encoder: TextEncoder, tmp_path: Path) -> None:
+    (tmp_path / "bare").mkdir()
+    encoder.tokenizer.save(str(tmp_path / "bare" / "tokenizer.json"))
+    loaded = TextEncoder.from_pretrained(tmp_path / "bare")
+    assert (loaded.cls_id, loaded.sep_id, loaded.pad_id) == (encoder.cls_id, encoder.sep_id, encoder.pad_id)

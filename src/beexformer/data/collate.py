@@ -90,8 +90,9 @@ def collate(batch: Sequence[dict[str, Any]], pad_id: int = 0) -> dict[str, torch
     out = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
     if "labels" in batch[0]:
         labels = [item["labels"] for item in batch]
-        is_float = any(isinstance(label, float) for label in labels)
-        out["labels"] = torch.tensor(labels, dtype=torch.float32 if is_float else torch.long)
+        # Class indices -> long; any float score (STS-B, also numpy floats) -> float32 for regression.
+        values = torch.tensor(labels)
+        out["labels"] = values.float() if values.is_floating_point() else values.long()
     return out
 
 

@@ -569,11 +569,12 @@ def load_split_hf(
     cache = str(cache_dir) if cache_dir is not None else None
     if data_files is not None:
         builder, kwargs = _builder_for(data_files)
-        where = str(data_files if isinstance(data_files, (str, os.PathLike)) else next(iter(data_files)))
         files = data_files if isinstance(data_files, dict) else {hf_split: data_files}
+        mine = files.get(hf_split, data_files)
+        where = str(mine if isinstance(mine, (str, os.PathLike)) else next(iter(mine), "data_files"))
         try:
             ds = datasets.load_dataset(builder, data_files=files, split=hf_split, cache_dir=cache, **kwargs)
-        except (FileNotFoundError, ValueError, KeyError) as err:
+        except Exception as err:  # missing file, bad JSON/CSV/parquet: datasets raises many types
             msg = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise DataError(f"{where}: cannot load with datasets ({msg})") from err
     else:

@@ -143,6 +143,13 @@ class TextEncoder:
         path = Path(name_or_path).expanduser()
         if path.is_dir() and (path / ENCODER_CONFIG_FILE).is_file():
             return cls.load(path)
+        if (
+            path.is_dir()
+            and (path / TOKENIZER_FILE).is_file()
+            and not (path / "tokenizer_config.json").exists()
+        ):
+            # A bare tokenizers directory (no Hugging Face config): no need for transformers.
+            return cls.load(path)
         if path.is_file() and path.suffix == ".json":
             return cls._from_bare_tokenizer(Tokenizer.from_file(str(path)), str(path))
         try:
@@ -280,7 +287,8 @@ class TextEncoder:
         if has_pair:
             assert texts_b is not None
             pair_idx = [i for i, b in enumerate(texts_b) if b is not None]
-            for i, ids in zip(pair_idx, self._ids([texts_b[i] for i in pair_idx]), strict=True):  # type: ignore[misc]
+            pair_texts = [str(texts_b[i]) for i in pair_idx]
+            for i, ids in zip(pair_idx, self._ids(pair_texts), strict=True):
                 ids_b[i] = ids
 
         cls_id, sep_id = self._cls_id, self._sep_id
