@@ -363,3 +363,17 @@ def test_crlf_line_ends_are_accepted(tmp_path: Path) -> None:
     path = _copy_task(tmp_path, "WNLI") / "dev.tsv"
     path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
     assert load_split("wnli", "dev", tmp_path) == load_split("wnli", "dev", FIXTURES)
+
+
+def test_header_only_file(tmp_path: Path) -> None:
+    path = _copy_task(tmp_path, "RTE") / "dev.tsv"
+    path.write_bytes(path.read_bytes().split(b"\n")[0] + b"\n")
+    with pytest.raises(DataError, match=r"RTE/dev\.tsv:2: no examples after the header"):
+        load_split("rte", "dev", tmp_path)
+
+
+def test_stsb_score_out_of_range(tmp_path: Path) -> None:
+    path = _copy_task(tmp_path, "STS-B") / "dev.tsv"
+    path.write_text(path.read_text(encoding="utf-8").replace("\t4.750\n", "\t47.50\n"), encoding="utf-8")
+    with pytest.raises(DataError, match=r"STS-B/dev\.tsv:3: score 47.50 is outside 0..5"):
+        load_split("stsb", "dev", tmp_path)

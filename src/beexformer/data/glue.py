@@ -20,6 +20,7 @@ dataset, so that the file loader and :func:`load_split_hf` give the same indices
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -392,11 +393,13 @@ def _parse_label(task: GlueTask, value: str, path: Path, lineno: int) -> int | f
         try:
             score = float(value)
         except ValueError:
-            score = float("nan")
-        if not score == score or score in (float("inf"), float("-inf")):  # NaN/inf check without math
+            score = math.nan
+        if not math.isfinite(score):
             raise DataError(
                 f"{path}:{lineno}: label {value!r} is not a number (STS-B scores are floats in 0..5)"
             )
+        if not 0.0 <= score <= 5.0:
+            raise DataError(f"{path}:{lineno}: score {value} is outside 0..5 (STS-B similarity scores)")
         return score
     try:
         return task.file_label_values.index(value)
@@ -468,6 +471,8 @@ def load_split(
         label = _parse_label(task, fields[il], path, lineno) if il is not None else None
         text_b = fields[ib].strip() if ib is not None else None
         examples.append(Example(fields[ia].strip(), text_b, label))
+    if not examples:
+        raise DataError(f"{path}:2: no examples after the header (the file is truncated; re-download it)")
     return examples
 
 
