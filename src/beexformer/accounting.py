@@ -1,0 +1,236 @@
+"""What a model costs: 1-bit vs 32-bit parameters, bytes stored packed vs float32, FLOPs and binary ops.
+
+Conventions (design.md section 7):
+- Size: 1 bit per binarized weight, plus one 32-bit scale per output row (or per tensor) of each binarized
+  matrix; 32 bits for everything else. The float32 twin stores every parameter in 32 bits.
+- Ops per sample of T tokens. A float multiply-accumulate counts 2 FLOPs. A W1A1 multiply-accumulate is one
+  binary op (BOP; XNOR + popcount). A W1A32 multiply-accumulate is a sign-selected addition: 1 FLOP.
+  The common single figure is FLOPs + BOPs / 64 (BiBERT, BiT).
+- Expected cost with early exit: a sample leaving at block c pays the embeddings, blocks 1..c and exits
+  1..c; "FLOPs saved" = 1 - sum_i F_i(exit_i) / sum_i F_i(C), each sample at its own length.
+
+No torch import: the model summary duck-types modules (`is_binary`, `weight`), so it also serves the runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from beexformer.config import BEExformerConfig
+
+
+@dataclass
+class ParamRow:
+    """One module that owns parameters."""
+
+    name: str
+    kind: str  # class name
+    binary_params: int  # stored as 1 bit
+    float_params: int  # stored as 32 bits (biases, norms, float layers)
+    scale_params: int  # 32-bit scales that binarization adds (alpha per row or per tensor)
+
+    @property
+    def packed_bits(self) -> int:
+        return self.binary_params + 32 * (self.float_params + self.scale_params)
+
+    @property
+    def float32_bits(self) -> int:
+        return 32 * (self.binary_params + self.float_params)
+
+
+@dataclass
+class SizeReport:
+    rows: list[ParamRow]
+
+    @property
+    def binary_params(self) -> int:
+        return sum(r.binary_params for r in self.rows)
+
+    @property
+    def float_params(self) -> int:
+        return sum(r.float_params for r in self.rows)
+
+    @property
+    def scale_params(self) -> int:
+        return sum(r.scale_params for r in self.rows)
+
+    @property
+    def total_params(self) -> int:
+        return self.binary_params + self.float_params
+
+    @property
+    def packed_bytes(self) -> float:
+        return sum(r.packed_bits for r in self.rows) / 8
+
+    @property
+    def float32_bytes(self) -> int:
+        return 4 * self.total_params
+
+    @property
+    def ratio(self) -> float:
+        return self.float32_bytes / self.packed_bytes
+
+    @property
+    def binary_share(self) -> float:
+        return self.binary_params / max(self.total_params, 1)
+
+    def to_dict(self) -> dict:
+        return {
+            "binary_params": self.binary_params,
+            "float_params": self.float_params,
+            "scale_params": self.scale_params,
+            "total_params": self.total_params,
+            "binary_share": self.binary_share,
+            "packed_bytes": self.packed_bytes,
+            "float32_bytes": self.float32_bytes,
+            "size_ratio": self.ratio,
+        }
+
+    def format_table(self, group_depth: int | None = None) -> str:
+        """A larq-style summary: one line per module (or per name prefix of `group_depth` parts)."""
+        rows = self.rows if group_depth is None else _group(self.rows, group_depth)
+        width = max([len(r.name) for r in rows] + [12])
+        head = f"{'layer':<{width}}  {'1-bit params':>12}  {'32-bit params':>13}  {'scales':>8}  {'packed KiB':>10}"
+        lines = [head, "-" * len(head)]
+        for r in rows:
+            lines.append(
+                f"{r.name:<{width}}  {r.binary_params:>12,}  {r.float_params:>13,}  {r.scale_params:>8,}"
+                f"  {r.packed_bits / 8192:>10.1f}"
+            )
+        lines.append("-" * len(head))
+        lines.append(
+            f"{'total':<{width}}  {self.binary_params:>12,}  {self.float_params:>13,}  {self.scale_params:>8,}"
+            f"  {self.packed_bytes / 1024:>10.1f}"
+        )
+        lines.append(
+            f"1-bit share of parameters: {100 * self.binary_share:.2f} %   "
+            f"float32: {self.float32_bytes / 2**20:.2f} MiB   packed: {self.packed_bytes / 2**20:.3f} MiB   "
+            f"ratio: {self.ratio:.2f}x"
+        )
+        return "\n".join(lines)
+
+
+def _group(rows: Sequence[ParamRow], depth: int) -> list[ParamRow]:
+    grouped: dict[str, ParamRow] = {}
+    for r in rows:
+        key = ".".join(r.name.split(".")[:depth])
+        g = grouped.setdefault(key, ParamRow(key, "group", 0, 0, 0))
+        g.binary_params += r.binary_params
+        g.float_params += r.float_params
+        g.scale_params += r.scale_params
+    return list(grouped.values())
+
+
+def size_report(model) -> SizeReport:
+    """Count the real parameters of a (torch) model: 1-bit weights, their scales, and 32-bit rest."""
+    rows = []
+    for name, module in model.named_modules():
+        own = list(module.named_parameters(recurse=False))
+        if not own:
+            continue
+        binary = float_ = scales = 0
+        for pname, p in own:
+            if pname == "weight" and getattr(module, "is_binary", False):
+                binary += p.numel()
+                per_tensor = getattr(module, "weight_scale_mode", "row") == "tensor"
+                scales += 1 if per_tensor else p.shape[0]
+            else:
+                float_ += p.numel()
+        rows.append(ParamRow(name, type(module).__name__, binary, float_, scales))
+    return SizeReport(rows)
+
+
+# ---------------------------------------------------------------- ops
+
+
+@dataclass
+class Ops:
+    flops: float = 0.0
+    bops: float = 0.0
+
+    def __add__(self, other: Ops) -> Ops:
+        return Ops(self.flops + other.flops, self.bops + other.bops)
+
+    def __mul__(self, k: float) -> Ops:
+        return Ops(self.flops * k, self.bops * k)
+
+    @property
+    def combined(self) -> float:
+        """FLOPs + BOPs / 64, the convention of BiBERT and BiT."""
+        return self.flops + self.bops / 64
+
+
+def _linear_ops(macs: float, weight_bits: int, act_bits: int) -> Ops:
+    if weight_bits == 1 and act_bits == 1:
+        return Ops(0.0, macs)
+    if weight_bits == 1:
+        return Ops(macs, 0.0)
+    return Ops(2 * macs, 0.0)
+
+
+@dataclass
+class OpsBreakdown:
+    embeddings: Ops
+    blocks: list[Ops] = field(default_factory=list)
+    exits: list[Ops] = field(default_factory=list)
+
+    def up_to(self, block: int) -> Ops:
+        """Cost of a sample that leaves at `block` (1-based)."""
+        total = self.embeddings
+        for c in range(block):
+            total = total + self.blocks[c] + self.exits[c]
+        return total
+
+    @property
+    def full(self) -> Ops:
+        return self.up_to(len(self.blocks))
+
+
+def ops_per_sample(config: BEExformerConfig, seq_len: int) -> OpsBreakdown:
+    """FLOPs and BOPs of one sample of `seq_len` real tokens, per block and per exit."""
+    T, d, f, h = seq_len, config.d_model, config.d_ff, config.n_heads
+    wb, ab = config.weight_bits, config.act_bits
+    layer_norm = Ops(8.0 * T * d)
+    embeddings = Ops(2.0 * T * d) + layer_norm  # token + position (+ segment) sums, then LayerNorm
+    attention = (
+        _linear_ops(4.0 * T * d * d, wb, ab)  # Q, K, V, O projections
+        + Ops(4.0 * T * T * d)  # Q K^T and weights @ V, float
+        + Ops(5.0 * h * T * T)  # scale, mask, softmax
+    )
+    if config.ffn == "slfn":
+        ffn = _linear_ops(4.0 * T * d * f, wb, ab) + Ops(T * (8.0 * f + d))  # sigmoid, tanh, product
+    else:
+        ffn = _linear_ops(2.0 * T * d * f, wb, ab) + Ops(8.0 * T * f)  # gelu
+    block = attention + ffn + layer_norm * 2 + Ops(2.0 * T * d)  # two residual sums
+    k = config.n_classes
+    exit_head = Ops(T * d) + _linear_ops(d * config.exit_hidden, config.exit_bits, 32)
+    exit_head = exit_head + Ops(2.0 * config.exit_hidden * k + config.exit_hidden)
+    n = config.n_blocks
+    return OpsBreakdown(embeddings, [block] * n, [exit_head] * n)
+
+
+@dataclass
+class ExitCost:
+    flops_full: float  # combined FLOPs with every sample running all blocks
+    flops_early_exit: float  # combined FLOPs with each sample leaving at its exit block
+    saved: float  # 1 - early / full
+    histogram: list[int]  # samples leaving at block 1..C
+    mean_exit_block: float
+
+
+def expected_cost(config: BEExformerConfig, exit_blocks: Iterable[int], seq_lens: Iterable[int]) -> ExitCost:
+    """Cost of a set of samples, each at its own length and exit block (design.md section 7)."""
+    blocks = np.asarray(list(exit_blocks), dtype=np.int64)
+    lens = np.asarray(list(seq_lens), dtype=np.int64)
+    cache: dict[int, OpsBreakdown] = {}
+    full = early = 0.0
+    for b, t in zip(blocks, lens, strict=True):
+        ops = cache.setdefault(int(t), ops_per_sample(config, int(t)))
+        full += ops.full.combined
+        early += ops.up_to(int(b)).combined
+    hist = np.bincount(blocks, minlength=config.n_blocks + 1)[1:].tolist()
+    saved = 1.0 - early / full if full else 0.0
+    return ExitCost(full, early, saved, hist, float(blocks.mean()) if len(blocks) else float("nan"))
