@@ -93,7 +93,8 @@ class SizeReport:
         """A larq-style summary: one line per module (or per name prefix of `group_depth` parts)."""
         rows = self.rows if group_depth is None else _group(self.rows, group_depth)
         width = max([len(r.name) for r in rows] + [12])
-        head = f"{'layer':<{width}}  {'1-bit params':>12}  {'32-bit params':>13}  {'scales':>8}  {'packed KiB':>10}"
+        columns = f"{'1-bit params':>12}  {'32-bit params':>13}  {'scales':>8}  {'packed KiB':>10}"
+        head = f"{'layer':<{width}}  {columns}"
         lines = [head, "-" * len(head)]
         for r in rows:
             lines.append(
@@ -102,8 +103,8 @@ class SizeReport:
             )
         lines.append("-" * len(head))
         lines.append(
-            f"{'total':<{width}}  {self.binary_params:>12,}  {self.float_params:>13,}  {self.scale_params:>8,}"
-            f"  {self.packed_bytes / 1024:>10.1f}"
+            f"{'total':<{width}}  {self.binary_params:>12,}  {self.float_params:>13,}"
+            f"  {self.scale_params:>8,}  {self.packed_bytes / 1024:>10.1f}"
         )
         lines.append(
             f"1-bit share of parameters: {100 * self.binary_share:.2f} %   "
