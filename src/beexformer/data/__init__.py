@@ -1,6 +1,8 @@
-"""The data layer: GLUE tasks and loaders, text encoding, batching and metrics."""
+"""The data layer: GLUE tasks and loaders, text encoding, batching and metrics.
 
-from beexformer.data.collate import BucketBatchSampler, EncodedDataset, collate, make_collate
+Batching (`beexformer.data.collate`) needs torch and is not imported here, so that the loaders, the
+tokenizer and the metrics serve the torch-free packed runtime too."""
+
 from beexformer.data.glue import (
     TASKS,
     Example,
@@ -17,21 +19,17 @@ from beexformer.data.tokenizer import EncodedBatch, TextEncoder
 
 __all__ = [
     "TASKS",
-    "BucketBatchSampler",
     "EncodedBatch",
-    "EncodedDataset",
     "Example",
     "GlueTask",
     "TextEncoder",
     "accuracy",
-    "collate",
     "compute_metrics",
     "f1",
     "get_task",
     "iter_texts",
     "load_split",
     "load_split_hf",
-    "make_collate",
     "matthews_corrcoef",
     "pearson",
     "resolve_data_dir",
