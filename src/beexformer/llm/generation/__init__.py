@@ -1,0 +1,16 @@
+"""Decoding strategies for early exit in causal LMs: full, early-exit and self-speculative."""
+
+from beexformer.llm.generation.base import DecodingStrategy, GenerationResult
+from beexformer.llm.generation.engine import DecodeState, LayerwiseDecoder, StepOutcome
+from beexformer.llm.generation.strategies import EarlyExitDecoding, FullDecoding, SelfSpeculativeDecoding
+
+__all__ = [
+    "DecodeState",
+    "DecodingStrategy",
+    "EarlyExitDecoding",
+    "FullDecoding",
+    "GenerationResult",
+    "LayerwiseDecoder",
+    "SelfSpeculativeDecoding",
+    "StepOutcome",
+]

@@ -1,0 +1,72 @@
+"""A small base class for decoding strategies (like LayerSkip's generation strategies) and their result."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+
+from beexformer.llm.adapters import ModelAdapter
+from beexformer.llm.generation.engine import LayerwiseDecoder
+
+
+@dataclass
+class GenerationResult:
+    """Generated token ids and what the strategy did to produce them."""
+
+    tokens: list[int]
+    exit_depths: list[int]  # layers run before each generated token was chosen (L = full depth)
+    num_layers: int
+    seconds: float = 0.0
+    full_passes: int = 0  # steps that reached the last layer
+    drafted: int = 0  # self-speculative: draft tokens proposed
+    accepted: int = 0  # self-speculative: draft tokens the full model confirmed
+    draft_lengths: list[int] = field(default_factory=list)
+
+    @property
+    def mean_exit_layer(self) -> float:
+        return sum(self.exit_depths) / max(1, len(self.exit_depths))
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+
+class DecodingStrategy(ABC):
+    """Greedy decoding of one prompt with the model's own layers; subclasses decide when to exit."""
+
+    name = "base"
+
+    def __init__(self, adapter: ModelAdapter) -> None:
+        self.adapter = adapter
+        self.decoder = LayerwiseDecoder(adapter)
+
+    def next_token(self, final_hidden: torch.Tensor) -> torch.Tensor:
+        """Greedy tokens of final hidden states [..., d] through the model's own norm and head."""
+        return self.adapter.logits(final_hidden).argmax(dim=-1)
+
+    @torch.no_grad()
+    def generate(
+        self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None
+    ) -> GenerationResult:
+        """Generate up to max_new_tokens after input_ids [T] (stops after eos_token_id if given)."""
+        start = time.perf_counter()
+        result = self._generate(input_ids.view(-1), max_new_tokens, eos_token_id)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    @abstractmethod
+    def _generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
+        raise NotImplementedError
+
+
+def truncate_at_eos(result: GenerationResult, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
+    """Cut the tokens (and per-token records) after max_new_tokens or the first eos."""
+    end = min(len(result.tokens), max_new_tokens)
+    if eos_token_id is not None and eos_token_id in result.tokens[:end]:
+        end = result.tokens.index(eos_token_id) + 1
+    result.tokens = result.tokens[:end]
+    result.exit_depths = result.exit_depths[:end]
+    return result
