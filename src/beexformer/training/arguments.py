@@ -1,0 +1,75 @@
+"""TrainingArguments: every knob of a training run, saved in the run directory next to its results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from beexformer.errors import ConfigError
+
+
+@dataclass
+class TrainingArguments:
+    task: str = "sst2"
+    output: str = "runs/sst2"
+    data_dir: str | None = None  # GLUE directory; None means $GLUE_DIR
+    source: str = "files"  # "files" (GLUE download layout) or "hf" (Hugging Face datasets, online)
+    # --- tokenizer ---
+    tokenizer: str | None = None  # None: train a WordPiece on the training text; else a HF name or path
+    vocab_size: int = 8000
+    max_len: int = 128
+    # --- optimisation (AdamW, linear warm-up then linear decay) ---
+    epochs: float = 1.0  # dev accuracy peaks after about one epoch on SST-2 (prior measurements)
+    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    clip_norm: float = 1.0
+    seed: int = 42
+    # --- evaluation, checkpoints ---
+    eval_every_steps: int | None = None  # besides the end of every epoch
+    save_every_steps: int = 200  # checkpoint (atomic) every this many steps; also at epoch ends and Ctrl-C
+    keep_checkpoints: int = 2
+    patience: int | None = None  # stop after this many evaluations without improvement
+    exit_rule: str = "fractional_entropy"
+    exit_threshold: float | None = None  # None: the rule's default (delta = 0.05)
+    max_train_samples: int | None = None  # for quick experiments and tests
+    num_threads: int | None = None  # torch intra-op threads on CPU; None leaves torch's default
+    progress: bool = True
+    # --- model (BEExformerConfig fields to override) ---
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> TrainingArguments:
+        if self.source not in ("files", "hf"):
+            raise ConfigError(f"source={self.source!r}: choose 'files' or 'hf'")
+        for name in ("batch_size", "max_len", "vocab_size", "save_every_steps", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"max_steps={self.max_steps}: must be >= 1")
+        if self.epochs <= 0 and self.max_steps is None:
+            raise ConfigError(f"epochs={self.epochs}: must be > 0")
+        if self.lr <= 0:
+            raise ConfigError(f"lr={self.lr}: must be > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"warmup_ratio={self.warmup_ratio}: must be in [0, 1)")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> TrainingArguments:
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{path}: cannot read training arguments ({err})") from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})

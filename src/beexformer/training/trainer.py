@@ -1,0 +1,382 @@
+"""The training loop: AdamW with warm-up and linear decay, soft-routing loss over all exits, evaluation at
+every epoch end, the best model kept, atomic checkpoints, resume, and a clean stop on Ctrl-C.
+
+Runs through Hugging Face Accelerate, so the same code runs on a CPU, one GPU, or many GPUs and nodes
+(`accelerate launch -m beexformer.cli.main train ...`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from beexformer.bundle import TaskInfo, save_model_dir
+from beexformer.config import BEExformerConfig
+from beexformer.data.collate import BucketBatchSampler, EncodedDataset, make_collate
+from beexformer.data.glue import GlueTask, get_task, iter_texts, load_split, load_split_hf
+from beexformer.data.tokenizer import TextEncoder
+from beexformer.errors import BeexError, ConfigError
+from beexformer.evaluation import collect_exit_logits, evaluation_report
+from beexformer.exits import build_exit_rule
+from beexformer.model import BEExformer
+from beexformer.training import checkpoint as ckpt
+from beexformer.training.arguments import TrainingArguments
+
+RUN_ARGS = "run.json"
+LOG_FILE = "log.jsonl"
+BEST = "best"
+
+
+class TrainingInterrupted(BeexError):
+    """Raised after a Ctrl-C / SIGTERM once the checkpoint is safely written."""
+
+
+@dataclass
+class TrainerState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already trained on (for a resume mid-epoch)
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    elapsed_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _StopRequest:
+    """First Ctrl-C / SIGTERM: finish the current step, save, stop. Second one: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread: leave signals alone
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def load_examples(task: GlueTask, split: str, args: TrainingArguments):
+    if args.source == "hf":
+        return load_split_hf(task, split)
+    return load_split(task, split, args.data_dir)
+
+
+def build_encoder(args: TrainingArguments, train_examples) -> TextEncoder:
+    if args.tokenizer:
+        return TextEncoder.from_pretrained(args.tokenizer)
+    return TextEncoder.train_wordpiece(iter_texts(train_examples), vocab_size=args.vocab_size)
+
+
+def encode(encoder: TextEncoder, examples, max_len: int, what: str, log) -> EncodedDataset:
+    encoded = encoder.encode_batch(examples, max_len)
+    if encoded.n_truncated:
+        log(f"{what}: {encoded.n_truncated} of {len(examples)} inputs truncated to {max_len} tokens")
+    return EncodedDataset.from_encoded(encoded, [ex.label for ex in examples])
+
+
+# ------------------------------------------------------------------------------------------------ loop
+
+
+def _lr_lambda(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(warmup, 1)
+        return max(0.0, (total - step) / max(total - warmup, 1))
+
+    return factor
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms and position/segment tables (1-D parameters)."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Trainer:
+    def __init__(self, args: TrainingArguments, resume: bool = False, log=print) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        self.args = args.validate()
+        self.out = Path(args.output)
+        self.ckpt_root = self.out / "checkpoints"
+        self.log_fn = log
+        self.accelerator = Accelerator()
+        resume_from = self._check_output(resume)
+        if args.num_threads:
+            torch.set_num_threads(args.num_threads)
+        set_seed(args.seed)
+        self.task = get_task(args.task)
+        train_examples = load_examples(self.task, "train", args)
+        if args.max_train_samples:
+            train_examples = train_examples[: args.max_train_samples]
+        dev_examples = load_examples(self.task, "dev", args)
+        if resume_from is not None:
+            self.encoder = TextEncoder.load(resume_from / "model")
+            config = BEExformerConfig.load(resume_from / "model" / "config.json")
+        else:
+            self.encoder = build_encoder(args, train_examples)
+            overrides = dict(args.model)
+            config = BEExformerConfig(
+                vocab_size=self.encoder.vocab_size,
+                max_len=args.max_len,
+                n_classes=self.task.num_labels,
+                **overrides,
+            ).validate()
+        self.train_set = encode(self.encoder, train_examples, args.max_len, "train", self.log)
+        self.dev_set = encode(self.encoder, dev_examples, args.max_len, "dev", self.log)
+        self.model = BEExformer(config)
+        self.rule = build_exit_rule(args.exit_rule, args.exit_threshold)
+        self._build_optimisation()
+        self.state = TrainerState()
+        if resume_from is not None:
+            self._restore(resume_from)
+
+    def log(self, message: str) -> None:
+        if self.accelerator.is_main_process:
+            self.log_fn(message)
+
+    def _check_output(self, resume: bool) -> Path | None:
+        saved_args = self.out / RUN_ARGS
+        if resume:
+            latest = ckpt.latest_checkpoint(self.ckpt_root)
+            if latest is None:
+                raise ConfigError(
+                    f"{self.out}: no complete checkpoint to resume from (train without --resume)"
+                )
+            if saved_args.is_file():
+                saved = TrainingArguments.load(saved_args)
+                # A resumed run continues the same experiment: only run-length and logging knobs may change.
+                for name in (
+                    "epochs",
+                    "max_steps",
+                    "progress",
+                    "num_threads",
+                    "save_every_steps",
+                    "data_dir",
+                ):
+                    setattr(saved, name, getattr(self.args, name))
+                saved.output = self.args.output
+                self.args = saved.validate()
+            return latest
+        if ckpt.list_checkpoints(self.ckpt_root) or (self.out / BEST).exists():
+            raise ConfigError(
+                f"{self.out} already holds a run: pass --resume to continue it, or choose another --output"
+            )
+        if self.accelerator.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.args.save(saved_args)
+        return None
+
+    def _build_optimisation(self) -> None:
+        args = self.args
+        pad = self.encoder.pad_id
+        self.sampler = BucketBatchSampler(self.train_set.lengths, args.batch_size, seed=args.seed)
+        train_loader = torch.utils.data.DataLoader(
+            self.train_set, batch_sampler=self.sampler, collate_fn=make_collate(pad)
+        )
+        dev_loader = torch.utils.data.DataLoader(
+            self.dev_set, batch_size=128, shuffle=False, collate_fn=make_collate(pad)
+        )
+        steps_per_epoch = len(self.sampler)
+        self.total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
+        optimizer = torch.optim.AdamW(_param_groups(self.model, args.weight_decay), lr=args.lr)
+        warmup = int(args.warmup_ratio * self.total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, self.total_steps))
+        (self.model, self.optimizer, self.train_loader, self.dev_loader, self.scheduler) = (
+            self.accelerator.prepare(self.model, optimizer, train_loader, dev_loader, scheduler)
+        )
+
+    # -------------------------------------------------------------------------------- checkpoints
+
+    def _task_info(self) -> TaskInfo:
+        return TaskInfo(
+            task=self.task.name,
+            label_list=list(self.task.label_list),
+            max_len=self.args.max_len,
+            exit_rule=self.rule.name,
+            exit_threshold=getattr(self.rule, self.rule.threshold_name, None),
+        )
+
+    def save_checkpoint(self) -> Path:
+        """Write checkpoint `step` atomically: every process writes its state, the main one renames."""
+        acc = self.accelerator
+        final = self.ckpt_root / ckpt.checkpoint_name(self.state.step)
+        tmp = ckpt.temporary_name(final)
+        if acc.is_main_process:
+            ckpt.begin_directory(final)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp / "state"))
+        if acc.is_main_process:
+            save_model_dir(tmp / "model", acc.unwrap_model(self.model), self.encoder, self._task_info())
+            (tmp / ckpt.STATE_FILE).write_text(json.dumps(self.state.__dict__, indent=1) + "\n")
+            ckpt.commit_directory(tmp, final)
+            ckpt.publish_checkpoint(self.ckpt_root, final, self.args.keep_checkpoints)
+        acc.wait_for_everyone()
+        return final
+
+    def _restore(self, path: Path) -> None:
+        self.accelerator.load_state(str(path / "state"))
+        self.state = TrainerState(**ckpt.read_trainer_state(path))
+        self.log(f"resumed from {path} (step {self.state.step}, epoch {self.state.epoch})")
+
+    # -------------------------------------------------------------------------------- evaluation
+
+    def evaluate(self) -> dict[str, Any]:
+        model = self.accelerator.unwrap_model(self.model)
+        data = collect_exit_logits(model, self.dev_loader)
+        report = evaluation_report(self.task, model.config, data, self.rule)
+        metric = report["metric_early_exit"]
+        entry = {
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "metric": report["metric"],
+            "metric_early_exit": metric,
+            "metric_no_exit": report["metric_no_exit"],
+            "mean_exit_block": report["mean_exit_block"],
+            "flops_saved": report["flops_saved"],
+            "elapsed_seconds": self.state.elapsed_seconds,
+        }
+        self.state.history.append(entry)
+        if self.accelerator.is_main_process:
+            with open(self.out / LOG_FILE, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+        if self.state.best_metric is None or metric > self.state.best_metric:
+            self.state.best_metric, self.state.best_step = metric, self.state.step
+            self.state.evals_without_improvement = 0
+            if self.accelerator.is_main_process:
+                self._save_best(model, report)
+        else:
+            self.state.evals_without_improvement += 1
+        model.train()
+        return entry
+
+    def _save_best(self, model: BEExformer, report: dict[str, Any]) -> None:
+        def fill(tmp: Path) -> None:
+            save_model_dir(tmp, model, self.encoder, self._task_info())
+            (tmp / "metrics.json").write_text(
+                json.dumps({"step": self.state.step, **report}, indent=1) + "\n"
+            )
+
+        ckpt.write_directory_atomically(self.out / BEST, fill)
+
+    # -------------------------------------------------------------------------------- the loop
+
+    def _should_stop_early(self) -> bool:
+        p = self.args.patience
+        return p is not None and self.state.evals_without_improvement >= p
+
+    def train(self) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        args, acc, state = self.args, self.accelerator, self.state
+        bar = tqdm(
+            total=self.total_steps,
+            initial=state.step,
+            desc=f"train {self.task.name}",
+            disable=not (args.progress and acc.is_main_process),
+            dynamic_ncols=True,
+        )
+        self.model.train()
+        last_eval_step = state.history[-1]["step"] if state.history else -1
+        running = None
+        started = time.perf_counter() - state.elapsed_seconds
+        with _StopRequest() as stop:
+            try:
+                while state.step < self.total_steps and not self._should_stop_early():
+                    self.sampler.set_epoch(state.epoch)
+                    loader = self.train_loader
+                    if state.batch_in_epoch:
+                        loader = acc.skip_first_batches(self.train_loader, state.batch_in_epoch)
+                    for batch in loader:
+                        loss = self._step(batch)
+                        running = loss if running is None else 0.98 * running + 0.02 * loss
+                        state.step += 1
+                        state.batch_in_epoch += 1
+                        state.elapsed_seconds = time.perf_counter() - started
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{running:.4f}", dev=_fmt(state.best_metric), epoch=state.epoch)
+                        if args.eval_every_steps and state.step % args.eval_every_steps == 0:
+                            self.evaluate()
+                            last_eval_step = state.step
+                        if stop.requested:
+                            raise KeyboardInterrupt
+                        if state.step % args.save_every_steps == 0:
+                            self.save_checkpoint()
+                        if state.step >= self.total_steps:
+                            break
+                    else:
+                        state.epoch += 1
+                        state.batch_in_epoch = 0
+                        self.evaluate()
+                        last_eval_step = state.step
+                        self.save_checkpoint()
+                if last_eval_step != state.step:
+                    self.evaluate()
+                self.save_checkpoint()
+            except KeyboardInterrupt:
+                state.elapsed_seconds = time.perf_counter() - started
+                path = self.save_checkpoint()
+                bar.close()
+                raise TrainingInterrupted(
+                    f"stopped at step {state.step}; checkpoint {path} saved. "
+                    f"Continue with: beex train --resume --output {self.out}"
+                ) from None
+        bar.close()
+        return self.summary()
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> float:
+        out = self.model(**batch)
+        self.accelerator.backward(out.loss)
+        if self.args.clip_norm:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.clip_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(out.loss.detach())
+
+    def summary(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "task": self.task.name,
+            "output": str(self.out),
+            "steps": s.step,
+            "epochs_completed": s.epoch,
+            "best_metric": s.best_metric,
+            "best_step": s.best_step,
+            "elapsed_seconds": s.elapsed_seconds,
+            "history": s.history,
+        }
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def train(args: TrainingArguments, resume: bool = False, log=print) -> dict[str, Any]:
+    """Train (or resume) a run and return its summary; the best model is in `args.output`/best."""
+    return Trainer(args, resume=resume, log=log).train()
