@@ -115,13 +115,15 @@ def format_report(report: dict[str, Any]) -> str:
     for c, n in enumerate(hist, start=1):
         lines.append(f"    block {c}: {n:>6} {'#' * round(40 * n / total)}")
     lines.append(
-        f"  mean exit block {report['mean_exit_block']:.2f}   FLOPs saved {100 * report['flops_saved']:.1f} %   "
+        f"  mean exit block {report['mean_exit_block']:.2f}   "
+        f"FLOPs saved {100 * report['flops_saved']:.1f} %   "
         f"agreement with last exit {100 * report['agreement_with_last_exit']:.1f} %"
     )
     if "size" in report:
         s = report["size"]
         lines.append(
-            f"  size: float32 {s['float32_bytes'] / 2**20:.2f} MiB, packed {s['packed_bytes'] / 2**20:.3f} MiB, "
+            f"  size: float32 {s['float32_bytes'] / 2**20:.2f} MiB, "
+            f"packed {s['packed_bytes'] / 2**20:.3f} MiB, "
             f"{s['size_ratio']:.2f}x smaller"
         )
     return "\n".join(lines)

@@ -7,6 +7,7 @@ Runs through Hugging Face Accelerate, so the same code runs on a CPU, one GPU, o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -64,10 +65,8 @@ class _StopRequest:
 
     def __enter__(self) -> _StopRequest:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not in the main thread: leave signals alone
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not in the main thread: leave signals alone
-                pass
         return self
 
     def __exit__(self, *exc) -> None:
