@@ -1,0 +1,102 @@
+"""Arguments and helpers shared by several subcommands. No torch import here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from beexformer.errors import ConfigError
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows defaults and keeps the examples in the epilog as written."""
+
+
+def add_parser(subparsers, name: str, help: str, description: str, example: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(
+        name, help=help, description=description, epilog=f"example:\n{example}", formatter_class=HelpFormatter
+    )
+
+
+def add_data_args(parser: argparse.ArgumentParser, with_task: bool = True) -> None:
+    group = parser.add_argument_group("data")
+    if with_task:
+        group.add_argument("--task", help="GLUE task (default: the task the model was trained on)")
+    group.add_argument(
+        "--data-dir",
+        help="directory in the layout of the GLUE download script (default: $GLUE_DIR)",
+    )
+    group.add_argument("--split", default="dev", help="split to evaluate: dev, dev_mismatched (MNLI), train")
+    group.add_argument(
+        "--source",
+        choices=("files", "hf"),
+        default="files",
+        help="read --data-dir files or Hugging Face datasets",
+    )
+
+
+def add_exit_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("early exit")
+    group.add_argument(
+        "--exit-rule",
+        choices=("fractional_entropy", "entropy", "patience", "max_prob", "regression_patience", "none"),
+        help="exit rule (default: the one stored with the model, else fractional_entropy)",
+    )
+    group.add_argument(
+        "--threshold",
+        type=float,
+        help="the rule's knob: delta (fractional_entropy), tau (entropy), patience, confidence (max_prob), "
+        "tol (regression_patience)",
+    )
+    group.add_argument(
+        "--returns",
+        choices=("current", "previous"),
+        default="current",
+        help="answer with the exit block's prediction or the one before it",
+    )
+
+
+def exit_rule_from_args(args: argparse.Namespace, predictor):
+    from beexformer.exits import NeverExit, build_exit_rule
+
+    if args.exit_rule is None and args.threshold is None:
+        rule = predictor.default_rule()
+        rule.returns = args.returns
+        return rule
+    name = args.exit_rule or predictor.info.exit_rule
+    if name == "none":
+        return NeverExit()
+    try:
+        return build_exit_rule(name, args.threshold, returns=args.returns)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+
+
+def load_eval_examples(args: argparse.Namespace, task_name: str):
+    from beexformer.data.glue import get_task, load_split, load_split_hf
+
+    name = args.task or task_name
+    if not name:
+        raise ConfigError("the model does not say which task it was trained on: pass --task")
+    task = get_task(name)
+    if args.source == "hf":
+        return task, load_split_hf(task, args.split)
+    return task, load_split(task, args.split, args.data_dir)
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)

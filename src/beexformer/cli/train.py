@@ -1,0 +1,150 @@
+"""`beex train`: train a BEExformer on a GLUE task."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from beexformer.cli.common import add_parser
+from beexformer.errors import ConfigError
+
+EXAMPLE = """  beex train --task sst2 --data-dir ../shared/data/glue --output runs/sst2
+  beex train --task rte --output runs/rte --act-bits 1 --set n_blocks=4 --set d_model=128
+  beex train --resume --output runs/sst2          # continue after Ctrl-C or a crash
+  accelerate launch -m beexformer.cli.main train --task sst2 --output runs/sst2   # several GPUs"""
+
+
+def register(subparsers) -> None:
+    p = add_parser(
+        subparsers,
+        "train",
+        help="train a BEExformer on a GLUE task",
+        description="Train a BEExformer from scratch on a GLUE task (soft-routing loss over all exits). "
+        "Evaluates on the dev set at every epoch end, keeps the best model in OUTPUT/best, writes atomic "
+        "checkpoints to OUTPUT/checkpoints (Ctrl-C saves one before stopping) and resumes with --resume.",
+        example=EXAMPLE,
+    )
+    p.add_argument("--task", help="GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli")
+    p.add_argument("--output", help="run directory (default: runs/TASK)")
+    p.add_argument("--data-dir", help="GLUE directory in the download script's layout (default: $GLUE_DIR)")
+    p.add_argument("--source", choices=("files", "hf"), help="GLUE files or Hugging Face datasets (online)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --output from its last checkpoint"
+    )
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=float, help="epochs to train (default 1)")
+    g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (overrides --epochs)")
+    g.add_argument("--batch-size", type=int, help="examples per step (default 64)")
+    g.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 1e-3)")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.01)")
+    g.add_argument("--warmup-ratio", type=float, help="share of steps of linear warm-up (default 0.06)")
+    g.add_argument("--seed", type=int, help="random seed (default 42)")
+    g.add_argument("--patience", type=int, help="stop after this many evaluations without improvement")
+    g.add_argument("--eval-every", type=int, dest="eval_every_steps", help="also evaluate every N steps")
+    g.add_argument("--save-every", type=int, dest="save_every_steps", help="checkpoint every N steps (200)")
+    g.add_argument("--max-train-samples", type=int, help="use only the first N training examples")
+    g.add_argument("--threads", type=int, dest="num_threads", help="torch CPU threads (default: torch's)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t = p.add_argument_group("tokenizer")
+    t.add_argument("--tokenizer", help="Hugging Face tokenizer name or path (default: train a WordPiece)")
+    t.add_argument("--vocab-size", type=int, help="size of the trained WordPiece vocabulary (8000)")
+    t.add_argument("--max-len", type=int, help="truncate inputs to this many tokens (128)")
+    m = p.add_argument_group("model (any BEExformerConfig field with --set)")
+    m.add_argument(
+        "--act-bits", type=int, choices=(1, 32), help="1 = W1A1, 32 = W1A32 (the paper's, default)"
+    )
+    m.add_argument("--float-twin", action="store_true", help="no binarization at all (the float baseline)")
+    m.add_argument("--model-config", help="JSON file of BEExformerConfig fields")
+    m.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="e.g. --set n_blocks=4")
+    e = p.add_argument_group("early exit used for model selection and stored with the model")
+    e.add_argument("--exit-rule", help="fractional_entropy (default), entropy, patience, max_prob")
+    e.add_argument("--exit-threshold", type=float, help="the rule's threshold (fractional_entropy: 0.05)")
+    p.set_defaults(func=run)
+
+
+def _parse_value(raw: str):
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def model_overrides(args: argparse.Namespace) -> dict:
+    from beexformer.config import BEExformerConfig
+
+    fields = {f.name for f in dataclasses.fields(BEExformerConfig)}
+    overrides: dict = {}
+    if args.model_config:
+        try:
+            with open(args.model_config) as f:
+                overrides.update(json.load(f))
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigError(f"{args.model_config}: cannot read model config ({err})") from None
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in fields:
+            raise ConfigError(
+                f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(fields))}"
+            )
+        overrides[key] = _parse_value(value)
+    if args.act_bits:
+        overrides["act_bits"] = args.act_bits
+    if args.float_twin:
+        overrides.update(weight_bits=32, act_bits=32, embedding_bits=32, exit_bits=32)
+    for key in ("vocab_size", "max_len", "n_classes"):
+        if key in overrides:
+            raise ConfigError(
+                f"{key} is set from the data and tokenizer; use --vocab-size / --max-len instead"
+            )
+    return overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    from beexformer.training.arguments import TrainingArguments
+    from beexformer.training.trainer import train
+
+    if not args.resume and not args.task:
+        raise ConfigError("--task is required (or --resume --output RUN_DIR)")
+    if args.resume and not args.output:
+        raise ConfigError("--resume needs --output RUN_DIR")
+    values = {
+        name: getattr(args, name)
+        for name in (
+            "task",
+            "output",
+            "data_dir",
+            "source",
+            "epochs",
+            "max_steps",
+            "batch_size",
+            "lr",
+            "weight_decay",
+            "warmup_ratio",
+            "seed",
+            "patience",
+            "eval_every_steps",
+            "save_every_steps",
+            "max_train_samples",
+            "num_threads",
+            "tokenizer",
+            "vocab_size",
+            "max_len",
+            "exit_rule",
+            "exit_threshold",
+        )  # fmt: skip
+        if getattr(args, name, None) is not None
+    }
+    if "output" not in values and args.task:
+        values["output"] = f"runs/{args.task.lower()}"
+    values["progress"] = not args.no_progress
+    values["model"] = model_overrides(args)
+    summary = train(TrainingArguments(**values), resume=args.resume)
+    best = summary["best_metric"]
+    print(
+        f"done: {summary['steps']} steps in {summary['elapsed_seconds'] / 60:.1f} min; best dev "
+        f"{summary['history'][-1]['metric'] if summary['history'] else 'metric'} with early exit "
+        f"{'-' if best is None else f'{100 * best:.2f}'} at step {summary['best_step']}; "
+        f"model in {summary['output']}/best"
+    )
+    return 0

@@ -1,0 +1,185 @@
+"""One interface over the two ways to run a trained model: PyTorch (a model/run directory) and the packed
+1-bit runtime (a file written by `beex export`, numpy + numba only, torch never imported).
+
+    predictor = load_predictor(path)
+    data = predictor.exit_logits(examples)            # every exit's logits, for evaluation and sweeps
+    out = predictor.predict(texts_a, texts_b, rule)  # per-sample early exit with batch compaction
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from beexformer.bundle import TaskInfo
+from beexformer.config import BEExformerConfig
+from beexformer.evaluation import ExitLogits
+from beexformer.exits import ExitRule, build_exit_rule, predictions_from_logits
+
+
+@dataclass
+class Prediction:
+    logits: np.ndarray  # [B, K]
+    predictions: np.ndarray  # [B]
+    exit_block: np.ndarray  # [B], 1-based
+
+
+class Predictor(ABC):
+    config: BEExformerConfig
+    info: TaskInfo
+    kind: str  # "pytorch" or "packed"
+    path: Path
+
+    def default_rule(self) -> ExitRule:
+        """The exit rule chosen at training time (task.json), else the paper's."""
+        return build_exit_rule(self.info.exit_rule, self.info.exit_threshold)
+
+    @abstractmethod
+    def encode(self, texts_a: list[str], texts_b: list[str | None] | None) -> tuple[list, list]:
+        """Token ids and segment ids per text (unpadded)."""
+
+    @abstractmethod
+    def run(self, ids: list, segs: list, rule: ExitRule | None, batch_size: int = 64) -> Prediction:
+        """Per-sample early exit (or, with rule None, every block) on encoded inputs."""
+
+    @abstractmethod
+    def all_exit_logits(self, ids: list, segs: list, batch_size: int = 128) -> np.ndarray:
+        """[N, C, K]: the logits of every exit for every input."""
+
+    @abstractmethod
+    def size(self) -> dict[str, Any]:
+        """Parameter counts and bytes: packed vs float32 (and the file on disk)."""
+
+    def exit_logits(self, examples) -> ExitLogits:
+        ids, segs = self.encode([e.text_a for e in examples], [e.text_b for e in examples])
+        labels = [e.label for e in examples]
+        has_labels = all(label is not None for label in labels)
+        return ExitLogits(
+            self.all_exit_logits(ids, segs),
+            np.array([len(s) for s in ids]),
+            np.array(labels) if has_labels else None,
+        )
+
+    def predict(
+        self, texts_a: list[str], texts_b: list[str | None] | None = None, rule: ExitRule | None = None
+    ) -> Prediction:
+        ids, segs = self.encode(texts_a, texts_b)
+        return self.run(ids, segs, rule or self.default_rule())
+
+
+def _length_batches(ids: list, batch_size: int):
+    """Indices in batches of similar length (less padding); the caller scatters results back."""
+    order = np.argsort([len(s) for s in ids], kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+class TorchPredictor(Predictor):
+    kind = "pytorch"
+
+    def __init__(self, path: str | Path) -> None:
+        from beexformer.bundle import load_model_dir, resolve_model_dir
+
+        self.path = resolve_model_dir(path)
+        self.model, self.encoder, self.info = load_model_dir(self.path)
+        self.config = self.model.config
+
+    def encode(self, texts_a, texts_b):
+        batch = self.encoder.encode_texts(texts_a, texts_b, self.info.max_len)
+        return batch.input_ids, batch.token_type_ids
+
+    def _padded(self, ids, segs, idx):
+        import torch
+
+        from beexformer.data.collate import collate
+
+        items = [{"input_ids": ids[i], "token_type_ids": segs[i]} for i in idx]
+        return {k: v for k, v in collate(items, self.encoder.pad_id).items() if isinstance(v, torch.Tensor)}
+
+    def run(self, ids, segs, rule, batch_size=64):
+        from beexformer.exits import NeverExit
+
+        rule = rule or NeverExit()
+        n, k = len(ids), self.config.n_classes
+        logits, blocks = np.zeros((n, k), dtype=np.float32), np.zeros(n, dtype=np.int64)
+        for idx in _length_batches(ids, batch_size):
+            b = self._padded(ids, segs, idx)
+            out = self.model.early_exit(b["input_ids"], b["attention_mask"], b["token_type_ids"], rule)
+            logits[idx], blocks[idx] = out.logits.numpy(), out.exit_block
+        return Prediction(logits, predictions_from_logits(logits), blocks)
+
+    def all_exit_logits(self, ids, segs, batch_size=128):
+        import torch
+
+        out = np.zeros((len(ids), self.config.n_blocks, self.config.n_classes), dtype=np.float32)
+        with torch.no_grad():
+            for idx in _length_batches(ids, batch_size):
+                b = self._padded(ids, segs, idx)
+                logits = self.model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).exit_logits
+                out[idx] = logits.numpy().transpose(1, 0, 2)
+        return out
+
+    def size(self):
+        from beexformer.accounting import size_report
+
+        report = size_report(self.model).to_dict()
+        report["checkpoint_bytes_on_disk"] = (self.path / "model.safetensors").stat().st_size
+        return report
+
+
+class PackedPredictor(Predictor):
+    kind = "packed"
+
+    def __init__(self, path: str | Path) -> None:
+        from beexformer.engine import load_packed
+
+        self.path = Path(path)
+        self.packed = load_packed(self.path)
+        self.config = self.packed.config
+        self.info = _packed_task_info(self.packed)
+
+    def encode(self, texts_a, texts_b):
+        return self.packed.encode(list(texts_a), None if texts_b is None else list(texts_b))
+
+    def run(self, ids, segs, rule, batch_size=64):
+        n, k = len(ids), self.config.n_classes
+        logits, blocks = np.zeros((n, k), dtype=np.float32), np.zeros(n, dtype=np.int64)
+        for idx in _length_batches(ids, batch_size):
+            out = self.packed.run([ids[i] for i in idx], [segs[i] for i in idx], rule)
+            logits[idx], blocks[idx] = out.logits, out.exit_block
+        return Prediction(logits, predictions_from_logits(logits), blocks)
+
+    def all_exit_logits(self, ids, segs, batch_size=128):
+        out = np.zeros((len(ids), self.config.n_blocks, self.config.n_classes), dtype=np.float32)
+        for idx in _length_batches(ids, batch_size):
+            result = self.packed.run([ids[i] for i in idx], [segs[i] for i in idx], None)
+            out[idx] = result.exit_logits.transpose(1, 0, 2)
+        return out
+
+    def size(self):
+        from beexformer.engine import packed_summary
+
+        return packed_summary(self.path)
+
+
+def _packed_task_info(packed) -> TaskInfo:
+    info = getattr(packed, "task_info", None)
+    if isinstance(info, TaskInfo):
+        return info
+    if isinstance(info, dict):
+        known = {k: v for k, v in info.items() if k in TaskInfo.__dataclass_fields__}
+        return TaskInfo(**known)
+    return TaskInfo(task="", label_list=[], max_len=packed.config.max_len)
+
+
+def load_predictor(path: str | Path) -> Predictor:
+    """A packed file -> the 1-bit runtime (no torch); a model or run directory -> PyTorch."""
+    from beexformer.engine import is_packed_model
+
+    if Path(path).is_file() and is_packed_model(path):
+        return PackedPredictor(path)
+    return TorchPredictor(path)
