@@ -42,8 +42,67 @@ def popcount64(typingctx, x):
     return types.uint64(types.uint64), codegen
 
 
-def _jit(parallel: bool):
-    return njit(cache=True, nogil=True, fastmath=False, parallel=parallel)
+@intrinsic
+def _f64_as_i64(typingctx, x):
+    """Reinterpret a float64's bits as an int64 (no conversion)."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _i64_as_f64(typingctx, x):
+    """Reinterpret an int64's bits as a float64 (no conversion)."""
+    if x != types.int64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float64))
+
+    return types.float64(types.int64), codegen
+
+
+# Reductions (sums over features, dot products) may be reordered so LLVM can vectorize them; nothing else of
+# fastmath is allowed (no NaN/inf assumptions, no approximate reciprocals). PyTorch sums in its own order too,
+# so exact agreement was never possible there; the tests bound the difference.
+_FLOAT_FLAGS = {"reassoc", "contract"}
+
+
+def _jit(parallel: bool, fastmath: set[str] | bool = False):
+    return njit(cache=True, nogil=True, fastmath=fastmath, parallel=parallel)
+
+
+_ROUNDER = 6755399441055744.0  # 1.5 * 2**52: adding it rounds a float64 to an integer held in the low bits
+
+
+@njit(cache=True, inline="always")
+def _exp_nonpos(x):
+    """exp(x) for x <= 0 without a libm call, so the loops around it vectorize: x = n ln2 + r (n rounded with
+    the 1.5 * 2**52 trick, so no float-to-int conversion), a degree-7 Taylor polynomial for e^r (relative error
+    < 1e-8, below float32 rounding), and 2^n written straight into the exponent bits."""
+    x = max(x, -700.0)
+    t = x * 1.4426950408889634 + _ROUNDER
+    n = t - _ROUNDER
+    r = x - n * 0.6931471803691238 - n * 1.9082149292705877e-10
+    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720 + r / 5040))))))
+    return p * _i64_as_f64((_f64_as_i64(t) + np.int64(1023)) << np.int64(52))
+
+
+@njit(cache=True, inline="always")
+def _tanh_abs(u):
+    """tanh(u) for u >= 0 as (1 - e) / (1 + e), e = exp(-2u), with the division done by Newton steps from a
+    linear first guess (division does not vectorize well here; measured 3x slower). Error < 1e-8."""
+    e = _exp_nonpos(-2.0 * u)
+    d = 0.5 + 0.5 * e  # in (0.5, 1]
+    r = 2.823529411764706 - 1.8823529411764706 * d  # 48/17 - 32/17 d: |1 - d r| <= 1/17
+    r = r + r * (1.0 - d * r)
+    r = r + r * (1.0 - d * r)
+    r = r + r * (1.0 - d * r)
+    return (1.0 - e) * 0.5 * r
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -57,54 +116,80 @@ def _pack_rows(x, centre):
     words = np.zeros((M, KW), dtype=np.uint64)
     beta = np.empty(M, dtype=np.float32)
     for m in prange(M):
+        xr = x[m]
         total = 0.0
         for kw in range(KW):
             word = np.uint64(0)
             stop = min(K, kw * 64 + 64)
             for k in range(kw * 64, stop):
-                z = np.float32(x[m, k] - centre)
+                z = np.float32(xr[k] - centre)
                 total += abs(z)
-                if z >= 0:
-                    word |= np.uint64(1) << np.uint64(k - kw * 64)
+                word |= np.uint64(z >= 0) << np.uint64(k - kw * 64)
             words[m, kw] = word
         beta[m] = np.float32(total / K)
     return words, beta
 
 
+ROW_BLOCK = 32  # rows per parallel task; also how many rows reuse a tile of W while it sits in L1
+COL_TILE = 128  # output columns per tile: KW x 128 words of W = 4-8 KiB for d = 256-512
+
+
+@njit(cache=True, inline="always")
+def _popcount_tile(arow, w, n0, n1, acc):
+    """acc[i] = sum over words kw of popcount(arow[kw] ^ w[kw, n0 + i]) for i < n1 - n0.
+
+    The inner loop runs over output columns with unit stride on 1-D views: LLVM vectorizes it with the host's
+    popcount (2-D indexing there defeated the vectorizer, 10x slower)."""
+    KW = w.shape[0]
+    width = n1 - n0
+    for i in range(width):
+        acc[i] = 0
+    for kw in range(KW):
+        av = arow[kw]
+        wrow = w[kw, n0:n1]
+        for i in range(width):
+            acc[i] += popcount64(av ^ wrow[i])
+
+
 def _bgemm_int(a, w, K):
     """The integer product sign(A) @ sign(W)^T from packed operands: int32 [M, N]."""
-    M, KW = a.shape
+    M = a.shape[0]
     N = w.shape[1]
     out = np.empty((M, N), dtype=np.int32)
-    for m in prange(M):
-        acc = np.zeros(N, dtype=np.uint64)
-        for kw in range(KW):
-            av = a[m, kw]
-            for n in range(N):
-                acc[n] += popcount64(av ^ w[kw, n])
-        for n in range(N):
-            out[m, n] = np.int32(K - 2 * np.int64(acc[n]))
+    for mb in prange((M + ROW_BLOCK - 1) // ROW_BLOCK):
+        acc = np.empty(COL_TILE, dtype=np.uint64)
+        for n0 in range(0, N, COL_TILE):
+            n1 = min(N, n0 + COL_TILE)
+            for m in range(mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)):
+                _popcount_tile(a[m], w, n0, n1, acc)
+                orow = out[m, n0:n1]
+                for i in range(n1 - n0):
+                    orow[i] = np.int32(K - 2 * np.int64(acc[i]))
     return out
 
 
 def _bgemm_affine(a, beta, w, alpha, crs, bias, K):
-    """y[m, n] = alpha[n] * (beta[m] * dot[m, n] + crs[n]) + bias[n], float32 [M, N]; crs = c * rowsum."""
-    M, KW = a.shape
+    """y[m, n] = alpha[n] * (beta[m] * dot[m, n] + crs[n]) + bias[n], float32 [M, N]; crs = c * rowsum.
+
+    Tiled: a tile of W (COL_TILE columns) stays in L1 while a block of ROW_BLOCK rows passes over it."""
+    M = a.shape[0]
     N = w.shape[1]
     out = np.empty((M, N), dtype=np.float32)
-    for m in prange(M):
-        acc = np.zeros(N, dtype=np.uint64)
-        for kw in range(KW):
-            av = a[m, kw]
-            for n in range(N):
-                acc[n] += popcount64(av ^ w[kw, n])
-        bm = beta[m]
-        for n in range(N):
-            dot = np.float32(K - 2 * np.int64(acc[n]))
-            out[m, n] = alpha[n] * (bm * dot + crs[n]) + bias[n]
+    for mb in prange((M + ROW_BLOCK - 1) // ROW_BLOCK):
+        acc = np.empty(COL_TILE, dtype=np.uint64)
+        for n0 in range(0, N, COL_TILE):
+            n1 = min(N, n0 + COL_TILE)
+            al, cr, bi = alpha[n0:n1], crs[n0:n1], bias[n0:n1]
+            for m in range(mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)):
+                _popcount_tile(a[m], w, n0, n1, acc)
+                bm = beta[m]
+                orow = out[m, n0:n1]
+                for i in range(n1 - n0):
+                    orow[i] = al[i] * (bm * np.float32(K - 2 * np.int64(acc[i])) + cr[i]) + bi[i]
     return out
 
 
+@njit(cache=True, inline="always")
 def _activation(y, code):
     if code == ACT_SIGMOID:
         return np.float32(np.float32(1.0) / (np.float32(1.0) + np.float32(math.exp(-y))))
@@ -119,8 +204,13 @@ def _activation(y, code):
 
 def _bgemm_act_pack(a, beta, w, alpha, crs, bias, K, acts, centres):
     """A binary linear whose output feeds binary linears: N splits into S = len(acts) equal segments; segment s
-    gets z = act_s(y) - centre_s, and the kernel writes sign(z) packed ([S, M, ceil(N/S / 64)]) and
-    mean|z| per row ([S, M]) instead of the float output."""
+    gets z = act_s(y) - centre_s, and the kernel writes sign(z) packed ([S, M, ceil(N/S / 64)]) and mean|z|
+    per row ([S, M]) instead of the float output.
+
+    For the SLFN's branches the sign needs no transcendental: sign(tanh(y)) = sign(y), and
+    sign(sigmoid(y) - 0.5) = sign(y) except for tiny negative y, where float32 sigmoid(y) rounds to exactly 0.5
+    and the sign is +1 (those few values take the exact route). The magnitudes use
+    |sigmoid(y) - 0.5| = tanh(|y| / 2) / 2 and |tanh(y)|, on a vectorizable tanh (`_tanh_abs`)."""
     M, KW = a.shape
     N = w.shape[1]
     S = acts.shape[0]
@@ -128,36 +218,77 @@ def _bgemm_act_pack(a, beta, w, alpha, crs, bias, K, acts, centres):
     NW = (NS + 63) // 64
     words = np.zeros((S, M, NW), dtype=np.uint64)
     betas = np.empty((S, M), dtype=np.float32)
-    for m in prange(M):
-        acc = np.zeros(N, dtype=np.uint64)
-        for kw in range(KW):
-            av = a[m, kw]
-            for n in range(N):
-                acc[n] += popcount64(av ^ w[kw, n])
-        bm = beta[m]
-        for s in range(S):
-            code = acts[s]
-            c = centres[s]
-            total = 0.0
+    for mb in prange((M + ROW_BLOCK - 1) // ROW_BLOCK):
+        m0, m1 = mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)
+        acc = np.empty(COL_TILE, dtype=np.uint64)
+        ys = np.empty((m1 - m0, N), dtype=np.float32)
+        for n0 in range(0, N, COL_TILE):
+            n1 = min(N, n0 + COL_TILE)
+            al, cr, bi = alpha[n0:n1], crs[n0:n1], bias[n0:n1]
+            for m in range(m0, m1):
+                _popcount_tile(a[m], w, n0, n1, acc)
+                bm = beta[m]
+                yrow = ys[m - m0, n0:n1]
+                for i in range(n1 - n0):
+                    yrow[i] = al[i] * (bm * np.float32(K - 2 * np.int64(acc[i])) + cr[i]) + bi[i]
+        for m in range(m0, m1):
+            _act_pack_row(ys[m - m0], acts, centres, words[:, m], betas[:, m])
+    return words, betas
+
+
+@njit(cache=True, fastmath=_FLOAT_FLAGS)
+def _act_pack_row(y, acts, centres, words, betas):
+    """Epilogue of `_bgemm_act_pack` for one row y [N]: writes words [S, NW] and betas [S] (output views)."""
+    N = y.shape[0]
+    S = acts.shape[0]
+    NS = N // S
+    NW = (NS + 63) // 64
+    for s in range(S):
+        code = acts[s]
+        seg = y[s * NS : (s + 1) * NS]
+        out = words[s]
+        total = 0.0
+        if code == ACT_SIGMOID or code == ACT_TANH:
             for j in range(NW):
                 word = np.uint64(0)
-                stop = min(NS, j * 64 + 64)
-                for i in range(j * 64, stop):
-                    n = s * NS + i
-                    dot = np.float32(K - 2 * np.int64(acc[n]))
-                    y = np.float32(alpha[n] * (bm * dot + crs[n]) + bias[n])
-                    z = np.float32(_activation(y, code) - c)
+                part = seg[j * 64 : min(NS, j * 64 + 64)]
+                for i in range(part.shape[0]):
+                    word |= np.uint64(part[i] >= 0) << np.uint64(i)
+                out[j] = word
+            if code == ACT_SIGMOID:
+                tiny = 0
+                for i in range(NS):  # |sigmoid(y) - 0.5| = tanh(|y| / 2) / 2
+                    v = np.float64(seg[i])
+                    total += 0.5 * _tanh_abs(0.5 * abs(v))
+                    tiny += (v < 0) & (v > -1e-6)
+                if tiny:  # rare: float32 sigmoid(y) may round to exactly 0.5, whose sign is +1
+                    for i in range(NS):
+                        v = seg[i]
+                        if v < 0 and v > -1e-6 and _activation(v, ACT_SIGMOID) - np.float32(0.5) >= 0:
+                            out[i // 64] |= np.uint64(1) << np.uint64(i % 64)
+            else:
+                for i in range(NS):
+                    total += _tanh_abs(abs(np.float64(seg[i])))
+        else:
+            c = centres[s]
+            for j in range(NW):
+                word = np.uint64(0)
+                part = seg[j * 64 : min(NS, j * 64 + 64)]
+                for i in range(part.shape[0]):
+                    z = np.float32(_activation(part[i], code) - c)
                     total += abs(z)
-                    if z >= 0:
-                        word |= np.uint64(1) << np.uint64(i - j * 64)
-                words[s, m, j] = word
-            betas[s, m] = np.float32(total / NS)
-    return words, betas
+                    word |= np.uint64(z >= 0) << np.uint64(i)
+                out[j] = word
+        betas[s] = np.float32(total / NS)
 
 
 def _attention(qkv, offsets, n_heads):
     """Softmax self-attention of each sample over its own tokens (rows offsets[b]:offsets[b+1] of the ragged
-    batch, so padding is never computed). qkv: float32 [Ntok, 3d] = [q | k | v]; returns context [Ntok, d]."""
+    batch, so padding is never computed). qkv: float32 [Ntok, 3d] = [q | k | v]; returns context [Ntok, d].
+
+    Each score is a dot product over the head dimension on 1-D row views (vectorized; transposing K to loop over
+    keys instead was 2x slower at sentence lengths, whose key count is rarely a multiple of the vector width).
+    Scores and softmax are float32 like PyTorch's; only the summation order differs."""
     ntok = qkv.shape[0]
     d = qkv.shape[1] // 3
     dh = d // n_heads
@@ -169,27 +300,31 @@ def _attention(qkv, offsets, n_heads):
         h = task % n_heads
         start, stop = offsets[b], offsets[b + 1]
         T = stop - start
-        scores = np.empty(T, dtype=np.float32)
         qo, ko, vo = h * dh, d + h * dh, 2 * d + h * dh
+        scores = np.empty(T, dtype=np.float32)
         for i in range(T):
+            q = qkv[start + i, qo : qo + dh]
+            for j in range(T):
+                k = qkv[start + j, ko : ko + dh]
+                acc = np.float32(0.0)
+                for e in range(dh):
+                    acc += q[e] * k[e]
+                scores[j] = acc
             top = np.float32(-np.inf)
             for j in range(T):
-                s = np.float32(0.0)
-                for e in range(dh):
-                    s += qkv[start + i, qo + e] * qkv[start + j, ko + e]
-                s = s / scale
-                scores[j] = s
-                if s > top:
-                    top = s
+                scores[j] = scores[j] / scale
+                top = max(top, scores[j])
             total = np.float32(0.0)
             for j in range(T):
-                p = np.float32(math.exp(scores[j] - top))
+                p = np.float32(_exp_nonpos(np.float64(scores[j] - top)))
                 scores[j] = p
                 total += p
+            out = ctx[start + i, qo : qo + dh]
             for j in range(T):
                 p = scores[j] / total
+                v = qkv[start + j, vo : vo + dh]
                 for e in range(dh):
-                    ctx[start + i, h * dh + e] += p * qkv[start + j, vo + e]
+                    out[e] += p * v[e]
     return ctx
 
 
@@ -197,19 +332,21 @@ def _layernorm(x, gamma, beta, eps):
     M, D = x.shape
     out = np.empty((M, D), dtype=np.float32)
     for m in prange(M):
+        xr = x[m]
+        orow = out[m]
         mean = 0.0
         for k in range(D):
-            mean += x[m, k]
+            mean += xr[k]
         mean /= D
         var = 0.0
         for k in range(D):
-            diff = x[m, k] - mean
+            diff = xr[k] - mean
             var += diff * diff
         var /= D
         rstd = np.float32(1.0 / math.sqrt(var + eps))
         mu = np.float32(mean)
         for k in range(D):
-            out[m, k] = (x[m, k] - mu) * rstd * gamma[k] + beta[k]
+            orow[k] = (xr[k] - mu) * rstd * gamma[k] + beta[k]
     return out
 
 
@@ -217,8 +354,9 @@ def _add(x, y):
     M, D = x.shape
     out = np.empty((M, D), dtype=np.float32)
     for m in prange(M):
+        xr, yr, orow = x[m], y[m], out[m]
         for k in range(D):
-            out[m, k] = x[m, k] + y[m, k]
+            orow[k] = xr[k] + yr[k]
     return out
 
 
@@ -227,8 +365,9 @@ def _gated_add(h, s, f):
     M, D = h.shape
     out = np.empty((M, D), dtype=np.float32)
     for m in prange(M):
+        hr, sr, fr, orow = h[m], s[m], f[m], out[m]
         for k in range(D):
-            out[m, k] = h[m, k] + s[m, k] * f[m, k]
+            orow[k] = hr[k] + sr[k] * fr[k]
     return out
 
 
@@ -256,10 +395,12 @@ def _float_linear(x, wt, bias):
         acc = np.zeros(N, dtype=np.float32)
         for k in range(K):
             xv = x[m, k]
+            wrow = wt[k]
             for n in range(N):
-                acc[n] += xv * wt[k, n]
+                acc[n] += xv * wrow[n]
+        orow = out[m]
         for n in range(N):
-            out[m, n] = acc[n] + bias[n]
+            orow[n] = acc[n] + bias[n]
     return out
 
 
@@ -276,6 +417,8 @@ def _embed_binary(bits, scale, ids, K):
     return out
 
 
+_FLOAT_KERNELS = {"pack_rows", "bgemm_act_pack", "attention", "layernorm", "mean_pool", "float_linear"}
+
 _BODIES = {
     "embed_binary": _embed_binary,
     "pack_rows": _pack_rows,
@@ -290,9 +433,6 @@ _BODIES = {
     "float_linear": _float_linear,
 }
 
-# _activation is a helper called from inside kernels, never in parallel.
-_activation = njit(cache=True, inline="always")(_activation)
-
 
 class KernelSet:
     """One flavour (serial or parallel) of every kernel, as attributes: ks.bgemm_affine(...)."""
@@ -300,7 +440,8 @@ class KernelSet:
     def __init__(self, parallel: bool) -> None:
         self.parallel = parallel
         for name, body in _BODIES.items():
-            setattr(self, name, _jit(parallel)(body))
+            flags = _FLOAT_FLAGS if name in _FLOAT_KERNELS else False
+            setattr(self, name, _jit(parallel, flags)(body))
 
 
 SERIAL = KernelSet(parallel=False)
