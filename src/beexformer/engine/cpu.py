@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import platform
 
-INTERESTING = ("popcnt", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vpopcntdq", "avx512vpopcntdq")
+INTERESTING = (
+    "popcnt",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vpopcntdq",
+    "avx512vpopcntdq",
+)
 
 
 def host_features() -> dict[str, bool]:

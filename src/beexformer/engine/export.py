@@ -29,7 +29,7 @@ TOKENIZER_SUBDIRS = ("", "tokenizer", "model", "model/tokenizer")
 
 
 def find_model_dir(run_dir: str | Path) -> Path:
-    """The directory under `run_dir` holding config.json + model.safetensors (the run itself or a subfolder)."""
+    """The folder of `run_dir` (itself or a subfolder) with config.json + model.safetensors."""
     from beexformer.model import CONFIG_NAME, WEIGHTS_NAME
 
     run_dir = Path(run_dir)
@@ -39,7 +39,9 @@ def find_model_dir(run_dir: str | Path) -> Path:
         candidate = run_dir / sub
         if (candidate / CONFIG_NAME).is_file() and (candidate / WEIGHTS_NAME).is_file():
             return candidate
-    raise CheckpointError(f"{run_dir}: no {CONFIG_NAME} + {WEIGHTS_NAME} in it or in {', '.join(MODEL_SUBDIRS[1:])}/")
+    raise CheckpointError(
+        f"{run_dir}: no {CONFIG_NAME} + {WEIGHTS_NAME} in it or in {', '.join(MODEL_SUBDIRS[1:])}/"
+    )
 
 
 def find_tokenizer_dir(run_dir: str | Path, model_dir: str | Path | None = None) -> Path:

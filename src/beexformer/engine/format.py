@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from beexformer.config import BEExformerConfig
-from beexformer.errors import BeexError, CheckpointError
 from beexformer.engine.packing import n_words
+from beexformer.errors import BeexError, CheckpointError
 
 FORMAT_NAME = "beexformer-packed"
 FORMAT_VERSION = "1"
@@ -135,7 +135,9 @@ def _read_header(path: Path) -> None:
         except (KeyError, TypeError, ValueError, IndexError):
             raise _fail(path, f"corrupt header entry for tensor {name!r}") from None
     if 8 + header_len + end > size:
-        raise _fail(path, f"truncated: the header describes {8 + header_len + end} bytes, the file has {size}")
+        raise _fail(
+            path, f"truncated: the header describes {8 + header_len + end} bytes, the file has {size}"
+        )
 
 
 def read_packed(path: str | Path) -> PackedFile:
@@ -156,7 +158,8 @@ def read_packed(path: str | Path) -> PackedFile:
         raise _fail(path, f"not a beexformer packed model (format={metadata.get('format')!r})")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise _fail(
-            path, f"packed format version {metadata.get('format_version')!r}; this runtime reads {FORMAT_VERSION}"
+            path,
+            f"packed format version {metadata.get('format_version')!r}; this runtime reads {FORMAT_VERSION}",
         )
     try:
         config = BEExformerConfig.from_dict(json.loads(metadata["config"]))
@@ -209,7 +212,7 @@ def is_packed_model(path: str | Path) -> bool:
 
 
 def looks_packed(path: str | Path) -> bool:
-    """Stricter check: the file's safetensors header says it is a beexformer packed model (reads the header)."""
+    """Stricter check: the file's safetensors header says it is a beexformer packed model."""
     path = Path(path)
     if not path.is_file():
         return False

@@ -81,14 +81,16 @@ _ROUNDER = 6755399441055744.0  # 1.5 * 2**52: adding it rounds a float64 to an i
 
 @njit(cache=True, inline="always")
 def _exp_nonpos(x):
-    """exp(x) for x <= 0 without a libm call, so the loops around it vectorize: x = n ln2 + r (n rounded with
-    the 1.5 * 2**52 trick, so no float-to-int conversion), a degree-7 Taylor polynomial for e^r (relative error
-    < 1e-8, below float32 rounding), and 2^n written straight into the exponent bits."""
+    """exp(x) for x <= 0 without a libm call, so the loops around it vectorize: x = n ln2 + r (n rounded
+    with the 1.5 * 2**52 trick, so no float-to-int conversion), a degree-7 Taylor polynomial for e^r
+    (relative error < 1e-8, below float32 rounding), and 2^n written straight into the exponent bits."""
     x = max(x, -700.0)
     t = x * 1.4426950408889634 + _ROUNDER
     n = t - _ROUNDER
     r = x - n * 0.6931471803691238 - n * 1.9082149292705877e-10
-    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720 + r / 5040))))))
+    p = 1.0 + r * (
+        1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720 + r / 5040)))))
+    )
     return p * _i64_as_f64((_f64_as_i64(t) + np.int64(1023)) << np.int64(52))
 
 
@@ -105,7 +107,7 @@ def _tanh_abs(u):
     return (1.0 - e) * 0.5 * r
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # bodies (plain Python functions, compiled below in a serial and a parallel flavour)
 
 
@@ -203,13 +205,13 @@ def _activation(y, code):
 
 
 def _bgemm_act_pack(a, beta, w, alpha, crs, bias, K, acts, centres):
-    """A binary linear whose output feeds binary linears: N splits into S = len(acts) equal segments; segment s
-    gets z = act_s(y) - centre_s, and the kernel writes sign(z) packed ([S, M, ceil(N/S / 64)]) and mean|z|
-    per row ([S, M]) instead of the float output.
+    """A binary linear whose output feeds binary linears: N splits into S = len(acts) equal segments;
+    segment s gets z = act_s(y) - centre_s, and the kernel writes sign(z) packed ([S, M, ceil(N/S / 64)])
+    and mean|z| per row ([S, M]) instead of the float output.
 
     For the SLFN's branches the sign needs no transcendental: sign(tanh(y)) = sign(y), and
-    sign(sigmoid(y) - 0.5) = sign(y) except for tiny negative y, where float32 sigmoid(y) rounds to exactly 0.5
-    and the sign is +1 (those few values take the exact route). The magnitudes use
+    sign(sigmoid(y) - 0.5) = sign(y) except for tiny negative y, where float32 sigmoid(y) rounds to exactly
+    0.5 and the sign is +1 (those few values take the exact route). The magnitudes use
     |sigmoid(y) - 0.5| = tanh(|y| / 2) / 2 and |tanh(y)|, on a vectorizable tanh (`_tanh_abs`)."""
     M, KW = a.shape
     N = w.shape[1]
@@ -248,7 +250,7 @@ def _act_pack_row(y, acts, centres, words, betas):
         seg = y[s * NS : (s + 1) * NS]
         out = words[s]
         total = 0.0
-        if code == ACT_SIGMOID or code == ACT_TANH:
+        if code in (ACT_SIGMOID, ACT_TANH):
             for j in range(NW):
                 word = np.uint64(0)
                 part = seg[j * 64 : min(NS, j * 64 + 64)]
@@ -286,8 +288,9 @@ def _attention(qkv, offsets, n_heads):
     """Softmax self-attention of each sample over its own tokens (rows offsets[b]:offsets[b+1] of the ragged
     batch, so padding is never computed). qkv: float32 [Ntok, 3d] = [q | k | v]; returns context [Ntok, d].
 
-    Each score is a dot product over the head dimension on 1-D row views (vectorized; transposing K to loop over
-    keys instead was 2x slower at sentence lengths, whose key count is rarely a multiple of the vector width).
+    Each score is a dot product over the head dimension on 1-D row views (vectorized; transposing K to loop
+    over keys instead was 2x slower at sentence lengths, whose key count is rarely a multiple of the vector
+    width).
     Scores and softmax are float32 like PyTorch's; only the summation order differs."""
     ntok = qkv.shape[0]
     d = qkv.shape[1] // 3

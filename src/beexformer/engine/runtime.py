@@ -90,7 +90,7 @@ def _concat_dense(parts: list[_Dense]) -> _Dense:
 
 
 def sinusoidal_table(length: int, dim: int) -> np.ndarray:
-    """The fixed position table, computed in float32 in the same order as `layers.embedding.sinusoidal_table`."""
+    """The fixed position table, in float32 and in the order of `layers.embedding.sinusoidal_table`."""
     position = np.arange(length, dtype=np.float32)[:, None]
     freq = np.exp(np.arange(0, dim, 2, dtype=np.float32) * np.float32(-math.log(10000.0) / dim))
     table = np.zeros((length, dim), dtype=np.float32)
@@ -102,7 +102,9 @@ def sinusoidal_table(length: int, dim: int) -> np.ndarray:
 class PackedModel:
     """A loaded packed model. `run` takes token ids; `predict` takes text."""
 
-    def __init__(self, config: BEExformerConfig, tensors: dict[str, np.ndarray], tokenizer: PackedTokenizer | None):
+    def __init__(
+        self, config: BEExformerConfig, tensors: dict[str, np.ndarray], tokenizer: PackedTokenizer | None
+    ):
         c = self.config = config
         if c.weight_bits == 32 and c.act_bits == 1:
             raise ConfigError("float weights with 1-bit activations are not a supported combination")
@@ -120,7 +122,9 @@ class PackedModel:
             self.tok_table = t["embeddings.token.weight"]
         pos_dim = c.d_model if c.combine == "add" else c.d_model // 4
         self.positions = (
-            t["embeddings.position.weight"] if c.position == "learned" else sinusoidal_table(c.max_len, pos_dim)
+            t["embeddings.position.weight"]
+            if c.position == "learned"
+            else sinusoidal_table(c.max_len, pos_dim)
         )
         self.segments = t.get("embeddings.segment.weight")
         self.emb_norm = (t["embeddings.norm.weight"], t["embeddings.norm.bias"])
@@ -155,7 +159,9 @@ class PackedModel:
     def _binary(t: dict[str, np.ndarray], name: str, k: int, centre: float = 0.0) -> _Binary:
         bits = t[f"{name}.bits"]
         rowsum = unpack_signs(bits.T, k, np.float32).sum(axis=1)  # exact: small integers
-        return _Binary(bits, t[f"{name}.alpha"], (np.float32(centre) * rowsum).astype(np.float32), t[f"{name}.bias"], k)
+        return _Binary(
+            bits, t[f"{name}.alpha"], (np.float32(centre) * rowsum).astype(np.float32), t[f"{name}.bias"], k
+        )
 
     def _prepare_block(self, t: dict[str, np.ndarray], p: str) -> dict:
         c = self.config
@@ -227,7 +233,9 @@ class PackedModel:
             f = linear(blk["f2"], words[1], betas[1])
             out = ks.gated_add(h, s, f)
         else:
-            words, betas = ks.bgemm_act_pack(hp, hb, up.bits, up.alpha, up.crs, up.bias, up.k, _GELU, _ZERO_CENTRE)
+            words, betas = ks.bgemm_act_pack(
+                hp, hb, up.bits, up.alpha, up.crs, up.bias, up.k, _GELU, _ZERO_CENTRE
+            )
             out = ks.add(h, linear(blk["down"], words[0], betas[0]))
         return out if self.pre_norm else ks.layernorm(out, *blk["norm2"], self.eps)
 
@@ -274,7 +282,7 @@ class PackedModel:
     # public API
 
     def _ragged(self, input_ids, token_type_ids):
-        """Lists of per-sample ids (or a right-padded array + mask) -> flat ids, positions, segments, offsets."""
+        """Per-sample id sequences -> flat ids, positions, segments and offsets of the ragged batch."""
         c = self.config
         if len(input_ids) == 0:
             raise DataError("empty batch")
@@ -362,7 +370,11 @@ class PackedModel:
         if not np.array_equal(mask.astype(bool), np.arange(mask.shape[1])[None, :] < lengths[:, None]):
             raise DataError("attention_mask must be right-padded (ones first, then zeros)")
         ids = [input_ids[i, : lengths[i]] for i in range(len(lengths))]
-        segs = None if token_type_ids is None else [np.asarray(token_type_ids)[i, : lengths[i]] for i in range(len(lengths))]
+        segs = (
+            None
+            if token_type_ids is None
+            else [np.asarray(token_type_ids)[i, : lengths[i]] for i in range(len(lengths))]
+        )
         return self.run(ids, segs, rule)
 
     def encode(self, texts_a: list[str], texts_b: list[str | None] | None = None):
@@ -378,7 +390,7 @@ class PackedModel:
         rule: ExitRule | None = None,
         batch_size: int = 64,
     ) -> RuntimeOutput:
-        """Tokenize and run texts in batches of `batch_size` (sorted by length, so batches are homogeneous)."""
+        """Tokenize and run texts in batches of `batch_size` (sorted by length first)."""
         ids, segs = self.encode(texts_a, texts_b)
         order = np.argsort([len(s) for s in ids], kind="stable")
         outs: list[tuple[np.ndarray, RuntimeOutput]] = []

@@ -16,7 +16,7 @@ from beexformer.errors import CheckpointError, ConfigError
 
 
 def truncate_pair(la: int, lb: int, budget: int) -> tuple[int, int]:
-    """Lengths of a and b after longest-first truncation (trim the longer one, b on a tie) to la + lb <= budget."""
+    """Lengths of a and b after longest-first truncation (longer one first, b on a tie) to fit `budget`."""
     if la + lb <= budget:
         return la, lb
     short = min(la, lb)
@@ -31,7 +31,9 @@ class PackedTokenizer:
         try:
             tok = Tokenizer.from_str(tokenizer_json)
         except Exception as err:  # the Rust side raises a bare Exception
-            raise CheckpointError(f"the embedded tokenizer cannot be read ({str(err).splitlines()[0]})") from None
+            raise CheckpointError(
+                f"the embedded tokenizer cannot be read ({str(err).splitlines()[0]})"
+            ) from None
         tok.no_truncation()
         tok.no_padding()
         self.tokenizer = tok
@@ -51,7 +53,7 @@ class PackedTokenizer:
     def encode(
         self, texts_a: Sequence[str], texts_b: Sequence[str | None] | None, max_length: int
     ) -> tuple[list[list[int]], list[list[int]]]:
-        """Token ids and segment ids per example, truncated to `max_length` tokens (special tokens included)."""
+        """Token ids and segment ids per example, at most `max_length` tokens (special tokens included)."""
         if texts_b is not None and len(texts_b) != len(texts_a):
             raise ConfigError(f"{len(texts_a)} first sentences but {len(texts_b)} second sentences")
         has_pair = texts_b is not None and any(b is not None for b in texts_b)

@@ -1,10 +1,11 @@
 """Threading policy: threads only where they pay.
 
-Every kernel exists in a serial and a parallel flavour (`kernels.SERIAL`, `kernels.PARALLEL`). The serial one
-never touches numba's thread pool, so a single sentence (at most max_len rows) runs on one core with no fork/join
-cost; the parallel one splits rows (tokens, or sample x head for attention) across threads. The switch point is
-a number of rows, measured with `benchmarks/gemm.py` (docs/engine.md): below it, the fork/join costs more
-than it saves. During early exit the batch shrinks, so the choice is made again before every block.
+Every kernel exists in a serial and a parallel flavour (`kernels.SERIAL`, `kernels.PARALLEL`). The serial
+one never touches numba's thread pool, so a single sentence (at most max_len rows) runs on one core with no
+fork/join cost; the parallel one splits rows (blocks of tokens, or sample x head for attention) across
+threads. The switch point is a number of rows, measured with `benchmarks/gemm.py` (docs/engine.md): below
+it, the fork/join costs more than it saves. During early exit the batch shrinks, so the choice is made
+again before every block.
 """
 
 from __future__ import annotations

@@ -1,0 +1,117 @@
+"""Packed files: size, and clear errors (never a crash in a kernel) for corrupt or truncated files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import numpy as np
+import pytest
+
+from beexformer.engine import is_packed_model, looks_packed
+from beexformer.engine.export import export_model
+from beexformer.engine.runtime import PackedModel
+from beexformer.errors import CheckpointError, DataError
+from conftest import make_model
+
+
+@pytest.fixture
+def packed_file(tmp_path, tiny_tokenizer_dir):
+    tok_dir, encoder = tiny_tokenizer_dir
+    model = make_model(act_bits=1, vocab_size=encoder.vocab_size, d_model=128, d_ff=256)
+    return export_model(model, tok_dir, tmp_path / "model.beex"), model
+
+
+def test_packed_file_is_small(packed_file, tmp_path):
+    path, model = packed_file
+    model.save_pretrained(tmp_path / "float")
+    float_bytes = (tmp_path / "float" / "model.safetensors").stat().st_size
+    assert looks_packed(path) and is_packed_model(path) and not is_packed_model(tmp_path / "float")
+    assert path.stat().st_size * 5 < float_bytes  # tiny model: LayerNorms, exits and tokenizer weigh more
+
+
+def test_truncated_file_gives_clear_error(packed_file, tmp_path):
+    path, _ = packed_file
+    data = path.read_bytes()
+    for cut in (0, 4, 8, 100, len(data) // 2, len(data) - 1):
+        bad = tmp_path / f"cut{cut}.beex"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError):
+            PackedModel.load(bad)
+
+
+def test_corrupt_bytes_give_clear_error(packed_file, tmp_path):
+    path, _ = packed_file
+    data = bytearray(path.read_bytes())
+    header_len = int.from_bytes(data[:8], "little")
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        bad = bytearray(data)
+        pos = int(rng.integers(8, 8 + header_len))  # inside the JSON header
+        bad[pos] = int(rng.integers(0, 256))
+        target = tmp_path / f"bad{trial}.beex"
+        target.write_bytes(bytes(bad))
+        with contextlib.suppress(CheckpointError):  # a harmless byte (a digit of the metadata) may still load
+            PackedModel.load(target)
+
+
+def _rewrite(path, tmp_path, mutate) -> str:
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    with safe_open(str(path), framework="numpy") as fh:
+        metadata = dict(fh.metadata())
+    tensors = load_file(str(path))
+    mutate(tensors, metadata)
+    out = tmp_path / "mutated.beex"
+    save_file(tensors, str(out), metadata=metadata)
+    return out
+
+
+@pytest.mark.parametrize(
+    "mutation,message",
+    [
+        (lambda t, m: t.pop("blocks.0.attn.q.bits"), "missing tensors"),
+        (lambda t, m: t.__setitem__("blocks.0.attn.q.bits", t["blocks.0.attn.q.bits"][:1]), "expected"),
+        (
+            lambda t, m: t.__setitem__(
+                "blocks.0.norm1.weight", t["blocks.0.norm1.weight"].astype(np.float64)
+            ),
+            "expected",
+        ),
+        (lambda t, m: t["blocks.1.norm2.bias"].__setitem__(0, np.nan), "NaN"),
+        (lambda t, m: m.__setitem__("format", "something-else"), "not a beexformer packed model"),
+        (lambda t, m: m.__setitem__("format_version", "99"), "version"),
+        (lambda t, m: m.__setitem__("config", json.dumps({"d_model": "x"})), "config"),
+        (lambda t, m: t.__setitem__("tokenizer.json.zlib", np.zeros(10, np.uint8)), "tokenizer"),
+    ],
+)
+def test_invalid_content_gives_clear_error(packed_file, tmp_path, mutation, message):
+    path, _ = packed_file
+    bad = _rewrite(path, tmp_path, mutation)
+    with pytest.raises(CheckpointError, match=message):
+        PackedModel.load(bad)
+
+
+def test_padding_bits_are_checked(tmp_path, tiny_tokenizer_dir):
+    tok_dir, encoder = tiny_tokenizer_dir
+    model = make_model(act_bits=1, vocab_size=encoder.vocab_size, d_model=96, n_heads=4)  # K % 64 != 0
+    path = export_model(model, tok_dir, tmp_path / "odd.beex")
+    PackedModel.load(path)
+
+    def set_tail(t, m):
+        t["blocks.0.attn.q.bits"][-1, 0] |= np.uint64(1) << np.uint64(63)
+
+    with pytest.raises(CheckpointError, match="bits set beyond"):
+        PackedModel.load(_rewrite(path, tmp_path, set_tail))
+
+
+def test_bad_inputs_give_clear_errors(packed_file):
+    path, model = packed_file
+    packed = PackedModel.load(path)
+    with pytest.raises(DataError):
+        packed.run([[0, 1, 10**6]])
+    with pytest.raises(DataError):
+        packed.run([[]])
+    with pytest.raises(DataError):
+        packed.run([list(range(model.config.max_len + 1))])
