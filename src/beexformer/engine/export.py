@@ -24,35 +24,6 @@ from beexformer.engine.format import (
 from beexformer.engine.packing import pack_signs, pack_weight
 from beexformer.errors import CheckpointError
 
-MODEL_SUBDIRS = ("", "model", "best", "final", "checkpoint")
-TOKENIZER_SUBDIRS = ("", "tokenizer", "model", "model/tokenizer")
-
-
-def find_model_dir(run_dir: str | Path) -> Path:
-    """The folder of `run_dir` (itself or a subfolder) with config.json + model.safetensors."""
-    from beexformer.model import CONFIG_NAME, WEIGHTS_NAME
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"{run_dir}: not a directory (expected a training run directory)")
-    for sub in MODEL_SUBDIRS:
-        candidate = run_dir / sub
-        if (candidate / CONFIG_NAME).is_file() and (candidate / WEIGHTS_NAME).is_file():
-            return candidate
-    raise CheckpointError(
-        f"{run_dir}: no {CONFIG_NAME} + {WEIGHTS_NAME} in it or in {', '.join(MODEL_SUBDIRS[1:])}/"
-    )
-
-
-def find_tokenizer_dir(run_dir: str | Path, model_dir: str | Path | None = None) -> Path:
-    """The directory with the run's tokenizer.json (and text_encoder.json)."""
-    roots = [Path(run_dir)] + ([Path(model_dir)] if model_dir is not None else [])
-    for root in roots:
-        for sub in TOKENIZER_SUBDIRS:
-            if (root / sub / "tokenizer.json").is_file():
-                return root / sub
-    raise CheckpointError(f"{run_dir}: no tokenizer.json found (give --tokenizer DIR)")
-
 
 def _np(t) -> np.ndarray:
     return t.detach().to("cpu").contiguous().numpy()
@@ -110,16 +81,19 @@ def packed_tensors(model) -> dict[str, np.ndarray]:
     return out
 
 
-def export_model(model, tokenizer_dir: str | Path, out_path: str | Path, source: str = "") -> Path:
-    """Write `model` (a BEExformer) and the tokenizer in `tokenizer_dir` as one packed safetensors file."""
+def export_model(
+    model, tokenizer_dir: str | Path, out_path: str | Path, source: str = "", task_info: dict | None = None
+) -> Path:
+    """Write `model` (a BEExformer), the tokenizer in `tokenizer_dir` and the task description (task.json of
+    a model directory: task, labels, max_len, exit rule) as one packed safetensors file."""
     from safetensors.numpy import save_file
 
     tokenizer_dir = Path(tokenizer_dir)
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        raise CheckpointError(f"{tokenizer_dir}: no tokenizer.json")
     tokenizer_json = (tokenizer_dir / "tokenizer.json").read_bytes()
     encoder_cfg_path = tokenizer_dir / "text_encoder.json"
     text_encoder = json.loads(encoder_cfg_path.read_text()) if encoder_cfg_path.is_file() else {}
-    if model.config.exit_bits == 1 and model.exits[0].fc1.act_bits != 32:
-        raise CheckpointError("exit heads with 1-bit inputs are not supported by the packed runtime")
     tensors = packed_tensors(model.eval())
     tensors[TOKENIZER_TENSOR] = np.frombuffer(zlib.compress(tokenizer_json, 9), dtype=np.uint8).copy()
     metadata = {
@@ -127,21 +101,55 @@ def export_model(model, tokenizer_dir: str | Path, out_path: str | Path, source:
         "format_version": FORMAT_VERSION,
         "config": json.dumps(model.config.to_dict()),
         "text_encoder": json.dumps(text_encoder),
+        "task": json.dumps(task_info or {}),
         "source": source,
     }
     out_path = Path(out_path)
+    if out_path.is_dir():
+        raise CheckpointError(f"{out_path}: is a directory; --out takes a file name (e.g. model.beex)")
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out_path), metadata=metadata)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    tmp.replace(out_path)  # never leave a half-written model under the final name
     return out_path
 
 
-def export_run(run_dir: str | Path, out_path: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
-    """`beex export RUN_DIR --out MODEL`: find the checkpoint and tokenizer of a run and pack them."""
+def export_run(run_dir: str | Path, out_path: str | Path) -> Path:
+    """`beex export RUN_DIR --out MODEL`: pack the model directory of a run (RUN_DIR/best, or RUN_DIR itself
+    when it is a model directory): weights, tokenizer and task.json."""
+    from beexformer.bundle import TASK_FILE, resolve_model_dir
     from beexformer.model import BEExformer
 
-    model_dir = find_model_dir(run_dir)
-    tok_dir = Path(tokenizer_dir) if tokenizer_dir is not None else find_tokenizer_dir(run_dir, model_dir)
-    if not (tok_dir / "tokenizer.json").is_file():
-        raise CheckpointError(f"{tok_dir}: no tokenizer.json")
+    model_dir = resolve_model_dir(run_dir)
     model = BEExformer.from_pretrained(model_dir)
-    return export_model(model, tok_dir, out_path, source=str(Path(run_dir).resolve()))
+    task_info = json.loads((model_dir / TASK_FILE).read_text())
+    return export_model(
+        model, model_dir, out_path, source=str(Path(model_dir).resolve()), task_info=task_info
+    )
+
+
+def check_export(run_dir: str | Path, packed_path: str | Path, n: int = 32, seed: int = 0) -> float:
+    """Run the PyTorch model and the packed file on `n` random token sequences; the largest |difference| of
+    any exit's logits (a sanity check of an export, not the SST-2 equivalence test)."""
+    import torch
+
+    from beexformer.bundle import resolve_model_dir
+    from beexformer.engine.runtime import PackedModel
+    from beexformer.model import BEExformer
+
+    model = BEExformer.from_pretrained(resolve_model_dir(run_dir))
+    packed = PackedModel.load(packed_path)
+    c = model.config
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, c.max_len + 1, n)
+    ids = [rng.integers(0, c.vocab_size, int(length)) for length in lengths]
+    t = int(lengths.max())
+    input_ids = torch.zeros(n, t, dtype=torch.long)
+    mask = torch.zeros(n, t, dtype=torch.long)
+    for i, s in enumerate(ids):
+        input_ids[i, : len(s)] = torch.as_tensor(s)
+        mask[i, : len(s)] = 1
+    with torch.no_grad():
+        ref = model(input_ids, mask, torch.zeros_like(input_ids)).exit_logits.numpy()
+    out = packed.run(ids, [np.zeros(len(s), dtype=np.int64) for s in ids]).exit_logits
+    return float(np.abs(out - ref).max())

@@ -4,6 +4,7 @@ One safetensors file (no pickle). The header metadata carries
 
 - ``format`` = "beexformer-packed", ``format_version`` = "1";
 - ``config``: the `BEExformerConfig` as JSON; ``text_encoder``: the tokenizer's special tokens as JSON;
+- ``task``: the model directory's task.json (task, label list, max_len used at training, exit rule);
 - ``source``: the run directory it was exported from (informational).
 
 Tensors (C = n_blocks, or 1 distinct block with shared weights; d = d_model; KW(k) = ceil(k / 64)):
@@ -50,6 +51,7 @@ class PackedFile:
     tensors: dict[str, np.ndarray]
     tokenizer_json: str
     text_encoder: dict
+    task_info: dict  # task.json of the exported model directory: task, label_list, max_len, exit rule
     metadata: dict[str, str]
 
 
@@ -164,6 +166,7 @@ def read_packed(path: str | Path) -> PackedFile:
     try:
         config = BEExformerConfig.from_dict(json.loads(metadata["config"]))
         text_encoder = json.loads(metadata.get("text_encoder", "{}"))
+        task_info = json.loads(metadata.get("task", "{}"))
     except (KeyError, ValueError, TypeError, BeexError) as err:
         raise _fail(path, f"missing or invalid config in the header ({err})") from None
     expected = expected_tensors(config)
@@ -184,7 +187,9 @@ def read_packed(path: str | Path) -> PackedFile:
         tokenizer_json = zlib.decompress(blob.tobytes()).decode("utf-8")
     except (zlib.error, UnicodeDecodeError):
         raise _fail(path, "the embedded tokenizer is corrupt") from None
-    return PackedFile(path, config, tensors, tokenizer_json, text_encoder, metadata)
+    if not isinstance(task_info, dict) or not isinstance(text_encoder, dict):
+        raise _fail(path, "invalid task or tokenizer description in the header")
+    return PackedFile(path, config, tensors, tokenizer_json, text_encoder, task_info, metadata)
 
 
 def _check_padding_bits(path: Path, config: BEExformerConfig, tensors: dict[str, np.ndarray]) -> None:

@@ -103,9 +103,16 @@ class PackedModel:
     """A loaded packed model. `run` takes token ids; `predict` takes text."""
 
     def __init__(
-        self, config: BEExformerConfig, tensors: dict[str, np.ndarray], tokenizer: PackedTokenizer | None
+        self,
+        config: BEExformerConfig,
+        tensors: dict[str, np.ndarray],
+        tokenizer: PackedTokenizer | None,
+        task_info: dict | None = None,
     ):
         c = self.config = config
+        self.task_info = dict(task_info or {})
+        # Texts are truncated as at training time (task.json's max_len), never beyond the position table.
+        self.max_len = min(int(self.task_info.get("max_len") or config.max_len), config.max_len)
         if c.weight_bits == 32 and c.act_bits == 1:
             raise ConfigError("float weights with 1-bit activations are not a supported combination")
         self.tokenizer = tokenizer
@@ -144,7 +151,7 @@ class PackedModel:
         """Read, validate and prepare a packed model file (raises `CheckpointError` if it is not sound)."""
         packed = read_packed(path)
         tokenizer = PackedTokenizer(packed.tokenizer_json, packed.text_encoder)
-        return cls(packed.config, packed.tensors, tokenizer)
+        return cls(packed.config, packed.tensors, tokenizer, packed.task_info)
 
     @staticmethod
     def _dense(t: dict[str, np.ndarray], name: str, k: int) -> _Dense:
@@ -381,7 +388,7 @@ class PackedModel:
         """Token ids and segment ids of texts, with the tokenizer the packed file carries."""
         if self.tokenizer is None:
             raise ConfigError("this model was loaded without a tokenizer")
-        return self.tokenizer.encode(texts_a, texts_b, self.config.max_len)
+        return self.tokenizer.encode(texts_a, texts_b, self.max_len)
 
     def predict(
         self,
