@@ -4,6 +4,8 @@
 class BeexError(Exception):
     """Base class for every error a user can cause (bad input, missing file, corrupt checkpoint)."""
 
+    exit_code = 2  # what `beex` exits with after printing the one-line message
+
 
 class ConfigError(BeexError, ValueError):
     """A configuration value is out of range or inconsistent."""

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BeexError as err:
         print(f"beex {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
     except KeyboardInterrupt:
         print(f"beex {args.command}: interrupted", file=sys.stderr)
         return 130

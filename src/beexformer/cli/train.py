@@ -43,6 +43,7 @@ def register(subparsers) -> None:
     g.add_argument("--patience", type=int, help="stop after this many evaluations without improvement")
     g.add_argument("--eval-every", type=int, dest="eval_every_steps", help="also evaluate every N steps")
     g.add_argument("--save-every", type=int, dest="save_every_steps", help="checkpoint every N steps (200)")
+    g.add_argument("--keep-checkpoints", type=int, help="how many recent checkpoints to keep (2)")
     g.add_argument("--max-train-samples", type=int, help="use only the first N training examples")
     g.add_argument("--threads", type=int, dest="num_threads", help="torch CPU threads (default: torch's)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -108,33 +109,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--task is required (or --resume --output RUN_DIR)")
     if args.resume and not args.output:
         raise ConfigError("--resume needs --output RUN_DIR")
-    values = {
-        name: getattr(args, name)
-        for name in (
-            "task",
-            "output",
-            "data_dir",
-            "source",
-            "epochs",
-            "max_steps",
-            "batch_size",
-            "lr",
-            "weight_decay",
-            "warmup_ratio",
-            "seed",
-            "patience",
-            "eval_every_steps",
-            "save_every_steps",
-            "max_train_samples",
-            "num_threads",
-            "tokenizer",
-            "vocab_size",
-            "max_len",
-            "exit_rule",
-            "exit_threshold",
-        )  # fmt: skip
-        if getattr(args, name, None) is not None
-    }
+    # every TrainingArguments field that has a flag of the same name and was given
+    fields = [f.name for f in dataclasses.fields(TrainingArguments) if f.name not in ("model", "progress")]
+    values = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
     if "output" not in values and args.task:
         values["output"] = f"runs/{args.task.lower()}"
     values["progress"] = not args.no_progress

@@ -131,6 +131,12 @@ class TextEncoder:
             show_progress=False,
         )
         tok.train_from_iterator(texts, trainer=trainer)
+        # The trainer picks the same pieces every run but numbers them in hash-map order, which differs
+        # from process to process: renumber them (special tokens first, then sorted) so that the same
+        # data and seed give the same ids, embeddings and results.
+        learned = sorted(set(tok.get_vocab()) - set(SPECIAL_TOKENS))
+        vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *learned])}
+        tok.model = models.WordPiece(vocab=vocab, unk_token="[UNK]", continuing_subword_prefix="##")
         return cls(tok, source="wordpiece")
 
     @classmethod

@@ -108,12 +108,8 @@ def is_complete(path: Path) -> bool:
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """The checkpoint LATEST names if it is complete, else the newest complete one, else None."""
-    pointer = root / LATEST
-    if pointer.is_file():
-        candidate = root / pointer.read_text().strip()
-        if is_complete(candidate):
-            return candidate
+    """The newest complete checkpoint, else None. (LATEST is written for people and tools; a crash
+    between renaming a checkpoint into place and updating LATEST must not hide the newer one.)"""
     for path in reversed(list_checkpoints(root)):
         if is_complete(path):
             return path

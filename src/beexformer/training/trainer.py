@@ -38,6 +38,8 @@ BEST = "best"
 class TrainingInterrupted(BeexError):
     """Raised after a Ctrl-C / SIGTERM once the checkpoint is safely written."""
 
+    exit_code = 130
+
 
 @dataclass
 class TrainerState:
@@ -152,6 +154,7 @@ class Trainer:
         self.rule = build_exit_rule(args.exit_rule, args.exit_threshold)
         self._build_optimisation()
         self.state = TrainerState()
+        self._last_saved_step: int | None = None
         if resume_from is not None:
             self._restore(resume_from)
 
@@ -195,11 +198,20 @@ class Trainer:
         args = self.args
         pad = self.encoder.pad_id
         self.sampler = BucketBatchSampler(self.train_set.lengths, args.batch_size, seed=args.seed)
+        # Loaders get generators of their own: a DataLoader without one draws a seed from the global RNG
+        # each time it is iterated, which would shift the dropout masks of a resumed run.
         train_loader = torch.utils.data.DataLoader(
-            self.train_set, batch_sampler=self.sampler, collate_fn=make_collate(pad)
+            self.train_set,
+            batch_sampler=self.sampler,
+            collate_fn=make_collate(pad),
+            generator=torch.Generator().manual_seed(args.seed),
         )
         dev_loader = torch.utils.data.DataLoader(
-            self.dev_set, batch_size=128, shuffle=False, collate_fn=make_collate(pad)
+            self.dev_set,
+            batch_size=128,
+            shuffle=False,
+            collate_fn=make_collate(pad),
+            generator=torch.Generator().manual_seed(args.seed),
         )
         steps_per_epoch = len(self.sampler)
         self.total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
@@ -236,6 +248,7 @@ class Trainer:
             ckpt.commit_directory(tmp, final)
             ckpt.publish_checkpoint(self.ckpt_root, final, self.args.keep_checkpoints)
         acc.wait_for_everyone()
+        self._last_saved_step = self.state.step
         return final
 
     def _restore(self, path: Path) -> None:
@@ -319,24 +332,24 @@ class Trainer:
                         state.elapsed_seconds = time.perf_counter() - started
                         bar.update(1)
                         bar.set_postfix(loss=f"{running:.4f}", dev=_fmt(state.best_metric), epoch=state.epoch)
-                        if args.eval_every_steps and state.step % args.eval_every_steps == 0:
+                        self._log_progress(running)
+                        epoch_done = state.batch_in_epoch >= len(self.train_loader)
+                        if epoch_done:
+                            state.epoch += 1
+                            state.batch_in_epoch = 0
+                        if epoch_done or (args.eval_every_steps and state.step % args.eval_every_steps == 0):
                             self.evaluate()
                             last_eval_step = state.step
                         if stop.requested:
                             raise KeyboardInterrupt
-                        if state.step % args.save_every_steps == 0:
+                        if epoch_done or state.step % args.save_every_steps == 0:
                             self.save_checkpoint()
-                        if state.step >= self.total_steps:
+                        if epoch_done or state.step >= self.total_steps or self._should_stop_early():
                             break
-                    else:
-                        state.epoch += 1
-                        state.batch_in_epoch = 0
-                        self.evaluate()
-                        last_eval_step = state.step
-                        self.save_checkpoint()
                 if last_eval_step != state.step:
                     self.evaluate()
-                self.save_checkpoint()
+                if self._last_saved_step != state.step:
+                    self.save_checkpoint()
             except KeyboardInterrupt:
                 state.elapsed_seconds = time.perf_counter() - started
                 path = self.save_checkpoint()
@@ -347,6 +360,14 @@ class Trainer:
                 ) from None
         bar.close()
         return self.summary()
+
+    def _log_progress(self, running: float) -> None:
+        """Without a progress bar (logs, CI), a line every 100 steps says where training is."""
+        if not self.args.progress and self.state.step % 100 == 0:
+            self.log(
+                f"step {self.state.step}/{self.total_steps} epoch {self.state.epoch} loss {running:.4f} "
+                f"best dev {_fmt(self.state.best_metric)} ({self.state.elapsed_seconds / 60:.1f} min)"
+            )
 
     def _step(self, batch: dict[str, torch.Tensor]) -> float:
         out = self.model(**batch)
