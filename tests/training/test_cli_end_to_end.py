@@ -69,7 +69,8 @@ def test_predict_prints_one_json_line_per_input(rte_run, tmp_path, capsys):
 def test_sweep_writes_csv_and_png(rte_run, tmp_path):
     out = tmp_path / "sweep"
     assert main(["sweep", str(rte_run), "--data-dir", str(FIXTURES), "--out", str(out)]) == 0
-    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    with open(out / "sweep.csv") as f:
+        rows = list(csv.DictReader(f))
     assert {r["rule"] for r in rows} == {"none", "fractional_entropy", "entropy", "patience", "max_prob"}
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -21,8 +21,9 @@ TINY = ["--set", "d_model=32", "--set", "d_ff=64", "--set", "n_heads=2", "--set"
 
 
 def train_cmd(glue_dir: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "beexformer.cli.main", "train", "--task", "sst2", "--data-dir", str(glue_dir),
-            "--output", str(out), "--max-train-samples", "3000", "--batch-size", "8", "--epochs", "2",
+    return [sys.executable, "-m", "beexformer.cli.main", "train", "--task", "sst2",
+            "--data-dir", str(glue_dir), "--output", str(out), "--max-train-samples", "3000",
+            "--batch-size", "8", "--epochs", "2",
             "--save-every", "25", "--threads", "1", "--seed", "7", *TINY, *extra]  # fmt: skip
 
 
