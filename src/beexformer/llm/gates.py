@@ -27,7 +27,7 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def saturation(argmax_by_layer: torch.Tensor, patience: int) -> torch.Tensor:
-    """Bool [L, N]: at exit l the argmax equals that of the previous `patience` exits (False for l < patience).
+    """Bool [L, N]: at exit l the argmax equals that of the previous `patience` exits (False if l < patience).
 
     argmax_by_layer: [L, N] predicted token per exit point (in depth order) and position.
     """

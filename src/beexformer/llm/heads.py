@@ -29,7 +29,9 @@ FORMAT = "beex-llm-exit-heads/1"
 
 def default_head_layers(num_layers: int, count: int = 4) -> list[int]:
     """About 1/5, 2/5, 3/5, 4/5 of the depth (for count=4): round(k * L / (count + 1))."""
-    layers = sorted({max(1, min(num_layers - 1, round(k * num_layers / (count + 1)))) for k in range(1, count + 1)})
+    layers = sorted(
+        {max(1, min(num_layers - 1, round(k * num_layers / (count + 1)))) for k in range(1, count + 1)}
+    )
     return layers
 
 
@@ -56,7 +58,7 @@ class ExitHead(nn.Module):
         return self.token_ids.numel() > 0
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Logits [..., V'] over the head's classes (the pruned vocabulary + "other", or the full vocabulary)."""
+        """Logits [..., V'] over the head's classes (pruned vocabulary + "other", or the full vocabulary)."""
         return nn.functional.linear(self.norm(hidden), self.weight, self.bias)
 
     def class_to_token(self, classes: torch.Tensor) -> torch.Tensor:
@@ -131,7 +133,8 @@ class ExitHeads(nn.Module):
         info = HeadsInfo(**json.loads(meta["info"]))
         if info.num_layers != adapter.num_layers or info.vocab_size != adapter.vocab_size:
             raise CheckpointError(
-                f"{path} was trained for a model with {info.num_layers} layers and vocabulary {info.vocab_size}, "
+                f"{path} was trained for a model with {info.num_layers} layers and vocabulary "
+                f"{info.vocab_size}, "
                 f"this one has {adapter.num_layers} and {adapter.vocab_size}"
             )
         heads = []

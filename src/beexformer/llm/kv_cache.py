@@ -23,7 +23,12 @@ class PositionalKVCache:
         self.positions: list[torch.Tensor] = [torch.empty(0, dtype=torch.long) for _ in range(num_layers)]
 
     def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: object, **kwargs: object
+        self,
+        key_states: torch.Tensor,
+        value_states: torch.Tensor,
+        layer_idx: int,
+        *args: object,
+        **kwargs: object,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Append new K/V for `layer_idx` and return all of that layer's K/V (the HF Cache protocol)."""
         old_k, old_v = self.keys[layer_idx], self.values[layer_idx]
@@ -35,7 +40,7 @@ class PositionalKVCache:
         return self.keys[layer_idx], self.values[layer_idx]  # type: ignore[return-value]
 
     def add_positions(self, layer_idx: int, positions: torch.Tensor) -> None:
-        """Record the positions of the rows about to be appended to `layer_idx` (call before the layer runs)."""
+        """Record the positions of the rows about to be appended to `layer_idx` (before the layer runs)."""
         self.positions[layer_idx] = torch.cat([self.positions[layer_idx], positions])
 
     def key_positions(self, layer_idx: int) -> torch.Tensor:

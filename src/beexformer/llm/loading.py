@@ -74,8 +74,10 @@ def _build_smollm2_cache(target: Path) -> None:
     tmp.rename(target)
 
 
-def load_model(name: str = DEFAULT_MODEL, cache_dir: str | Path | None = None, dtype: str = "float32") -> LoadedModel:
-    """Load `name` ("smollm2" for the offline default, else a Hugging Face name or local path) in eval mode."""
+def load_model(
+    name: str = DEFAULT_MODEL, cache_dir: str | Path | None = None, dtype: str = "float32"
+) -> LoadedModel:
+    """Load `name` ("smollm2": the offline default, else a Hugging Face name or local path) in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = _torch_dtype(dtype)

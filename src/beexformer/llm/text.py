@@ -21,17 +21,23 @@ def read_text(path: str | Path) -> str:
     return text
 
 
-def tokenize_file(tokenizer: Any, path: str | Path, max_tokens: int | None = None) -> torch.Tensor:
-    """Token ids [N] of a whole text file, tokenized in blocks of lines (a 1 MB string at once is slow)."""
+def tokenize_file(
+    tokenizer: Any, path: str | Path, max_tokens: int | None = None, skip_tokens: int = 0
+) -> torch.Tensor:
+    """Token ids [N] of a text file, tokenized in blocks of lines (a 1 MB string at once is slow); the first
+    `skip_tokens` are dropped (e.g. to calibrate on a part of a file that heads were not trained on)."""
     lines = read_text(path).splitlines(keepends=True)
     ids: list[int] = []
     block = 200
     for start in range(0, len(lines), block):
         ids.extend(tokenizer("".join(lines[start : start + block]), add_special_tokens=False).input_ids)
-        if max_tokens is not None and len(ids) >= max_tokens:
+        if max_tokens is not None and len(ids) >= max_tokens + skip_tokens:
             break
+    ids = ids[skip_tokens:]
     if max_tokens is not None:
         ids = ids[:max_tokens]
+    if not ids:
+        raise DataError(f"{path}: no tokens left after skipping {skip_tokens}")
     return torch.tensor(ids, dtype=torch.long)
 
 

@@ -89,7 +89,9 @@ def top_tokens(argmax: torch.Tensor, count: int, vocab_size: int) -> torch.Tenso
     return torch.sort(torch.topk(freq, min(count, vocab_size)).indices).values
 
 
-def teacher_distribution(adapter: ModelAdapter, head: ExitHead, normed: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+def teacher_distribution(
+    adapter: ModelAdapter, head: ExitHead, normed: torch.Tensor, lse: torch.Tensor
+) -> torch.Tensor:
     """The final layer's distribution over the head's classes: p over the pruned vocabulary + the rest."""
     weight = adapter.lm_head.weight
     bias = getattr(adapter.lm_head, "bias", None)
@@ -131,7 +133,7 @@ class TrainReport:
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
-    # Linear warm-up, then cosine decay to 10 %: the heads start from the model's own head, so no long warm-up.
+    # Linear warm-up, then cosine decay to 10 %: heads start from the model's own head, no long warm-up.
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
@@ -169,10 +171,15 @@ def train_heads(
             group["lr"] = _lr_at(step, cfg)
         opt.zero_grad(set_to_none=True)
         normed, lse = features.final_normed[idx], features.lse[idx]
+        targets: dict[tuple[int, ...], torch.Tensor] = {}
         for layer in heads.layers:
             head = heads.head(layer)
-            with torch.no_grad():
-                target = teacher_distribution(adapter, head, normed, lse)
+            # Heads over the same vocabulary share one teacher distribution per step.
+            key = tuple(head.token_ids[:8].tolist()) + (head.token_ids.numel(),)
+            if key not in targets:
+                with torch.no_grad():
+                    targets[key] = teacher_distribution(adapter, head, normed, lse)
+            target = targets[key]
             loss = kl_loss(head(features.hidden[layer][idx].to(adapter.dtype)), target)
             loss.backward()
             recent[layer] = (recent[layer] + [float(loss.detach())])[-50:]
@@ -182,7 +189,11 @@ def train_heads(
             means = {layer: sum(v) / len(v) for layer, v in recent.items()}
             history.append({"step": step, **{f"kl_{k}": v for k, v in means.items()}})
             rate = step / max(1e-9, time.perf_counter() - start)
-            log(f"step {step}/{cfg.steps} " + " ".join(f"L{k}:{v:.3f}" for k, v in means.items()) + f" ({rate:.1f} it/s)")
+            log(
+                f"step {step}/{cfg.steps} "
+                + " ".join(f"L{k}:{v:.3f}" for k, v in means.items())
+                + f" ({rate:.1f} it/s)"
+            )
         if checkpoint is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             tmp = checkpoint.with_suffix(".tmp")
             torch.save({"heads": heads.state_dict(), "optimizer": opt.state_dict(), "step": step}, tmp)

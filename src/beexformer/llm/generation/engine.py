@@ -1,8 +1,8 @@
 """The layer-wise decoder shared by every strategy: one token at a time, exits allowed between layers, and a
 KV cache that stays exact.
 
-KV fill strategy: lazy recompute. When a token exits after layer e, its hidden state is kept as *pending* at
-depth e and it gets no K/V in layers e..L-1 yet. The next token that runs layer j >= e takes every pending
+KV fill strategy (default): lazy recompute. When a token exits after layer e, its hidden state is kept as
+*pending* at depth e and it gets no K/V in layers e..L-1 yet. The next token that runs layer j >= e takes every pending
 row of depth j along: from layer j on they are computed together, in one call per layer, and their K/V are
 written to the cache. So by the time any token attends to layer j, every earlier position has the K/V that a
 full forward pass would have given it, and the cache is exactly that of plain decoding; only the tokens
@@ -11,6 +11,11 @@ are pending rows whose remaining layers run together with the first token the ga
 
 Invariant (see `step`): pending groups are ordered by position with strictly decreasing depth, and every key
 in layer j of the cache precedes every row that still lacks layer j, so a single row needs no mask.
+
+Option `kv_fill="copy"`: instead, the exiting token's hidden state is projected through the K/V projections
+of the layers it skipped right away (CALM-style state copying). Much cheaper per exit (two small matrix
+products per skipped layer instead of the whole layer) but approximate: later tokens attend to K/V that a
+full pass would not have produced. Self-speculative decoding always uses recompute.
 """
 
 from __future__ import annotations
@@ -59,8 +64,11 @@ class StepOutcome:
 class LayerwiseDecoder:
     """Runs the model's own layers one by one for a single sequence; see the module docstring."""
 
-    def __init__(self, adapter: ModelAdapter) -> None:
+    def __init__(self, adapter: ModelAdapter, kv_fill: str = "recompute") -> None:
+        if kv_fill not in ("recompute", "copy"):
+            raise ValueError(f"kv_fill must be 'recompute' or 'copy', got {kv_fill!r}")
         self.adapter = adapter
+        self.kv_fill = kv_fill
 
     def prefill(self, input_ids: torch.Tensor) -> tuple[DecodeState, torch.Tensor]:
         """Run the prompt [T] through all layers; return the state and the last row's final hidden [d]."""
@@ -118,6 +126,9 @@ class LayerwiseDecoder:
             if gate is not None and token is not None and depth < num and depth in gate_layers:
                 chosen = gate(depth, hidden[0, -1])
                 if chosen is not None:
+                    if self.kv_fill == "copy":
+                        self._copy_kv(state, hidden, pos_t, rotary, depth)
+                        return StepOutcome(True, depth, int(chosen), None, [])
                     # Every row of this call stops here together and waits for a later token.
                     state.pending_pos.extend(pos)
                     state.pending_depth.extend([depth] * len(pos))
@@ -127,9 +138,19 @@ class LayerwiseDecoder:
         final = hidden[0, order]
         return StepOutcome(False, num, None, final, [pos[i] for i in order])
 
+    def _copy_kv(
+        self, state: DecodeState, hidden: torch.Tensor, pos_t: torch.Tensor, rotary: object, depth: int
+    ) -> None:
+        """KV fill "copy": the skipped layers get K/V projected from the exit hidden state (approximate; the
+        cache then differs from plain decoding, and so may later tokens)."""
+        for j in range(depth, self.adapter.num_layers):
+            k, v = self.adapter.project_kv(j, hidden, rotary)
+            state.cache.add_positions(j, pos_t)
+            state.cache.update(k, v, j)
+
     @staticmethod
     def _join_pending(state: DecodeState, depth: int) -> tuple[list[int], torch.Tensor] | None:
-        """Remove and return the pending rows that stopped after `depth` layers (positions, hidden [1,k,d])."""
+        """Remove and return the pending rows that stopped after `depth` layers: positions, hidden [1,k,d]."""
         idx = [i for i, d in enumerate(state.pending_depth) if d == depth]
         if not idx:
             return None

@@ -11,6 +11,7 @@ import torch
 from beexformer.llm.adapters import ModelAdapter
 from beexformer.llm.gates import HeadGate
 from beexformer.llm.generation.base import DecodingStrategy, GenerationResult, truncate_at_eos
+from beexformer.llm.generation.engine import LayerwiseDecoder
 
 
 def _done(tokens: list[int], max_new_tokens: int, eos_token_id: int | None) -> bool:
@@ -22,7 +23,9 @@ class FullDecoding(DecodingStrategy):
 
     name = "full"
 
-    def _generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
+    def _generate(
+        self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None
+    ) -> GenerationResult:
         num = self.adapter.num_layers
         state, last = self.decoder.prefill(input_ids)
         tokens = [int(self.next_token(last))]
@@ -38,16 +41,22 @@ class FullDecoding(DecodingStrategy):
 class EarlyExitDecoding(DecodingStrategy):
     """A token whose gate fires takes the exit head's prediction; its deeper layers are recomputed lazily with
     the next full-depth token (engine.py), so the KV cache stays exact. `max_pending` bounds how many exited
-    tokens may wait for their deeper layers."""
+    tokens may wait for their deeper layers. With kv_fill="copy" the skipped layers get K/V projected from the
+    exit hidden state instead (cheaper, approximate)."""
 
     name = "early-exit"
 
-    def __init__(self, adapter: ModelAdapter, gate: HeadGate, max_pending: int = 16) -> None:
+    def __init__(
+        self, adapter: ModelAdapter, gate: HeadGate, max_pending: int = 16, kv_fill: str = "recompute"
+    ) -> None:
         super().__init__(adapter)
+        self.decoder = LayerwiseDecoder(adapter, kv_fill)
         self.gate = gate
         self.max_pending = max_pending
 
-    def _generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
+    def _generate(
+        self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None
+    ) -> GenerationResult:
         num = self.adapter.num_layers
         state, last = self.decoder.prefill(input_ids)
         tokens, depths = [int(self.next_token(last))], [num]
@@ -83,7 +92,9 @@ class SelfSpeculativeDecoding(DecodingStrategy):
         self.gate = gate
         self.max_draft = max_draft
 
-    def _generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
+    def _generate(
+        self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None
+    ) -> GenerationResult:
         num = self.adapter.num_layers
         state, last = self.decoder.prefill(input_ids)
         result = GenerationResult([int(self.next_token(last))], [num], num, full_passes=1)

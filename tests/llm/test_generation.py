@@ -1,0 +1,154 @@
+"""Decoding strategies: self-speculative output equals plain greedy, never-firing gates equal plain decoding,
+and the lazily recomputed KV cache equals that of a full forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from beexformer.llm.adapters import adapter_for
+from beexformer.llm.gates import HeadGate
+from beexformer.llm.generation import (
+    EarlyExitDecoding,
+    FullDecoding,
+    LayerwiseDecoder,
+    SelfSpeculativeDecoding,
+)
+from beexformer.llm.heads import ExitHeads
+from conftest import VOCAB, tiny_model
+
+PROMPTS = [[3, 17, 42], [5], [11, 12, 13, 14, 15, 16, 17, 18, 19, 20]]
+
+
+def damped_model(arch: str, scale: float = 0.15) -> torch.nn.Module:
+    """A tiny model whose layers 4..6 change the residual stream little, so exits at layer 2-3 are often but
+    not always right: the speculative tests then see both accepted and rejected drafts."""
+    model = tiny_model(arch, layers=6, seed=3)
+    adapter = adapter_for(model)
+    with torch.no_grad():
+        for layer in list(adapter.layers)[3:]:
+            for name, p in layer.named_parameters():
+                if name.endswith(
+                    (
+                        "o_proj.weight",
+                        "down_proj.weight",
+                        "c_proj.weight",
+                        "dense.weight",
+                        "dense_4h_to_h.weight",
+                    )
+                ):
+                    p.mul_(scale)
+    return model
+
+
+def hf_greedy(model: torch.nn.Module, prompt: list[int], n: int) -> list[int]:
+    ids = torch.tensor([prompt])
+    out = model.generate(ids, max_new_tokens=n, do_sample=False)
+    return out[0, len(prompt) :].tolist()
+
+
+def own_heads(adapter, layers: list[int], pruned: bool) -> ExitHeads:  # noqa: ANN001
+    ids = torch.arange(0, VOCAB, 2) if pruned else None
+    return ExitHeads.create(adapter, layers, ids, "tiny").double()
+
+
+@pytest.mark.parametrize("n", [1, 25])
+def test_full_decoding_equals_hf_greedy(arch: str, n: int) -> None:
+    model = tiny_model(arch)
+    adapter = adapter_for(model)
+    for prompt in PROMPTS:
+        assert FullDecoding(adapter).generate(torch.tensor(prompt), n).tokens == hf_greedy(model, prompt, n)
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_self_speculative_equals_greedy(arch: str, pruned: bool) -> None:
+    model = damped_model(arch)
+    adapter = adapter_for(model)
+    heads = own_heads(adapter, [2, 3], pruned)
+    drafted = accepted = 0
+    cases = [(0.5, 1), (2.0, 3), (10.0, 8)]  # (entropy threshold, longest draft)
+    for prompt in PROMPTS:
+        reference = hf_greedy(model, prompt, 30)
+        for tau, max_draft in cases:
+            gate = HeadGate(heads, {2: tau, 3: tau})
+            for n in (1, 9, 30):
+                out = SelfSpeculativeDecoding(adapter, gate, max_draft=max_draft).generate(
+                    torch.tensor(prompt), n
+                )
+                assert out.tokens == reference[:n], (tau, prompt, n, max_draft)
+                drafted += out.drafted
+                accepted += out.accepted
+    # Both paths ran: drafts that the full model confirmed and drafts it rejected (cache cropped).
+    assert 0 < accepted < drafted
+
+
+def test_self_speculative_with_always_wrong_drafts(arch: str) -> None:
+    """Every draft rejected: the cache must be cropped each time or the output would drift."""
+    model = tiny_model(arch)
+    adapter = adapter_for(model)
+    prompt = torch.tensor(PROMPTS[0])
+    reference = FullDecoding(adapter).generate(prompt, 20).tokens
+
+    def wrong_gate(depth: int, hidden: torch.Tensor) -> int:
+        full = int(adapter.logits(hidden).argmax())
+        return (full + 1) % VOCAB  # not necessarily wrong against the final layer, but usually
+
+    wrong_gate.layers = frozenset({2})  # type: ignore[attr-defined]
+    out = SelfSpeculativeDecoding(adapter, wrong_gate, max_draft=4).generate(prompt, 20)  # type: ignore[arg-type]
+    assert out.tokens == reference
+    assert out.drafted > out.accepted
+
+
+def test_early_exit_never_firing_equals_plain(arch: str) -> None:
+    model = tiny_model(arch)
+    adapter = adapter_for(model)
+    heads = own_heads(adapter, [1, 3, 5], pruned=True)
+    references = {tuple(p): hf_greedy(model, p, 15) for p in PROMPTS}
+    for thresholds in ({1: -1.0, 3: -1.0, 5: -1.0}, {1: 0.0, 3: 0.0}, {}):
+        gate = HeadGate(heads, thresholds)
+        for prompt in PROMPTS:
+            out = EarlyExitDecoding(adapter, gate).generate(torch.tensor(prompt), 15)
+            assert out.tokens == references[tuple(prompt)]
+            assert out.exit_depths == [adapter.num_layers] * 15
+
+
+def test_early_exit_fires_and_changes_depths(arch: str) -> None:
+    model = damped_model(arch)
+    adapter = adapter_for(model)
+    gate = HeadGate(own_heads(adapter, [2], pruned=False), {2: 100.0})  # always fires
+    out = EarlyExitDecoding(adapter, gate, max_pending=4).generate(torch.tensor(PROMPTS[0]), 20)
+    assert len(out.tokens) == 20
+    # At most 4 exits in a row, then a full pass brings the pending rows up to date.
+    assert out.exit_depths.count(2) >= 12 and out.full_passes >= 4
+
+
+def test_lazy_recompute_leaves_the_exact_kv_cache(arch: str) -> None:
+    """After early-exit decoding, every layer's K/V at every position equals a full forward's."""
+    model = damped_model(arch)
+    adapter = adapter_for(model)
+    calls = []
+
+    def gate(depth: int, hidden: torch.Tensor) -> int | None:
+        # Exit on two calls out of three, at layer 2 or 4, with the own head's token: deterministic and mixed.
+        calls.append(depth)
+        return int(adapter.logits(hidden).argmax()) if len(calls) % 3 else None
+
+    decoder = LayerwiseDecoder(adapter)
+    prompt = torch.tensor(PROMPTS[0])
+    state, last = decoder.prefill(prompt)
+    tokens, exits = prompt.tolist() + [int(adapter.logits(last).argmax())], 0
+    with torch.no_grad():
+        for _ in range(25):
+            out = decoder.step(state, tokens[-1], len(tokens) - 1, gate, {2, 4})
+            exits += out.exited
+            tokens.append(out.token if out.exited else int(adapter.logits(out.final_hidden[-1]).argmax()))
+        # Finish the pending rows, then compare with a fresh prefill of the same tokens.
+        if state.pending_pos:
+            decoder.step(state, None, 0)
+        ref_state, _ = decoder.prefill(torch.tensor(tokens[:-1]))
+    assert exits > 3
+    for layer in range(adapter.num_layers):
+        order = torch.argsort(state.cache.positions[layer])
+        assert state.cache.positions[layer][order].tolist() == list(range(len(tokens) - 1))
+        torch.testing.assert_close(state.cache.keys[layer][:, :, order], ref_state.cache.keys[layer])
+        torch.testing.assert_close(state.cache.values[layer][:, :, order], ref_state.cache.values[layer])

@@ -1,0 +1,140 @@
+"""Exit heads (save/load, training), calibration on a hand-made table, and the KV-copy fill."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from beexformer.errors import CheckpointError, ConfigError
+from beexformer.llm.adapters import adapter_for
+from beexformer.llm.calibration import Calibration, calibrate, entropy_threshold
+from beexformer.llm.gates import HeadGate
+from beexformer.llm.generation import EarlyExitDecoding, FullDecoding
+from beexformer.llm.heads import ExitHeads, default_head_layers
+from beexformer.llm.training import TrainConfig, extract_features, top_tokens, train_heads
+from conftest import tiny_model
+
+
+def test_default_head_layers() -> None:
+    assert default_head_layers(30) == [6, 12, 18, 24]
+    assert default_head_layers(6) == [1, 2, 4, 5]
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_heads_save_and_load_identical(arch: str, pruned: bool, tmp_path: Path) -> None:
+    adapter = adapter_for(tiny_model(arch))
+    ids = torch.tensor([3, 5, 8, 13, 21]) if pruned else None
+    heads = ExitHeads.create(adapter, [2, 4], ids, "tiny").double()
+    with torch.no_grad():
+        for p in heads.parameters():  # move away from the init so loading cannot pass by re-initialising
+            p.add_(torch.randn_like(p) * 0.1)
+    path = tmp_path / "heads.safetensors"
+    heads.save(path)
+    loaded = ExitHeads.load(path, adapter)
+    assert loaded.layers == [2, 4]
+    x = torch.randn(3, 32, dtype=torch.float64)
+    for layer in (2, 4):
+        torch.testing.assert_close(loaded.head(layer)(x), heads.head(layer)(x), rtol=0, atol=0)
+    assert (loaded.head(2)(x).shape[-1] == 6) if pruned else (loaded.head(2)(x).shape[-1] == 97)
+
+
+def test_heads_load_rejects_wrong_model_and_garbage(tmp_path: Path) -> None:
+    small = adapter_for(tiny_model("llama", layers=6))
+    other = adapter_for(tiny_model("llama", layers=4))
+    path = tmp_path / "h.safetensors"
+    ExitHeads.create(small, [5], None, "tiny").save(path)
+    with pytest.raises(CheckpointError, match="6 layers"):
+        ExitHeads.load(path, other)
+    garbage = tmp_path / "g.safetensors"
+    garbage.write_bytes(b"not a file")
+    with pytest.raises(CheckpointError):
+        ExitHeads.load(garbage, small)
+    with pytest.raises(ConfigError):
+        ExitHeads.create(small, [6], None, "tiny")
+
+
+def test_pruned_head_other_class_maps_to_minus_one() -> None:
+    adapter = adapter_for(tiny_model("gpt2"))
+    heads = ExitHeads.create(adapter, [3], torch.tensor([4, 9]), "tiny")
+    assert heads.head(3).class_to_token(torch.tensor([0, 1, 2])).tolist() == [4, 9, -1]
+
+
+def test_entropy_threshold_on_hand_made_table() -> None:
+    # Sorted by entropy: agreements 1 1 1 0 1 0 0 -> running A(k): 1, 1, 1, .75, .8, .67, .57
+    entropies = torch.tensor([0.7, 0.1, 0.3, 0.2, 0.4, 0.5, 0.6])
+    agree = torch.tensor([False, True, True, True, False, True, False])
+    assert entropy_threshold(entropies, agree, 1.0)[:2] == (pytest.approx(0.3), 3)
+    assert entropy_threshold(entropies, agree, 0.8)[:2] == (pytest.approx(0.5), 5)
+    assert entropy_threshold(entropies, agree, 0.75)[:2] == (pytest.approx(0.5), 5)
+    assert entropy_threshold(entropies, agree, 0.5)[:2] == (pytest.approx(0.7), 7)
+
+
+def test_entropy_threshold_respects_ties_and_impossible_levels() -> None:
+    # The two most confident tokens tie; one of them is wrong, so A=1.0 is not reachable at k=1 alone.
+    entropies = torch.tensor([0.1, 0.1, 0.9])
+    agree = torch.tensor([True, False, True])
+    thr, k, _ = entropy_threshold(entropies, agree, 1.0)
+    assert thr == -math.inf and k == 0
+    thr, k, acc = entropy_threshold(entropies, agree, 0.5)
+    assert (k, acc) == (3, pytest.approx(2 / 3))
+    with pytest.raises(ConfigError):
+        entropy_threshold(entropies, agree, 0.0)
+
+
+def test_calibration_roundtrip(tmp_path: Path) -> None:
+    scores = {
+        "entropy": {3: torch.tensor([0.1, 0.2, 0.3, 0.4])},
+        "agree": {3: torch.tensor([True, True, False, False])},
+    }
+    calib = calibrate(scores, [0.9, 0.5], 4, "x.txt")
+    calib.save(tmp_path / "c.json")
+    again = Calibration.load(tmp_path / "c.json")
+    assert again.thresholds_for(0.9) == {3: pytest.approx(0.2)}
+    assert again.thresholds_for(0.5) == {3: pytest.approx(0.4)}
+    with pytest.raises(ConfigError):
+        again.thresholds_for(0.7)
+
+
+def test_training_lowers_kl_and_resumes(tmp_path: Path) -> None:
+    adapter = adapter_for(tiny_model("llama").float())
+    rows = torch.randint(0, 97, (6, 24), generator=torch.Generator().manual_seed(0))
+    features = extract_features(adapter, rows, [2])
+    ids = top_tokens(features.argmax, 30, 97)
+    assert ids.numel() == 30 and bool((ids[1:] > ids[:-1]).all())
+    heads = ExitHeads.create(adapter, [2], ids, "tiny")
+    ckpt = tmp_path / "h.ckpt.pt"
+    logs: list[str] = []
+    first = train_heads(
+        adapter,
+        heads,
+        features,
+        TrainConfig(steps=50, batch_tokens=64, checkpoint_every=25),
+        ckpt,
+        logs.append,
+    )
+    early = first.history[0]["kl_2"]
+    assert first.losses[2] < early
+    more = train_heads(
+        adapter,
+        heads,
+        features,
+        TrainConfig(steps=75, batch_tokens=64, checkpoint_every=25),
+        ckpt,
+        logs.append,
+    )
+    assert any("resumed" in line and "step 50" in line for line in logs)
+    assert more.steps == 75
+
+
+def test_kv_copy_runs_and_never_firing_equals_plain(arch: str) -> None:
+    adapter = adapter_for(tiny_model(arch))
+    heads = ExitHeads.create(adapter, [2], None, "tiny").double()
+    prompt = torch.tensor([1, 2, 3])
+    plain = FullDecoding(adapter).generate(prompt, 12).tokens
+    never = EarlyExitDecoding(adapter, HeadGate(heads, {2: -1.0}), kv_fill="copy").generate(prompt, 12)
+    assert never.tokens == plain
+    always = EarlyExitDecoding(adapter, HeadGate(heads, {2: 1e9}), kv_fill="copy").generate(prompt, 12)
+    assert len(always.tokens) == 12 and always.exit_depths[1:] == [2] * 11
