@@ -123,9 +123,7 @@ def export_run(run_dir: str | Path, out_path: str | Path) -> Path:
     model_dir = resolve_model_dir(run_dir)
     model = BEExformer.from_pretrained(model_dir)
     task_info = json.loads((model_dir / TASK_FILE).read_text())
-    return export_model(
-        model, model_dir, out_path, source=str(Path(model_dir).resolve()), task_info=task_info
-    )
+    return export_model(model, model_dir, out_path, source=str(Path(model_dir).resolve()), task_info=task_info)
 
 
 def check_export(run_dir: str | Path, packed_path: str | Path, n: int = 32, seed: int = 0) -> float:

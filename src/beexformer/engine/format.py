@@ -137,9 +137,7 @@ def _read_header(path: Path) -> None:
         except (KeyError, TypeError, ValueError, IndexError):
             raise _fail(path, f"corrupt header entry for tensor {name!r}") from None
     if 8 + header_len + end > size:
-        raise _fail(
-            path, f"truncated: the header describes {8 + header_len + end} bytes, the file has {size}"
-        )
+        raise _fail(path, f"truncated: the header describes {8 + header_len + end} bytes, the file has {size}")
 
 
 def read_packed(path: str | Path) -> PackedFile:

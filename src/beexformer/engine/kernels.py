@@ -88,9 +88,7 @@ def _exp_nonpos(x):
     t = x * 1.4426950408889634 + _ROUNDER
     n = t - _ROUNDER
     r = x - n * 0.6931471803691238 - n * 1.9082149292705877e-10
-    p = 1.0 + r * (
-        1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720 + r / 5040)))))
-    )
+    p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 + r * (1.0 / 720 + r / 5040))))))
     return p * _i64_as_f64((_f64_as_i64(t) + np.int64(1023)) << np.int64(52))
 
 
@@ -111,6 +109,18 @@ def _tanh_abs(u):
 # bodies (plain Python functions, compiled below in a serial and a parallel flavour)
 
 
+@njit(cache=True, inline="always")
+def _pack_signs_row(z, out):
+    """out[j] = the signs of z[64 j : 64 j + 64] as bits (1 for z >= 0); bits past len(z) stay 0."""
+    K = z.shape[0]
+    for kw in range(out.shape[0]):
+        part = z[kw * 64 : min(K, kw * 64 + 64)]
+        word = np.uint64(0)
+        for i in range(part.shape[0]):
+            word |= np.uint64(part[i] >= 0) << np.uint64(i)
+        out[kw] = word
+
+
 def _pack_rows(x, centre):
     """sign(x - c) packed along the last axis and beta = mean|x - c| per row. x: float32 [M, K]."""
     M, K = x.shape
@@ -119,16 +129,17 @@ def _pack_rows(x, centre):
     beta = np.empty(M, dtype=np.float32)
     for m in prange(M):
         xr = x[m]
+        if centre == 0:
+            z = xr
+        else:
+            z = np.empty(K, dtype=np.float32)
+            for k in range(K):
+                z[k] = xr[k] - centre
         total = 0.0
-        for kw in range(KW):
-            word = np.uint64(0)
-            stop = min(K, kw * 64 + 64)
-            for k in range(kw * 64, stop):
-                z = np.float32(xr[k] - centre)
-                total += abs(z)
-                word |= np.uint64(z >= 0) << np.uint64(k - kw * 64)
-            words[m, kw] = word
+        for k in range(K):
+            total += abs(z[k])
         beta[m] = np.float32(total / K)
+        _pack_signs_row(z, words[m])
     return words, beta
 
 

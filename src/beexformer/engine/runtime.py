@@ -25,6 +25,7 @@ import numpy as np
 
 from beexformer.config import BEExformerConfig
 from beexformer.engine import kernels as K
+from beexformer.engine.blocks import binary_block, exit_head
 from beexformer.engine.format import block_names, read_packed
 from beexformer.engine.packing import unpack_signs, unpack_weight
 from beexformer.engine.text import PackedTokenizer
@@ -129,9 +130,7 @@ class PackedModel:
             self.tok_table = t["embeddings.token.weight"]
         pos_dim = c.d_model if c.combine == "add" else c.d_model // 4
         self.positions = (
-            t["embeddings.position.weight"]
-            if c.position == "learned"
-            else sinusoidal_table(c.max_len, pos_dim)
+            t["embeddings.position.weight"] if c.position == "learned" else sinusoidal_table(c.max_len, pos_dim)
         )
         self.segments = t.get("embeddings.segment.weight")
         self.emb_norm = (t["embeddings.norm.weight"], t["embeddings.norm.bias"])
@@ -166,9 +165,7 @@ class PackedModel:
     def _binary(t: dict[str, np.ndarray], name: str, k: int, centre: float = 0.0) -> _Binary:
         bits = t[f"{name}.bits"]
         rowsum = unpack_signs(bits.T, k, np.float32).sum(axis=1)  # exact: small integers
-        return _Binary(
-            bits, t[f"{name}.alpha"], (np.float32(centre) * rowsum).astype(np.float32), t[f"{name}.bias"], k
-        )
+        return _Binary(bits, t[f"{name}.alpha"], (np.float32(centre) * rowsum).astype(np.float32), t[f"{name}.bias"], k)
 
     def _prepare_block(self, t: dict[str, np.ndarray], p: str) -> dict:
         c = self.config
@@ -216,35 +213,23 @@ class PackedModel:
         return ks.layernorm(np.ascontiguousarray(x, dtype=np.float32), *self.emb_norm, self.eps)
 
     def _block_binary(self, blk: dict, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """W1A1 block: activations are packed right after each LayerNorm / nonlinearity."""
+        """W1A1 block, one compiled call (`blocks.binary_block`): activations are packed right after each
+        LayerNorm / nonlinearity and stay packed between binary layers."""
         c = self.config
-        ks = kernels_for(len(x))
-        zero = np.float32(0.0)
-
-        def linear(layer: _Binary, packed: np.ndarray, beta: np.ndarray) -> np.ndarray:
-            return ks.bgemm_affine(packed, beta, layer.bits, layer.alpha, layer.crs, layer.bias, layer.k)
-
-        attn_in = ks.layernorm(x, *blk["norm1"], self.eps) if self.pre_norm else x
-        qkv = linear(blk["qkv"], *ks.pack_rows(attn_in, zero))
-        ctx = ks.attention(qkv, offsets, c.n_heads)
-        attn = linear(blk["o"], *ks.pack_rows(ctx, zero))
-        h = ks.add(x, attn) if self.pre_norm else ks.layernorm(ks.add(x, attn), *blk["norm1"], self.eps)
-        ffn_in = ks.layernorm(h, *blk["norm2"], self.eps) if self.pre_norm else h
-        hp, hb = ks.pack_rows(ffn_in, zero)
-        up = blk["up"]
+        qkv, o, up = blk["qkv"], blk["o"], blk["up"]
         if c.ffn == "slfn":
-            words, betas = ks.bgemm_act_pack(
-                hp, hb, up.bits, up.alpha, up.crs, up.bias, up.k, _SIGMOID_TANH, _SIGMOID_TANH_CENTRES
-            )
-            s = linear(blk["s2"], words[0], betas[0])
-            f = linear(blk["f2"], words[1], betas[1])
-            out = ks.gated_add(h, s, f)
+            d1, d2, acts, centres = blk["s2"], blk["f2"], _SIGMOID_TANH, _SIGMOID_TANH_CENTRES
         else:
-            words, betas = ks.bgemm_act_pack(
-                hp, hb, up.bits, up.alpha, up.crs, up.bias, up.k, _GELU, _ZERO_CENTRE
-            )
-            out = ks.add(h, linear(blk["down"], words[0], betas[0]))
-        return out if self.pre_norm else ks.layernorm(out, *blk["norm2"], self.eps)
+            d1 = d2 = blk["down"]
+            acts, centres = _GELU, _ZERO_CENTRE
+        fused = binary_block(kernels_for(len(x)))
+        return fused(
+            x, offsets, c.n_heads, self.pre_norm, c.ffn == "slfn", self.eps,
+            qkv.bits, qkv.alpha, qkv.crs, qkv.bias, o.bits, o.alpha, o.crs, o.bias,
+            up.bits, up.alpha, up.crs, up.bias, acts, centres,
+            d1.bits, d1.alpha, d1.crs, d1.bias, d2.bits, d2.alpha, d2.crs, d2.bias,
+            *blk["norm1"], *blk["norm2"], c.d_model, d1.k,
+        )  # fmt: skip
 
     def _block_dense(self, blk: dict, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """W1A32 (or float) block: BLAS on the unpacked weights, numba for attention and LayerNorm."""
@@ -271,13 +256,8 @@ class PackedModel:
 
     def _exit(self, index: int, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         norm, fc1, fc2 = self.exits[index]
-        ks = kernels_for(len(x))
-        pooled = ks.mean_pool(x, offsets)
-        if norm is not None:
-            pooled = ks.layernorm(pooled, norm[0], norm[1], np.float32(1e-5))
-        hidden = K.SERIAL.float_linear(pooled, fc1.wt, fc1.bias)
-        np.maximum(hidden, np.float32(0.0), out=hidden)
-        return K.SERIAL.float_linear(hidden, fc2.wt, fc2.bias)
+        g, b = norm if norm is not None else (self.emb_norm[0], self.emb_norm[1])  # unused without a norm
+        return exit_head(x, offsets, norm is not None, g, b, fc1.wt, fc1.bias, fc2.wt, fc2.bias)
 
     def _block(self, index: int, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         blk = self.blocks[0 if self.config.share_weights else index]

@@ -53,9 +53,7 @@ def summarize(path: str | Path) -> dict:
         "parts (bytes)": parts,
         "float32 checkpoint bytes (all parameters x 4)": float32_bytes,
         "size ratio (float32 / packed file)": round(float32_bytes / file_bytes, 2),
-        "size ratio without the tokenizer": round(
-            float32_bytes / (file_bytes - parts["tokenizer (zlib)"]), 2
-        ),
+        "size ratio without the tokenizer": round(float32_bytes / (file_bytes - parts["tokenizer (zlib)"]), 2),
         "binarized part ratio (float32 / (bits + scales))": round(
             4 * binary_params / max(1, parts["1-bit weights"] + parts["scales (alpha)"]), 2
         ),

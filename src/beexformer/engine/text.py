@@ -31,9 +31,7 @@ class PackedTokenizer:
         try:
             tok = Tokenizer.from_str(tokenizer_json)
         except Exception as err:  # the Rust side raises a bare Exception
-            raise CheckpointError(
-                f"the embedded tokenizer cannot be read ({str(err).splitlines()[0]})"
-            ) from None
+            raise CheckpointError(f"the embedded tokenizer cannot be read ({str(err).splitlines()[0]})") from None
         tok.no_truncation()
         tok.no_padding()
         self.tokenizer = tok
