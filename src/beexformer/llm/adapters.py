@@ -63,11 +63,7 @@ class ModelAdapter:
     def attention_module(self, index: int) -> nn.Module:
         """The self-attention sub-module of layer `index` (its output is the attention sub-layer's delta)."""
         layer = self.layers[index]
-        return (
-            layer.attn
-            if self.kind == "gpt2"
-            else getattr(layer, "self_attn", getattr(layer, "attention", None))
-        )
+        return layer.attn if self.kind == "gpt2" else getattr(layer, "self_attn", getattr(layer, "attention", None))
 
     def run_layer(
         self,
@@ -182,6 +178,5 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
             rotary=inner.rotary_emb,
         )
     raise ConfigError(
-        f"unsupported architecture {type(model).__name__}: "
-        "expected a LLaMA-style, GPT-2 or GPT-NeoX causal LM"
+        f"unsupported architecture {type(model).__name__}: expected a LLaMA-style, GPT-2 or GPT-NeoX causal LM"
     )

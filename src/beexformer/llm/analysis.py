@@ -89,9 +89,7 @@ class AnalysisReport:
         return "\n".join(out)
 
 
-def _exit_states(
-    adapter: ModelAdapter, rows: torch.Tensor, sublayer: bool
-) -> list[tuple[str, float, torch.Tensor]]:
+def _exit_states(adapter: ModelAdapter, rows: torch.Tensor, sublayer: bool) -> list[tuple[str, float, torch.Tensor]]:
     tr = trace(adapter, rows, sublayer=sublayer)
     points = []
     for layer in range(1, adapter.num_layers + 1):
@@ -219,9 +217,7 @@ def plot_agreement(report: AnalysisReport, path: str | Path) -> None:
     subs = [p for p in report.points if p.name.endswith(".attn")]
     ax.plot([p.depth for p in layers], [p.agreement for p in layers], "o-", label="after layer")
     if subs:
-        ax.plot(
-            [p.depth for p in subs], [p.agreement for p in subs], "x--", label="after attention sub-layer"
-        )
+        ax.plot([p.depth for p in subs], [p.agreement for p in subs], "x--", label="after attention sub-layer")
     ax.set_xlabel("depth (layers)")
     ax.set_ylabel("agreement with final layer (argmax)")
     ax.set_ylim(0, 1.02)

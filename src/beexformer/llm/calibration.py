@@ -90,9 +90,7 @@ class Calibration:
             "|---|---|---|---|---|",
         ]
         for e in self.entries:
-            lines.append(
-                f"| {e.alpha} | {e.layer} | {e.threshold:.4f} | {e.exit_share:.3f} | {e.agreement:.3f} |"
-            )
+            lines.append(f"| {e.alpha} | {e.layer} | {e.threshold:.4f} | {e.exit_share:.3f} | {e.agreement:.3f} |")
         return "\n".join(lines)
 
 

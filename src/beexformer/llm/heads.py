@@ -29,9 +29,7 @@ FORMAT = "beex-llm-exit-heads/1"
 
 def default_head_layers(num_layers: int, count: int = 4) -> list[int]:
     """About 1/5, 2/5, 3/5, 4/5 of the depth (for count=4): round(k * L / (count + 1))."""
-    layers = sorted(
-        {max(1, min(num_layers - 1, round(k * num_layers / (count + 1)))) for k in range(1, count + 1)}
-    )
+    layers = sorted({max(1, min(num_layers - 1, round(k * num_layers / (count + 1)))) for k in range(1, count + 1)})
     return layers
 
 

@@ -74,9 +74,7 @@ def _build_smollm2_cache(target: Path) -> None:
     tmp.rename(target)
 
 
-def load_model(
-    name: str = DEFAULT_MODEL, cache_dir: str | Path | None = None, dtype: str = "float32"
-) -> LoadedModel:
+def load_model(name: str = DEFAULT_MODEL, cache_dir: str | Path | None = None, dtype: str = "float32") -> LoadedModel:
     """Load `name` ("smollm2": the offline default, else a Hugging Face name or local path) in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -19,9 +19,7 @@ from beexformer.llm.text import chunk, tokenize_file
 from beexformer.llm.training import Features, extract_features
 
 
-def _features_key(
-    texts: list[tuple[str, float]], layers: list[int], max_tokens: int, seq_len: int, model: str
-) -> str:
+def _features_key(texts: list[tuple[str, float]], layers: list[int], max_tokens: int, seq_len: int, model: str) -> str:
     parts = []
     for path, weight in texts:
         st = Path(path).stat()

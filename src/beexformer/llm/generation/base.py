@@ -58,15 +58,11 @@ class DecodingStrategy(ABC):
         return result
 
     @abstractmethod
-    def _generate(
-        self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None
-    ) -> GenerationResult:
+    def _generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
         raise NotImplementedError
 
 
-def truncate_at_eos(
-    result: GenerationResult, max_new_tokens: int, eos_token_id: int | None
-) -> GenerationResult:
+def truncate_at_eos(result: GenerationResult, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
     """Cut the tokens (and per-token records) after max_new_tokens or the first eos."""
     end = min(len(result.tokens), max_new_tokens)
     if eos_token_id is not None and eos_token_id in result.tokens[:end]:

@@ -23,9 +23,7 @@ class FullDecoding(DecodingStrategy):
 
     name = "full"
 
-    def _generate(
-        self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None
-    ) -> GenerationResult:
+    def _generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
         num = self.adapter.num_layers
         state, last = self.decoder.prefill(input_ids)
         tokens = [int(self.next_token(last))]
@@ -54,9 +52,7 @@ class EarlyExitDecoding(DecodingStrategy):
         self.gate = gate
         self.max_pending = max_pending
 
-    def _generate(
-        self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None
-    ) -> GenerationResult:
+    def _generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
         num = self.adapter.num_layers
         state, last = self.decoder.prefill(input_ids)
         tokens, depths = [int(self.next_token(last))], [num]
@@ -92,9 +88,7 @@ class SelfSpeculativeDecoding(DecodingStrategy):
         self.gate = gate
         self.max_draft = max_draft
 
-    def _generate(
-        self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None
-    ) -> GenerationResult:
+    def _generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
         num = self.adapter.num_layers
         state, last = self.decoder.prefill(input_ids)
         result = GenerationResult([int(self.next_token(last))], [num], num, full_passes=1)

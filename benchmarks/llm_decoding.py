@@ -1,0 +1,294 @@
+"""Benchmark (not a test): early-exit and self-speculative decoding against plain Hugging Face greedy decoding
+with the KV cache, on SmolLM2-135M-Instruct, in one run with all modes interleaved per item.
+
+Workloads: continuations of WikiText-2 test passages, and the 20 EVAL_PROMPTS of llm_prompts.py (chat
+template). Ratios are tokens per second of a mode divided by that of `model.generate(do_sample=False)` over
+the same items. Agreement of early exit is measured after the run by one teacher-forced full forward over each
+output: the share of generated tokens equal to the full model's greedy token on the same prefix.
+
+    python benchmarks/llm_decoding.py --heads runs/llm/heads.safetensors \\
+        --calibration runs/llm/calibration.json --threads 1 --out benchmarks/results/llm_decoding
+
+Also measures the costs the closing note's cost model needs: one decoder layer for k rows, the full head, the
+pruned gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from llm_prompts import EVAL_PROMPTS  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2")
+    p.add_argument("--heads", type=Path, required=True)
+    p.add_argument("--calibration", type=Path, required=True)
+    p.add_argument("--test-text", default="../shared/data/wikitext-2/test.txt")
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.9, 0.95])
+    p.add_argument("--gate-layers", type=int, nargs="+", default=None, help="default: chosen from calibration")
+    p.add_argument("--spec-alpha", type=float, default=0.9, help="thresholds the speculative drafts use")
+    p.add_argument("--max-draft", type=int, default=8)
+    p.add_argument("--passages", type=int, default=10)
+    p.add_argument("--context", type=int, default=128, help="tokens of each WikiText passage")
+    p.add_argument("--prompts", type=int, default=20)
+    p.add_argument("--new-tokens", type=int, default=32)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--modes", nargs="+", default=None, help="subset of modes to run (hf always runs)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/llm_decoding"))
+    return p.parse_args()
+
+
+def choose_gate_layers(calib: Any, alpha: float, num_layers: int, min_saved: float = 0.5) -> list[int]:
+    """Heads worth their cost: expected layers saved per token (exit share x layers after the head) above
+    `min_saved` (a pruned gate costs about a third of a layer plus Python overhead)."""
+    chosen = [
+        e.layer
+        for e in calib.entries
+        if abs(e.alpha - alpha) < 1e-9 and e.exit_share * (num_layers - e.layer) > min_saved
+    ]
+    return sorted(chosen)
+
+
+def workloads(tok: Any, args: argparse.Namespace) -> dict[str, list[Any]]:
+    import torch
+
+    from beexformer.llm.text import chat_prompt, tokenize_file
+
+    ids = tokenize_file(tok, args.test_text, max_tokens=200_000)
+    step = ids.numel() // (args.passages + 1)
+    wiki = [ids[i * step : i * step + args.context].clone() for i in range(1, args.passages + 1)]
+    instr = [
+        torch.tensor(tok(chat_prompt(tok, p), add_special_tokens=False).input_ids) for p in EVAL_PROMPTS[: args.prompts]
+    ]
+    return {"wikitext": wiki, "instruct": instr}
+
+
+def measure_costs(adapter: Any, heads: Any, reps: int = 30) -> dict[str, Any]:
+    """Milliseconds of one decoder layer for k rows (with a 128-token cache), the full head and a gate."""
+    import torch
+
+    from beexformer.llm.forward import position_mask
+    from beexformer.llm.generation.engine import LayerwiseDecoder
+
+    dec = LayerwiseDecoder(adapter)
+    state, _ = dec.prefill(torch.randint(0, 1000, (128,)))
+    layer = adapter.num_layers // 2
+    out: dict[str, Any] = {"layer_ms": {}}
+
+    def timed(fn: Any) -> float:
+        fn()
+        start = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - start) / reps * 1000
+
+    for k in (1, 2, 3, 4, 5, 8):
+        pos = torch.arange(128, 128 + k)
+        hidden = torch.randn(1, k, adapter.hidden_size)
+        rot = adapter.rotary_embeddings(hidden, pos.view(1, -1))
+        mask = position_mask(pos, torch.cat([torch.arange(128), pos]), hidden.dtype) if k > 1 else None
+
+        def run(hidden: Any = hidden, pos: Any = pos, rot: Any = rot, mask: Any = mask) -> None:
+            # With the 128-token cache, then cropped back so every repetition sees the same context.
+            state.cache.add_positions(layer, pos)
+            adapter.run_layer(layer, hidden, pos.view(1, -1), rot, mask, state.cache)
+            state.cache.crop(127)
+
+        out["layer_ms"][k] = timed(run)
+    h1 = torch.randn(adapter.hidden_size)
+    out["full_head_ms"] = timed(lambda: adapter.logits(h1).argmax())
+    out["full_head_ms_5rows"] = timed(lambda: adapter.logits(torch.randn(5, adapter.hidden_size)).argmax(-1))
+    gate_head = heads.head(heads.layers[0])
+    out["gate_ms"] = timed(lambda: torch.log_softmax(gate_head(h1), -1).max())
+    out["gate_classes"] = int(gate_head.weight.shape[0])
+    return out
+
+
+def teacher_forced_agreement(adapter: Any, prompt: Any, tokens: list[int]) -> list[bool]:
+    """Per generated token: equal to the full model's greedy token on the same prefix?"""
+    import torch
+
+    from beexformer.llm.forward import trace
+
+    ids = torch.cat([prompt, torch.tensor(tokens[:-1], dtype=torch.long)])[None]
+    final = trace(adapter, ids, keep=[]).layers[adapter.num_layers]
+    preds = adapter.logits(final[0, prompt.numel() - 1 :]).argmax(-1).tolist()
+    return [p == t for p, t in zip(preds, tokens, strict=True)]
+
+
+def main() -> int:
+    args = parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from beexformer.llm.adapters import adapter_for
+    from beexformer.llm.calibration import Calibration
+    from beexformer.llm.gates import HeadGate
+    from beexformer.llm.generation import EarlyExitDecoding, FullDecoding, SelfSpeculativeDecoding
+    from beexformer.llm.heads import ExitHeads
+    from beexformer.llm.loading import load_model
+
+    loaded = load_model(args.model)
+    model, tok = loaded.model, loaded.tokenizer
+    adapter = adapter_for(model)
+    num = adapter.num_layers
+    heads = ExitHeads.load(args.heads, adapter)
+    calib = Calibration.load(args.calibration)
+    eos = tok.eos_token_id
+
+    def gate_for(alpha: float) -> HeadGate:
+        layers = args.gate_layers or choose_gate_layers(calib, alpha, num)
+        thr = {k: v for k, v in calib.thresholds_for(alpha).items() if k in layers}
+        return HeadGate(heads, thr)
+
+    strategies: dict[str, Any] = {"full": FullDecoding(adapter)}
+    for alpha in args.alphas:
+        strategies[f"early-exit a={alpha}"] = EarlyExitDecoding(adapter, gate_for(alpha))
+        strategies[f"early-exit-copy a={alpha}"] = EarlyExitDecoding(adapter, gate_for(alpha), kv_fill="copy")
+    strategies[f"self-speculative a={args.spec_alpha}"] = SelfSpeculativeDecoding(
+        adapter, gate_for(args.spec_alpha), max_draft=args.max_draft
+    )
+    if args.modes:
+        strategies = {k: v for k, v in strategies.items() if any(k.startswith(m) for m in args.modes)}
+    gates_used = {k: sorted(v.gate.layers) for k, v in strategies.items() if hasattr(v, "gate")}
+
+    def run_hf(ids: Any) -> tuple[list[int], float]:
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(ids[None], max_new_tokens=args.new_tokens, do_sample=False, eos_token_id=eos)
+        return out[0, ids.numel() :].tolist(), time.perf_counter() - start
+
+    report: dict[str, Any] = {
+        "model": loaded.source,
+        "threads": args.threads,
+        "new_tokens": args.new_tokens,
+        "gate_layers": gates_used,
+        "thresholds": {a: calib.thresholds_for(a) for a in set(args.alphas) | {args.spec_alpha}},
+        "workloads": {},
+    }
+    print(f"model: {loaded.source}; torch threads: {args.threads}; gates: {gates_used}", flush=True)
+    names = ["hf", *strategies]
+    all_items = workloads(tok, args)
+    # Warm-up (allocator, first-call overheads) on one item, not timed.
+    warm = all_items["instruct"][0]
+    run_hf(warm)
+    for strat in strategies.values():
+        strat.generate(warm, 4, eos)
+    for wname, items in all_items.items():
+        acc: dict[str, dict[str, Any]] = {n: {"tokens": 0, "seconds": 0.0, "results": []} for n in names}
+        for i, ids in enumerate(items):
+            order = names[i % len(names) :] + names[: i % len(names)]  # rotate so no mode always runs first
+            for name in order:
+                if name == "hf":
+                    tokens, secs = run_hf(ids)
+                    acc[name]["results"].append(tokens)
+                else:
+                    res = strategies[name].generate(ids, args.new_tokens, eos)
+                    tokens, secs = res.tokens, res.seconds
+                    acc[name]["results"].append(res)
+                acc[name]["tokens"] += len(tokens)
+                acc[name]["seconds"] += secs
+            print(f"{wname} {i + 1}/{len(items)}", flush=True)
+        report["workloads"][wname] = summarize(acc, items, adapter, num, teacher_forced_agreement)
+    with torch.no_grad():
+        report["costs_ms"] = measure_costs(adapter, heads)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    table = to_markdown(report)
+    args.out.with_suffix(".md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+def summarize(acc: dict[str, Any], items: list[Any], adapter: Any, num: int, agreement_fn: Any) -> dict[str, Any]:
+    import torch
+
+    base_tps = acc["hf"]["tokens"] / acc["hf"]["seconds"]
+    hf_tokens = acc["hf"]["results"]
+    rows: dict[str, Any] = {"hf": {"tokens_per_s": base_tps, "ratio": 1.0, "tokens": acc["hf"]["tokens"]}}
+    for name, a in acc.items():
+        if name == "hf":
+            continue
+        results = a["results"]
+        tps = a["tokens"] / a["seconds"]
+        depths = [d for r in results for d in r.exit_depths]
+        row: dict[str, Any] = {
+            "tokens_per_s": tps,
+            "ratio": tps / base_tps,
+            "tokens": a["tokens"],
+            "identical_to_hf_greedy": sum(r.tokens == h for r, h in zip(results, hf_tokens, strict=True)),
+            "items": len(results),
+            "mean_exit_layer": sum(depths) / len(depths),
+            "layers_skipped_at_exit": sum(num - d for d in depths) / len(depths),
+            "exit_share": sum(d < num for d in depths) / len(depths),
+        }
+        if name.startswith("early-exit"):
+            with torch.no_grad():
+                agree = [agreement_fn(adapter, ids, r.tokens) for ids, r in zip(items, results, strict=True)]
+            flat = [x for a_ in agree for x in a_]
+            exited = [
+                x
+                for a_, r in zip(agree, results, strict=True)
+                for x, d in zip(a_, r.exit_depths, strict=True)
+                if d < num
+            ]
+            row["agreement"] = sum(flat) / len(flat)
+            row["agreement_exited"] = sum(exited) / len(exited) if exited else None
+        if name.startswith("self-speculative"):
+            drafted = sum(r.drafted for r in results)
+            lengths = [n for r in results for n in r.draft_lengths]
+            row["acceptance_rate"] = sum(r.accepted for r in results) / drafted if drafted else 0.0
+            row["drafted"] = drafted
+            row["mean_draft_length"] = sum(lengths) / len(lengths) if lengths else 0.0
+            row["draft_length_hist"] = {n: lengths.count(n) for n in sorted(set(lengths))}
+            row["full_passes_per_token"] = sum(r.full_passes for r in results) / a["tokens"]
+        rows[name] = row
+    return rows
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"model: {report['model']}; torch threads: {report['threads']}; up to {report['new_tokens']} new tokens "
+        f"per item; gate layers per mode: {report['gate_layers']}",
+        "",
+        "| workload | mode | tok/s | ratio vs HF greedy | identical to greedy | agreement (all / exited) | "
+        "mean exit layer | layers skipped | exit share | acceptance | mean draft |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for wname, rows in report["workloads"].items():
+        for name, r in rows.items():
+            agree = ""
+            if "agreement" in r:
+                ex = r["agreement_exited"]
+                agree = f"{r['agreement']:.3f} / {ex:.3f}" if ex is not None else f"{r['agreement']:.3f} / -"
+            ident = f"{r['identical_to_hf_greedy']}/{r['items']}" if "items" in r else ""
+            acc_txt = f"{r['acceptance_rate']:.3f}" if "acceptance_rate" in r else ""
+            lines.append(
+                f"| {wname} | {name} | {r['tokens_per_s']:.2f} | {r['ratio']:.3f} | {ident} | {agree} | "
+                f"{r.get('mean_exit_layer', 30):.2f} | {r.get('layers_skipped_at_exit', 0):.2f} | "
+                f"{r.get('exit_share', 0):.3f} | {acc_txt} | "
+                f"{round(r['mean_draft_length'], 2) if 'mean_draft_length' in r else ''} |"
+            )
+    c = report.get("costs_ms", {})
+    if c:
+        lines += [
+            "",
+            "costs (ms, one thread, same run): decoder layer for k rows "
+            + ", ".join(f"k={k}: {v:.3f}" for k, v in c["layer_ms"].items())
+            + f"; full norm+head {c['full_head_ms']:.3f} (5 rows {c['full_head_ms_5rows']:.3f}); "
+            f"pruned gate ({c['gate_classes']} classes) {c['gate_ms']:.3f}",
+        ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
