@@ -31,17 +31,17 @@ def collect_exit_logits(model, loader, progress: bool = False) -> ExitLogits:
     from tqdm.auto import tqdm
 
     model.eval()
+    device = next(model.parameters()).device
     logits, lengths, labels = [], [], []
     with torch.no_grad():
         for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+            batch = {k: v.to(device) for k, v in batch.items()}
             out = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
             logits.append(out.exit_logits.float().cpu().numpy().transpose(1, 0, 2))
             lengths.append(batch["attention_mask"].sum(dim=1).cpu().numpy())
             if "labels" in batch:
                 labels.append(batch["labels"].cpu().numpy())
-    return ExitLogits(
-        np.concatenate(logits), np.concatenate(lengths), np.concatenate(labels) if labels else None
-    )
+    return ExitLogits(np.concatenate(logits), np.concatenate(lengths), np.concatenate(labels) if labels else None)
 
 
 def rule_result(task, config: BEExformerConfig, data: ExitLogits, rule: ExitRule) -> dict[str, Any]:
@@ -62,9 +62,7 @@ def rule_result(task, config: BEExformerConfig, data: ExitLogits, rule: ExitRule
         result["metrics"] = compute_metrics(task, decision.predictions, data.labels)
     last = data.logits[:, -1]
     same = (
-        np.isclose(decision.predictions, last[:, 0])
-        if last.shape[-1] == 1
-        else decision.predictions == last.argmax(-1)
+        np.isclose(decision.predictions, last[:, 0]) if last.shape[-1] == 1 else decision.predictions == last.argmax(-1)
     )
     result["agreement_with_last_exit"] = float(same.mean()) if len(same) else float("nan")
     return result

@@ -96,7 +96,7 @@ def test_train_refuses_to_overwrite_a_run(rte_run, capsys):
         (["train", "--task", "rte", "--data-dir", str(FIXTURES), "--set", "act_bits=4"], "act_bits"),
         (["eval", "/nonexistent/run", "--data-dir", str(FIXTURES)], "/nonexistent/run"),
         (["predict", "/nonexistent/run", "text"], "/nonexistent/run"),
-        (["train", "--resume", "--output", "/nonexistent/run"], "no complete checkpoint"),
+        (["train", "--resume", "--output", "/nonexistent/run"], "no run to resume"),
     ],
 )
 def test_bad_input_gives_one_line_error(argv, message, tmp_path, capsys):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
+from pathlib import Path
 
 from beexformer.cli.common import add_parser
 from beexformer.errors import ConfigError
@@ -29,9 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--output", help="run directory (default: runs/TASK)")
     p.add_argument("--data-dir", help="GLUE directory in the download script's layout (default: $GLUE_DIR)")
     p.add_argument("--source", choices=("files", "hf"), help="GLUE files or Hugging Face datasets (online)")
-    p.add_argument(
-        "--resume", action="store_true", help="continue the run in --output from its last checkpoint"
-    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=float, help="epochs to train (default 1)")
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (overrides --epochs)")
@@ -52,9 +52,7 @@ def register(subparsers) -> None:
     t.add_argument("--vocab-size", type=int, help="size of the trained WordPiece vocabulary (8000)")
     t.add_argument("--max-len", type=int, help="truncate inputs to this many tokens (128)")
     m = p.add_argument_group("model (any BEExformerConfig field with --set)")
-    m.add_argument(
-        "--act-bits", type=int, choices=(1, 32), help="1 = W1A1, 32 = W1A32 (the paper's, default)"
-    )
+    m.add_argument("--act-bits", type=int, choices=(1, 32), help="1 = W1A1, 32 = W1A32 (the paper's, default)")
     m.add_argument("--float-twin", action="store_true", help="no binarization at all (the float baseline)")
     m.add_argument("--model-config", help="JSON file of BEExformerConfig fields")
     m.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="e.g. --set n_blocks=4")
@@ -85,9 +83,7 @@ def model_overrides(args: argparse.Namespace) -> dict:
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or key not in fields:
-            raise ConfigError(
-                f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(fields))}"
-            )
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(fields))}")
         overrides[key] = _parse_value(value)
     if args.act_bits:
         overrides["act_bits"] = args.act_bits
@@ -95,14 +91,13 @@ def model_overrides(args: argparse.Namespace) -> dict:
         overrides.update(weight_bits=32, act_bits=32, embedding_bits=32, exit_bits=32)
     for key in ("vocab_size", "max_len", "n_classes"):
         if key in overrides:
-            raise ConfigError(
-                f"{key} is set from the data and tokenizer; use --vocab-size / --max-len instead"
-            )
+            raise ConfigError(f"{key} is set from the data and tokenizer; use --vocab-size / --max-len instead")
     return overrides
 
 
 def run(args: argparse.Namespace) -> int:
     from beexformer.training.arguments import TrainingArguments
+    from beexformer.training.trainer import RESUMABLE_OVERRIDES as RESUMABLE
     from beexformer.training.trainer import train
 
     if not args.resume and not args.task:
@@ -112,11 +107,24 @@ def run(args: argparse.Namespace) -> int:
     # every TrainingArguments field that has a flag of the same name and was given
     fields = [f.name for f in dataclasses.fields(TrainingArguments) if f.name not in ("model", "progress")]
     values = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
-    if "output" not in values and args.task:
-        values["output"] = f"runs/{args.task.lower()}"
+    if args.resume:
+        from beexformer.training.trainer import RUN_ARGS, resume_arguments
+
+        if not (Path(args.output) / RUN_ARGS).is_file():
+            raise ConfigError(f"{args.output}: no {RUN_ARGS}, so no run to resume (train without --resume)")
+        values["progress"] = not args.no_progress
+        ignored = sorted(set(values) - set(RESUMABLE) - {"output"})
+        if ignored:
+            print(f"resuming: ignoring {', '.join(ignored)} (a resumed run keeps its settings)", file=sys.stderr)
+        summary = train(resume_arguments(args.output, values), resume=True)
+        return _report(summary)
+    values.setdefault("output", f"runs/{args.task.lower()}")
     values["progress"] = not args.no_progress
     values["model"] = model_overrides(args)
-    summary = train(TrainingArguments(**values), resume=args.resume)
+    return _report(train(TrainingArguments(**values)))
+
+
+def _report(summary: dict) -> int:
     best = summary["best_metric"]
     print(
         f"done: {summary['steps']} steps in {summary['elapsed_seconds'] / 60:.1f} min; best dev "

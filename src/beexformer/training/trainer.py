@@ -8,6 +8,7 @@ Runs through Hugging Face Accelerate, so the same code runs on a CPU, one GPU, o
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import signal
@@ -140,7 +141,7 @@ class Trainer:
             self.encoder = TextEncoder.load(resume_from / "model")
             config = BEExformerConfig.load(resume_from / "model" / "config.json")
         else:
-            self.encoder = build_encoder(args, train_examples)
+            self.encoder = self._shared_encoder(train_examples)
             overrides = dict(args.model)
             config = BEExformerConfig(
                 vocab_size=self.encoder.vocab_size,
@@ -158,6 +159,18 @@ class Trainer:
         if resume_from is not None:
             self._restore(resume_from)
 
+    def _shared_encoder(self, train_examples) -> TextEncoder:
+        """Build the tokenizer once, on the main process, and load that one everywhere: WordPiece training
+        can break frequency ties differently in each process, and the processes must share one vocabulary."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return build_encoder(self.args, train_examples)
+        shared = self.out / "tokenizer"
+        if acc.is_main_process:
+            build_encoder(self.args, train_examples).save(shared)
+        acc.wait_for_everyone()
+        return TextEncoder.load(shared)
+
     def log(self, message: str) -> None:
         if self.accelerator.is_main_process:
             self.log_fn(message)
@@ -167,23 +180,7 @@ class Trainer:
         if resume:
             latest = ckpt.latest_checkpoint(self.ckpt_root)
             if latest is None:
-                raise ConfigError(
-                    f"{self.out}: no complete checkpoint to resume from (train without --resume)"
-                )
-            if saved_args.is_file():
-                saved = TrainingArguments.load(saved_args)
-                # A resumed run continues the same experiment: only run-length and logging knobs may change.
-                for name in (
-                    "epochs",
-                    "max_steps",
-                    "progress",
-                    "num_threads",
-                    "save_every_steps",
-                    "data_dir",
-                ):
-                    setattr(saved, name, getattr(self.args, name))
-                saved.output = self.args.output
-                self.args = saved.validate()
+                raise ConfigError(f"{self.out}: no complete checkpoint to resume from (train without --resume)")
             return latest
         if ckpt.list_checkpoints(self.ckpt_root) or (self.out / BEST).exists():
             raise ConfigError(
@@ -191,7 +188,10 @@ class Trainer:
             )
         if self.accelerator.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
-            self.args.save(saved_args)
+            recorded = dataclasses.replace(self.args)
+            if recorded.data_dir:  # so that --resume works from any working directory
+                recorded.data_dir = str(Path(recorded.data_dir).resolve())
+            recorded.save(saved_args)
         return None
 
     def _build_optimisation(self) -> None:
@@ -218,8 +218,11 @@ class Trainer:
         optimizer = torch.optim.AdamW(_param_groups(self.model, args.weight_decay), lr=args.lr)
         warmup = int(args.warmup_ratio * self.total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, self.total_steps))
-        (self.model, self.optimizer, self.train_loader, self.dev_loader, self.scheduler) = (
-            self.accelerator.prepare(self.model, optimizer, train_loader, dev_loader, scheduler)
+        # The dev loader is not sharded: every process evaluates the whole (small) dev set, so all of them
+        # take the same best-model and early-stopping decisions.
+        self.dev_loader = dev_loader
+        self.model, self.optimizer, self.train_loader, self.scheduler = self.accelerator.prepare(
+            self.model, optimizer, train_loader, scheduler
         )
 
     # -------------------------------------------------------------------------------- checkpoints
@@ -242,6 +245,7 @@ class Trainer:
             ckpt.begin_directory(final)
         acc.wait_for_everyone()
         acc.save_state(str(tmp / "state"))
+        acc.wait_for_everyone()  # every process's RNG state is in tmp before it is renamed
         if acc.is_main_process:
             save_model_dir(tmp / "model", acc.unwrap_model(self.model), self.encoder, self._task_info())
             (tmp / ckpt.STATE_FILE).write_text(json.dumps(self.state.__dict__, indent=1) + "\n")
@@ -290,9 +294,7 @@ class Trainer:
     def _save_best(self, model: BEExformer, report: dict[str, Any]) -> None:
         def fill(tmp: Path) -> None:
             save_model_dir(tmp, model, self.encoder, self._task_info())
-            (tmp / "metrics.json").write_text(
-                json.dumps({"step": self.state.step, **report}, indent=1) + "\n"
-            )
+            (tmp / "metrics.json").write_text(json.dumps({"step": self.state.step, **report}, indent=1) + "\n")
 
         ckpt.write_directory_atomically(self.out / BEST, fill)
 
@@ -395,6 +397,22 @@ class Trainer:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
+
+
+# What may change when a run is resumed: its length, logging and where the data lives. Everything else
+# (model, optimisation, data) must stay as it was for the resumed run to be the same experiment.
+RESUMABLE_OVERRIDES = ("epochs", "max_steps", "progress", "num_threads", "save_every_steps", "keep_checkpoints",
+                       "eval_every_steps", "patience", "data_dir")  # fmt: skip
+
+
+def resume_arguments(output: str | Path, overrides: dict[str, Any]) -> TrainingArguments:
+    """The arguments a run was started with (OUTPUT/run.json), with the given allowed overrides applied."""
+    saved = TrainingArguments.load(Path(output) / RUN_ARGS)
+    for name, value in overrides.items():
+        if name in RESUMABLE_OVERRIDES:
+            setattr(saved, name, value)
+    saved.output = str(output)
+    return saved.validate()
 
 
 def train(args: TrainingArguments, resume: bool = False, log=print) -> dict[str, Any]:
