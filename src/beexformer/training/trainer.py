@@ -51,6 +51,7 @@ class TrainerState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     elapsed_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # CPU time of this process: what the run costs on an otherwise idle machine
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -276,6 +277,7 @@ class Trainer:
             "mean_exit_block": report["mean_exit_block"],
             "flops_saved": report["flops_saved"],
             "elapsed_seconds": self.state.elapsed_seconds,
+            "cpu_seconds": self.state.cpu_seconds,
         }
         self.state.history.append(entry)
         if self.accelerator.is_main_process:
@@ -319,6 +321,7 @@ class Trainer:
         last_eval_step = state.history[-1]["step"] if state.history else -1
         running = None
         started = time.perf_counter() - state.elapsed_seconds
+        cpu_started = time.process_time() - state.cpu_seconds
         with _StopRequest() as stop:
             try:
                 while state.step < self.total_steps and not self._should_stop_early():
@@ -332,6 +335,7 @@ class Trainer:
                         state.step += 1
                         state.batch_in_epoch += 1
                         state.elapsed_seconds = time.perf_counter() - started
+                        state.cpu_seconds = time.process_time() - cpu_started
                         bar.update(1)
                         bar.set_postfix(loss=f"{running:.4f}", dev=_fmt(state.best_metric), epoch=state.epoch)
                         self._log_progress(running)
@@ -391,6 +395,7 @@ class Trainer:
             "best_metric": s.best_metric,
             "best_step": s.best_step,
             "elapsed_seconds": s.elapsed_seconds,
+            "cpu_seconds": s.cpu_seconds,
             "history": s.history,
         }
 
