@@ -41,7 +41,20 @@ def summarize(path: str | Path) -> dict:
     file_bytes = Path(path).stat().st_size
     parts["header (config, metadata)"] = file_bytes - sum(parts.values())
     float32_bytes = 4 * float_params
+    scale_params = sum(
+        arr.size for name, arr in tensors.items() if name.endswith(".alpha") or name == "embeddings.token.scale"
+    )
     info: dict = {
+        # The keys of `accounting.SizeReport.to_dict`, so callers can treat both alike ...
+        "binary_params": binary_params,
+        "float_params": float_params - binary_params,
+        "scale_params": scale_params,
+        "total_params": float_params,
+        "binary_share": binary_params / max(1, float_params),
+        "packed_bytes": 0,  # set below: the real file size
+        "float32_bytes": 4 * float_params,
+        "size_ratio": 0.0,
+        # ... and the file's own breakdown.
         "file": str(path),
         "format": f"{packed.metadata.get('format')} v{packed.metadata.get('format_version')}",
         "task": packed.task_info.get("task", ""),
@@ -58,6 +71,8 @@ def summarize(path: str | Path) -> dict:
             4 * binary_params / max(1, parts["1-bit weights"] + parts["scales (alpha)"]), 2
         ),
     }
+    info["packed_bytes"] = file_bytes
+    info["size_ratio"] = float32_bytes / file_bytes
     source = packed.metadata.get("source")
     if source and (Path(source) / "model.safetensors").is_file():
         ckpt = (Path(source) / "model.safetensors").stat().st_size
