@@ -1,0 +1,115 @@
+"""Wall-clock latency of the packed 1-bit runtime against float32 PyTorch, on real dev inputs.
+
+Both sides start from the same token ids (tokenization costs the same for both). PyTorch runs the float32
+twin of the trained model (`BEExformer.float_twin`: the effective weights alpha * sign(W) stored as float32),
+the baseline a user without the engine would deploy. Candidates are timed in interleaved repetitions and the
+median is kept, because the machine may be shared: a burst of load then hits every candidate alike.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from beexformer.exits import ExitRule
+
+
+def _padded(ids: list, segs: list):
+    import torch
+
+    t = max(len(s) for s in ids)
+    input_ids = torch.zeros(len(ids), t, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    types = torch.zeros_like(input_ids)
+    for i, (s, g) in enumerate(zip(ids, segs, strict=True)):
+        input_ids[i, : len(s)] = torch.as_tensor(np.asarray(s, dtype=np.int64))
+        mask[i, : len(s)] = 1
+        types[i, : len(s)] = torch.as_tensor(np.asarray(g, dtype=np.int64))
+    return input_ids, mask, types
+
+
+def _batches(ids: list, segs: list, batch_size: int) -> list[tuple[list, list]]:
+    """Batch 1 in the data's order; larger batches sorted by length (as `predict` does)."""
+    if batch_size == 1:
+        return [([ids[i]], [segs[i]]) for i in range(len(ids))]
+    order = np.argsort([len(s) for s in ids], kind="stable")
+    return [
+        ([ids[i] for i in order[s : s + batch_size]], [segs[i] for i in order[s : s + batch_size]])
+        for s in range(0, len(ids), batch_size)
+    ]
+
+
+def measure_latency(
+    torch_model,
+    packed,
+    ids: list,
+    segs: list,
+    rule: ExitRule,
+    batch_sizes: tuple[int, ...] = (1, 64),
+    reps: int = 3,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Median seconds per sample of: float32 PyTorch (all blocks, and with early exit) and the packed runtime
+    (all blocks, and with early exit), at each batch size, with `threads` threads for both."""
+    import torch
+
+    from beexformer.engine.threads import n_threads, set_threads
+
+    torch_threads, numba_threads = torch.get_num_threads(), n_threads()
+    torch.set_num_threads(threads)
+    set_threads(threads)
+    twin = torch_model.float_twin().eval()
+    n = len(ids)
+    out: dict[str, Any] = {"n_samples": n, "reps": reps, "threads": threads, "batches": {}}
+    try:
+        for batch_size in batch_sizes:
+            group = _batches(ids, segs, batch_size)
+            tgroup = [_padded(i, s) for i, s in group]
+
+            def torch_full(tgroup=tgroup) -> None:
+                with torch.no_grad():
+                    for args in tgroup:
+                        twin(*args)
+
+            def torch_ee(tgroup=tgroup) -> None:
+                for args in tgroup:
+                    twin.early_exit(*args, rule)
+
+            def packed_full(group=group) -> None:
+                for i, s in group:
+                    packed.run(i, s)
+
+            def packed_ee(group=group) -> None:
+                for i, s in group:
+                    packed.run(i, s, rule)
+
+            candidates = {
+                "torch_f32": torch_full,
+                "torch_f32_ee": torch_ee,
+                "packed": packed_full,
+                "packed_ee": packed_ee,
+            }
+            for fn in candidates.values():  # warm-up: numba compilation or cache load, allocator, caches
+                fn()
+            times: dict[str, list[float]] = {name: [] for name in candidates}
+            for _ in range(reps):
+                for name, fn in candidates.items():
+                    start = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - start)
+            ms = {name: 1000 * float(np.median(t)) / n for name, t in times.items()}
+            packed_blocks = np.concatenate([packed.run(i, s, rule).exit_block for i, s in group])
+            out["batches"][str(batch_size)] = {
+                "ms_per_sample": ms,
+                "speedup_no_exit": ms["torch_f32"] / ms["packed"],
+                "speedup_early_exit": ms["torch_f32_ee"] / ms["packed_ee"],
+                "speedup_packed_ee_vs_torch_full": ms["torch_f32"] / ms["packed_ee"],
+                "early_exit_speedup_packed": ms["packed"] / ms["packed_ee"],
+                "packed_mean_exit_block": float(packed_blocks.mean()),
+            }
+    finally:
+        torch.set_num_threads(torch_threads)
+        set_threads(numba_threads)
+    return out

@@ -1,0 +1,89 @@
+"""Command line of the reproduction report (`python benchmarks/reproduce.py --help`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from beexformer.errors import BeexError
+
+EXAMPLE = """examples:
+  python benchmarks/reproduce.py --data-dir ../shared/data/glue --profile quick
+  python benchmarks/reproduce.py --profile ci --out /tmp/r --docs /tmp/r/results.md --work-dir /tmp/r/runs
+  python benchmarks/reproduce.py --render-only        # markdown + plots from the JSON alone"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="reproduce.py",
+        description="Train and evaluate BEExformer (W1A32, W1A1, float32 twin, ablations) on GLUE, then write "
+        "a results JSON, docs/results.md and PNG plots. Resumable: finished runs in --work-dir are skipped.",
+        epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--profile", choices=("ci", "quick", "full"), default="quick")
+    p.add_argument("--data-dir", default="../shared/data/glue", help="GLUE directory (download-script layout)")
+    p.add_argument("--tasks", help="comma-separated subset of tasks (default: the profile's, plus QNLI/QQP/MNLI "
+                   "when their files exist)")  # fmt: skip
+    p.add_argument("--out", default="benchmarks/results/reproduce", help="directory of the JSON and the PNGs")
+    p.add_argument("--docs", default="docs/results.md", help="markdown file to write")
+    p.add_argument("--work-dir", help="run directories (default: runs/reproduce-PROFILE)")
+    p.add_argument("--render-only", action="store_true", help="only re-render markdown and plots from the JSON")
+    p.add_argument("--plan-only", action="store_true", help="print the plan and exit")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from beexformer.report.plan import EXTRA_TASKS, available_tasks, build_plan, profile_settings
+    from beexformer.report.render import render
+
+    args = parse_args(argv)
+    out = Path(args.out)
+    json_path = out / "results.json"
+    docs = Path(args.docs)
+    try:
+        if args.render_only:
+            results = json.loads(json_path.read_text())
+        else:
+            from beexformer.report.runner import command_line, environment, run_plan
+
+            wanted = tuple(t.strip().lower() for t in args.tasks.split(",")) if args.tasks else None
+            settings = profile_settings(args.profile, wanted)
+            if wanted is None and args.profile != "ci":
+                settings = profile_settings(args.profile, settings.tasks + EXTRA_TASKS)
+            tasks, missing = available_tasks(args.data_dir, settings.tasks)
+            plan = build_plan(settings, tasks)
+            print(f"profile {args.profile}: {len(plan)} runs on {', '.join(tasks)}")
+            for task, why in missing.items():
+                print(f"  left out {task}: {why}")
+            if args.plan_only:
+                for spec in plan:
+                    print(f"  {spec.run_id}: model {spec.model} training {spec.training}")
+                return 0
+            if not tasks:
+                raise BeexError(f"no task has its files under {args.data_dir}")
+            work_dir = Path(args.work_dir or f"runs/reproduce-{args.profile}")
+            header = {
+                "command": command_line(),
+                "data_dir": args.data_dir,
+                "tasks": tasks,
+                "missing_tasks": missing,
+                "environment": environment(),
+            }
+            started = time.perf_counter()
+            results = run_plan(settings, plan, args.data_dir, work_dir, json_path, header)
+            print(f"all runs done in {(time.perf_counter() - started) / 60:.1f} min; wrote {json_path}")
+        markdown = render(results, docs, out, json_path)
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        docs.write_text(markdown)
+        print(f"wrote {docs} and plots in {out}")
+        return 0
+    except BeexError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,333 @@
+"""Train and evaluate every run of a plan, resumably, and keep the results JSON up to date.
+
+Each run lives in WORK_DIR/<run_id>/: the trainer's run directory, plus `done.json` (written once training
+finished) and `record.json` (its evaluation). A run with `best/` and `done.json` is not trained again; a run
+with `record.json` for the same spec is not evaluated again; a run with checkpoints but no `done.json` is
+resumed from its newest checkpoint. The results JSON is rewritten after every run, so an interrupted report
+loses at most the run in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from beexformer.report.plan import ProfileSettings, RunSpec
+
+SCHEMA_VERSION = 1
+DONE = "done.json"
+RECORD = "record.json"
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    """Atomic: a crash never leaves a half-written results file under the final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=_jsonable) + "\n")
+    tmp.replace(path)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def train_run(spec: RunSpec, run_dir: Path, data_dir: str, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train (or resume, or skip) one run; returns the contents of its done.json."""
+    from beexformer.training import checkpoint as ckpt
+    from beexformer.training.arguments import TrainingArguments
+    from beexformer.training.trainer import BEST, train
+
+    done_path = run_dir / DONE
+    done = _read_json(done_path)
+    if done is not None and (run_dir / BEST).is_dir() and done.get("spec") == spec.to_dict():
+        return done
+    args = TrainingArguments(
+        task=spec.task,
+        output=str(run_dir),
+        data_dir=data_dir,
+        seed=spec.seed,
+        model=dict(spec.model),
+        progress=False,
+        **spec.training,
+    )
+    resume = ckpt.latest_checkpoint(run_dir / "checkpoints") is not None
+    log(f"[{spec.run_id}] {'resuming' if resume else 'training'} in {run_dir}")
+    started = time.perf_counter()
+    summary = train(args, resume=resume, log=lambda m: log(f"[{spec.run_id}] {m}"))
+    done = {
+        "spec": spec.to_dict(),
+        "training_arguments": args.to_dict(),
+        "steps": summary["steps"],
+        "epochs_completed": summary["epochs_completed"],
+        # The trainer's own clock covers every session of a resumed run; the wall clock only this one.
+        "train_minutes": summary["elapsed_seconds"] / 60,
+        "wall_minutes_this_session": (time.perf_counter() - started) / 60,
+        "history": summary["history"],
+    }
+    _write_json(done_path, done)
+    return done
+
+
+def final_model_dir(run_dir: Path) -> Path:
+    """The model after the last optimizer step (not the best one on dev: no selection on the dev set)."""
+    from beexformer.training import checkpoint as ckpt
+
+    latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    if latest is not None and (latest / "model").is_dir():
+        return latest / "model"
+    return run_dir / "best"
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+
+def rules_for(is_regression: bool) -> list[str]:
+    from beexformer.exits import CLASSIFICATION_RULES
+
+    return ["regression_patience"] if is_regression else list(CLASSIFICATION_RULES)
+
+
+def _standard_error(metric_name: str, value: float, n: int) -> float | None:
+    """Binomial standard error of an accuracy (the noise floor of a dev-set difference); None otherwise."""
+    if metric_name != "accuracy" or n == 0:
+        return None
+    return float(np.sqrt(max(value * (1 - value), 0.0) / n))
+
+
+def evaluate_run(
+    spec: RunSpec, run_dir: Path, data_dir: str, settings: ProfileSettings, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Dev metrics with and without early exit, every rule's default and sweep, sizes and latency."""
+    from beexformer.accounting import expected_cost, size_report
+    from beexformer.cli.sweep import sweep_rows
+    from beexformer.data.glue import get_task, load_split
+    from beexformer.engine.export import export_model
+    from beexformer.evaluation import evaluation_report, rule_result
+    from beexformer.exits import build_exit_rule, default_exit_rule
+    from beexformer.inference import PackedPredictor, TorchPredictor
+
+    started = time.perf_counter()
+    task = get_task(spec.task)
+    examples = load_split(task, "dev", data_dir)
+    if settings.max_dev_samples:
+        examples = examples[: settings.max_dev_samples]
+    model_dir = final_model_dir(run_dir)
+    predictor = TorchPredictor(model_dir)
+    config = predictor.config
+    data = predictor.exit_logits(examples)
+    rule = default_exit_rule(config.is_regression)  # fixed a priori: delta = 0.05, never tuned on dev
+    report = evaluation_report(task, config, data, rule)
+    n = int(report["n_samples"])
+    rules = rules_for(config.is_regression)
+    record: dict[str, Any] = {
+        "spec": spec.to_dict(),
+        "model_dir": str(model_dir),
+        "config": config.to_dict(),
+        "metric_name": task.main_metric,
+        "n_dev": n,
+        "exit_rule": rule.name,
+        "exit_threshold": getattr(rule, rule.threshold_name),
+        "metric_no_exit": report["metric_no_exit"],
+        "metric_early_exit": report["metric_early_exit"],
+        "metrics_no_exit": report["metrics_no_exit"],
+        "metrics_early_exit": report["metrics_early_exit"],
+        "metric_per_exit": report["metric_per_exit"],
+        "standard_error_no_exit": _standard_error(task.main_metric, report["metric_no_exit"], n),
+        "exit_histogram": report["exit_histogram"],
+        "mean_exit_block": report["mean_exit_block"],
+        "flops_saved": report["flops_saved"],
+        "agreement_with_last_exit": report["agreement_with_last_exit"],
+        # The fractional-entropy rule compares two blocks, so nothing leaves before block 2: this caps its
+        # saving whatever the threshold.
+        "flops_saved_cap_block2": expected_cost(config, [min(2, config.n_blocks)] * n, data.lengths).saved,
+        "rules": {},
+        "sweep": sweep_rows(task, config, data, rules),
+    }
+    for name in rules:
+        r = rule_result(task, config, data, build_exit_rule(name))
+        record["rules"][name] = {
+            "threshold": r["threshold"],
+            "metric": r["metrics"]["main"],
+            "flops_saved": r["flops_saved"],
+            "mean_exit_block": r["mean_exit_block"],
+            "exit_histogram": r["exit_histogram"],
+        }
+    # --- size: the float32 checkpoint on disk against the packed export on disk ---
+    checkpoint_bytes = (model_dir / "model.safetensors").stat().st_size
+    accounting = size_report(predictor.model).to_dict()
+    size: dict[str, Any] = {
+        "float32_checkpoint_bytes": checkpoint_bytes,
+        "accounting_ratio": accounting["size_ratio"],
+        "binary_share": accounting["binary_share"],
+        "total_params": accounting["total_params"],
+    }
+    binarized = config.weight_bits == 1
+    if binarized:
+        from beexformer.engine import packed_summary
+
+        task_info = json.loads((model_dir / "task.json").read_text())
+        packed_path = export_model(predictor.model, model_dir, run_dir / "model.beex", str(model_dir), task_info)
+        summary = packed_summary(packed_path)
+        size.update(
+            packed_bytes=packed_path.stat().st_size,
+            size_ratio=checkpoint_bytes / packed_path.stat().st_size,
+            tokenizer_bytes=summary["parts (bytes)"]["tokenizer (zlib)"],
+            packed_parts=summary["parts (bytes)"],
+            size_ratio_without_tokenizer=summary["size ratio without the tokenizer"],
+        )
+        # The packed runtime must give the same answers as PyTorch: its dev metric with early exit.
+        packed = PackedPredictor(packed_path)
+        packed_data = packed.exit_logits(examples)
+        packed_report = evaluation_report(task, config, packed_data, rule)
+        record["packed_metric_early_exit"] = packed_report["metric_early_exit"]
+        record["packed_max_abs_logit_diff"] = float(np.abs(packed_data.logits - data.logits).max())
+        # --- latency on the first dev samples ---
+        from beexformer.report.latency import measure_latency
+
+        subset = examples[: settings.latency_samples]
+        ids, segs = packed.packed.encode([e.text_a for e in subset], [e.text_b for e in subset])
+        record["latency"] = measure_latency(
+            predictor.model,
+            packed.packed,
+            ids,
+            segs,
+            rule,
+            reps=settings.latency_reps,
+            threads=settings.latency_threads,
+        )
+        (run_dir / "model.beex").unlink()  # the file was measured; the report keeps only its numbers
+    else:
+        size.update(packed_bytes=None, size_ratio=1.0)
+    record["size"] = size
+    record["eval_minutes"] = (time.perf_counter() - started) / 60
+    log(
+        f"[{spec.run_id}] {task.main_metric} no exit {100 * record['metric_no_exit']:.2f}, early exit "
+        f"{100 * record['metric_early_exit']:.2f}, FLOPs saved {100 * record['flops_saved']:.1f} %, "
+        f"size {size['size_ratio']:.2f}x ({record['eval_minutes']:.1f} min to evaluate)"
+    )
+    return record
+
+
+# ------------------------------------------------------------------------------------------------ the whole
+
+
+def eval_settings(settings: ProfileSettings) -> dict[str, Any]:
+    """The profile knobs an evaluation depends on: a stored record made with others is redone."""
+    return {
+        "max_dev_samples": settings.max_dev_samples,
+        "latency_samples": settings.latency_samples,
+        "latency_reps": settings.latency_reps,
+        "latency_threads": settings.latency_threads,
+    }
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine, recorded once per report."""
+    import numba
+    import torch
+
+    from beexformer.engine import cpu
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    info = cpu.summary()
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "cpu": info.get("model"),
+        "popcount_path": info.get("popcount_path"),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_at_start": list(os.getloadavg()),
+        "git_commit": commit,
+    }
+
+
+def run_plan(
+    settings: ProfileSettings,
+    plan: list[RunSpec],
+    data_dir: str,
+    work_dir: Path,
+    results_path: Path,
+    header: dict[str, Any],
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train and evaluate every run (skipping what is done), writing `results_path` after each run."""
+    from beexformer.report.aggregate import aggregate
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        **header,
+        "profile": settings.to_dict(),
+        "plan": [spec.run_id for spec in plan],
+        "runs": {},
+    }
+    for index, spec in enumerate(plan, start=1):
+        log(f"run {index}/{len(plan)}: {spec.run_id}")
+        if spec.same_as is not None:
+            twin = results["runs"][spec.same_as]
+            results["runs"][spec.run_id] = {**twin, "spec": spec.to_dict(), "reused_from": spec.same_as}
+            continue
+        run_dir = work_dir / spec.run_id
+        done = train_run(spec, run_dir, data_dir, log)
+        record = _read_json(run_dir / RECORD)
+        key = {"spec": spec.to_dict(), "trained_steps": done["steps"], "evaluation": eval_settings(settings)}
+        if record is None or any(record.get(k) != v for k, v in key.items()):
+            record = {**evaluate_run(spec, run_dir, data_dir, settings, log), **key}
+            _write_json(run_dir / RECORD, record)
+        record = {
+            **record,
+            "training_arguments": done["training_arguments"],
+            "train_minutes": done["train_minutes"],
+            "epochs_completed": done["epochs_completed"],
+            "history": done["history"],
+        }
+        results["runs"][spec.run_id] = record
+        results["aggregate"] = aggregate(results)
+        results["minutes_this_session"] = (time.perf_counter() - started) / 60
+        _write_json(results_path, results)
+    results["aggregate"] = aggregate(results)
+    results["minutes_this_session"] = (time.perf_counter() - started) / 60
+    results["complete"] = len(results["runs"]) == len(plan)
+    _write_json(results_path, results)
+    return results
+
+
+def command_line() -> str:
+    return " ".join(["python", *sys.argv])

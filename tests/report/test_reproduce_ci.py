@@ -1,0 +1,171 @@
+"""The reproduction report end to end on the `ci` profile (tiny model, a few steps), plus the pure parts.
+
+The end-to-end test trains for real on ../shared/data/glue (skips off CI where the data is absent, fails under
+CI=true), so it checks that every stage (plan, training, evaluation, export, latency, aggregation, markdown,
+plots, --render-only, resume) fits together; it does not judge the numbers of a 6-step model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from beexformer.report.aggregate import stats
+from beexformer.report.main import main
+from beexformer.report.plan import ABLATION_VARIANTS, MAIN_VARIANTS, build_plan, profile_settings
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SECTIONS = [
+    "# Reproduction report",
+    "## 1. The paper's headline claims against ours (default W1A32 model)",
+    "## 2. All variants",
+    "## 3. Latency",
+    "## 4. Exit rules on the same trained models",
+    "## 5. Exit-block histograms",
+    "## 6. Ablations",
+    "## 7. Beside the binarized-BERT peers",
+    "## 8. Every run",
+]
+
+
+# ------------------------------------------------------------------------------------------------ pure parts
+
+
+def test_stats_mean_and_sample_std():
+    s = stats([0.5, 0.7, 0.9, None])
+    assert s["n"] == 3
+    assert s["mean"] == pytest.approx(0.7)
+    assert s["std"] == pytest.approx(0.2)  # sample (n - 1) standard deviation
+    assert (s["min"], s["max"]) == (0.5, 0.9)
+    assert stats([0.4])["std"] == 0.0
+    assert stats([None, math.nan])["mean"] is None
+
+
+def test_full_plan_has_three_seeds_ablations_on_two_tasks_and_reuses_identical_runs():
+    settings = profile_settings("full")
+    plan = build_plan(settings, ["sst2", "cola", "mrpc", "rte", "stsb", "wnli"])
+    ids = [spec.run_id for spec in plan]
+    assert len(ids) == len(set(ids))
+    main_runs = [s for s in plan if s.group == "main"]
+    assert len(main_runs) == 6 * 3 * len(MAIN_VARIANTS)
+    ablations = [s for s in plan if s.group == "ablation"]
+    assert {s.task for s in ablations} == {"sst2", "rte"}
+    assert len(ablations) == 2 * 3 * len(ABLATION_VARIANTS)
+    # full gives the ablations the main budget, so their baseline is the main W1A32 run, trained once
+    baselines = [s for s in ablations if s.variant == "W1A32"]
+    assert all(s.same_as == f"main-{s.task}-w1a32-s{s.seed}" for s in baselines)
+    assert all(s.same_as is None for s in ablations if s.variant != "W1A32")
+    assert {s.training["epochs"] for s in plan if s.task == "rte"} == {10.0}
+
+
+def test_quick_plan_ablations_use_a_reduced_budget_and_train_their_own_baseline():
+    settings = profile_settings("quick")
+    plan = build_plan(settings, ["sst2", "rte"])
+    ablations = [s for s in plan if s.group == "ablation"]
+    assert {s.task for s in ablations} == {"sst2"}
+    assert all(s.training["max_train_samples"] == 16384 for s in ablations)
+    assert all(s.same_as is None for s in ablations)
+    assert {s.seed for s in plan} == {1}
+    float_run = next(s for s in plan if s.variant == "float32")
+    assert float_run.model["weight_bits"] == 32 and float_run.model["embedding_bits"] == 32
+
+
+def test_tasks_without_files_are_left_out_with_a_reason(tmp_path):
+    from beexformer.report.plan import available_tasks
+
+    (tmp_path / "RTE").mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (tmp_path / "RTE" / name).write_text("index\tsentence1\tsentence2\tlabel\n")
+    present, missing = available_tasks(tmp_path, ("rte", "qqp"))
+    assert present == ["rte"]
+    assert "QQP" in missing["qqp"] and "train.tsv" in missing["qqp"]
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+def test_ci_profile_end_to_end(glue_dir: Path, tmp_path: Path):
+    out, docs, work = tmp_path / "out", tmp_path / "docs" / "results.md", tmp_path / "runs"
+    argv = ["--profile", "ci", "--data-dir", str(glue_dir), "--out", str(out), "--docs", str(docs)]
+    argv += ["--work-dir", str(work)]
+    assert main(argv) == 0
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["complete"] is True
+    assert results["tasks"] == ["sst2", "stsb"]
+    assert set(results["runs"]) == set(results["plan"])
+    for run_id, r in results["runs"].items():
+        spec = r["spec"]
+        # every number sits next to the knobs that made it
+        assert r["config"]["d_model"] == 32 and r["config"]["n_blocks"] == 3
+        assert r["training_arguments"]["seed"] == spec["seed"] == 1
+        assert r["training_arguments"]["max_steps"] == 6
+        assert r["train_minutes"] > 0 and r["eval_minutes"] > 0
+        assert r["n_dev"] == 160
+        assert sum(r["exit_histogram"]) == r["n_dev"]
+        assert 1 <= r["mean_exit_block"] <= 3
+        assert 0 <= r["flops_saved"] <= r["flops_saved_cap_block2"] + 1e-9 or spec["task"] == "stsb"
+        if spec["task"] == "sst2":
+            assert (r["exit_rule"], r["exit_threshold"]) == ("fractional_entropy", 0.05)
+            assert set(r["rules"]) == {"fractional_entropy", "entropy", "patience", "max_prob"}
+            assert 0 <= r["metric_no_exit"] <= 1
+        else:
+            assert (r["exit_rule"], set(r["rules"])) == ("regression_patience", {"regression_patience"})
+        assert any(row["rule"] == "none" for row in r["sweep"])
+        if spec["variant"] == "float32":
+            assert r["size"]["size_ratio"] == 1.0 and "latency" not in r
+        else:
+            size = r["size"]
+            assert size["packed_bytes"] > 0
+            assert size["size_ratio"] == pytest.approx(size["float32_checkpoint_bytes"] / size["packed_bytes"])
+            assert size["size_ratio"] > 2
+            # the packed runtime answers like PyTorch on the same dev samples
+            assert r["packed_max_abs_logit_diff"] < 1e-3
+            for batch in ("1", "64"):
+                ms = r["latency"]["batches"][batch]["ms_per_sample"]
+                assert all(v > 0 for v in ms.values())
+            assert not (work / run_id / "model.beex").exists()
+    reused = results["runs"]["ablation-sst2-w1a32-s1"]
+    assert reused["reused_from"] == "main-sst2-w1a32-s1"
+    assert reused["metric_no_exit"] == results["runs"]["main-sst2-w1a32-s1"]["metric_no_exit"]
+    agg = results["aggregate"]
+    assert agg["main|sst2|W1A32"]["seeds"] == [1]
+    assert agg["ablation|sst2|pre-LN"]["metric_early_exit"]["n"] == 1
+
+    markdown = docs.read_text()
+    positions = [markdown.find(s) for s in SECTIONS]
+    assert all(p >= 0 for p in positions), [s for s, p in zip(SECTIONS, positions, strict=True) if p < 0]
+    assert positions == sorted(positions)
+    assert "CI profile" in markdown
+    assert "Where a goal is not reached, and why" in markdown
+    for name in ("summary_metric", "sweep_sst2", "sweep_stsb", "exits_sst2", "exits_stsb", "ablations_sst2"):
+        png = out / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG_MAGIC, name
+        assert f"](../out/{name}.png)" in markdown, name
+    for run_id in results["plan"]:
+        assert f"`{run_id}`" in markdown
+
+    # --render-only rebuilds the markdown from the JSON alone, byte for byte
+    docs.unlink()
+    for png in out.glob("*.png"):
+        png.unlink()
+    assert main([*argv, "--render-only"]) == 0
+    assert docs.read_text() == markdown
+    assert (out / "summary_metric.png").read_bytes()[:8] == PNG_MAGIC
+
+    # a second full invocation trains and evaluates nothing again
+    stamps = {p: p.stat().st_mtime_ns for p in work.glob("*/*.json") if p.name in ("done.json", "record.json")}
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    again = json.loads((out / "results.json").read_text())
+    assert {k: v["metric_early_exit"] for k, v in again["runs"].items()} == {
+        k: v["metric_early_exit"] for k, v in results["runs"].items()
+    }
+
+
+def test_render_only_without_results_fails_cleanly(tmp_path: Path, capsys):
+    assert main(["--render-only", "--out", str(tmp_path / "none"), "--docs", str(tmp_path / "r.md")]) == 2
+    assert "results.json" in capsys.readouterr().err
