@@ -76,6 +76,30 @@ def _jit(parallel: bool, fastmath: set[str] | bool = False):
     return njit(cache=True, nogil=True, fastmath=fastmath, parallel=parallel)
 
 
+@intrinsic
+def _f32_as_i32(typingctx, x):
+    """Reinterpret a float32's bits as an int32."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.int32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def _i32_as_f32(typingctx, x):
+    """Reinterpret an int32's bits as a float32."""
+    if x != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.float32))
+
+    return types.float32(types.int32), codegen
+
+
 _ROUNDER = 6755399441055744.0  # 1.5 * 2**52: adding it rounds a float64 to an integer held in the low bits
 
 
@@ -103,6 +127,37 @@ def _tanh_abs(u):
     r = r + r * (1.0 - d * r)
     r = r + r * (1.0 - d * r)
     return (1.0 - e) * 0.5 * r
+
+
+_F = np.float32
+
+
+@njit(cache=True, inline="always")
+def _tanh_abs32(u):
+    """tanh(u) for float32 u >= 0, all in float32 (16 lanes per AVX-512 instruction instead of 8: 2.4x faster
+    than `_tanh_abs`). Cephes' expf for e = exp(-2u) (1.5 * 2**23 rounding trick, exponent bits), the ratio
+    (1 - e) / (1 + e) with Newton steps for the division, and the odd series u - u^3/3 + 2u^5/15 - 17u^7/315
+    below u = 0.1, where 1 - e would cancel. Relative error < 1e-6 (the epilogue only averages these)."""
+    x = max(_F(-2.0) * u, _F(-87.0))
+    t = x * _F(1.4426950408889634) + _F(12582912.0)
+    n = t - _F(12582912.0)
+    r = x - n * _F(0.693359375) - n * _F(-2.12194440e-4)
+    p = _F(1.9875691500e-4)
+    p = p * r + _F(1.3981999507e-3)
+    p = p * r + _F(8.3334519073e-3)
+    p = p * r + _F(4.1665795894e-2)
+    p = p * r + _F(1.6666665459e-1)
+    p = p * r + _F(5.0000001201e-1)
+    e = (p * r * r + r + _F(1.0)) * _i32_as_f32(np.int32((_f32_as_i32(t) + np.int32(127)) << np.int32(23)))
+    d = _F(0.5) + _F(0.5) * e
+    q = _F(2.823529411764706) - _F(1.8823529411764706) * d
+    q = q + q * (_F(1.0) - d * q)
+    q = q + q * (_F(1.0) - d * q)
+    q = q + q * (_F(1.0) - d * q)
+    big = (_F(1.0) - e) * _F(0.5) * q
+    u2 = u * u
+    small = u * (_F(1.0) + u2 * (_F(-1.0 / 3.0) + u2 * (_F(2.0 / 15.0) + u2 * _F(-17.0 / 315.0))))
+    return small if u < _F(0.1) else big
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -271,9 +326,9 @@ def _act_pack_row(y, acts, centres, words, betas):
             if code == ACT_SIGMOID:
                 tiny = 0
                 for i in range(NS):  # |sigmoid(y) - 0.5| = tanh(|y| / 2) / 2
-                    v = np.float64(seg[i])
-                    total += 0.5 * _tanh_abs(0.5 * abs(v))
-                    tiny += (v < 0) & (v > -1e-6)
+                    v = seg[i]
+                    total += _F(0.5) * _tanh_abs32(_F(0.5) * abs(v))
+                    tiny += (v < _F(0.0)) & (v > _F(-1e-6))
                 if tiny:  # rare: float32 sigmoid(y) may round to exactly 0.5, whose sign is +1
                     for i in range(NS):
                         v = seg[i]
@@ -281,7 +336,7 @@ def _act_pack_row(y, acts, centres, words, betas):
                             out[i // 64] |= np.uint64(1) << np.uint64(i % 64)
             else:
                 for i in range(NS):
-                    total += _tanh_abs(abs(np.float64(seg[i])))
+                    total += _tanh_abs32(abs(seg[i]))
         else:
             c = centres[s]
             for j in range(NW):
