@@ -91,6 +91,7 @@ def measure_costs(adapter: Any, heads: Any, reps: int = 30) -> dict[str, Any]:
             fn()
         return (time.perf_counter() - start) / reps * 1000
 
+    rot1 = adapter.rotary_embeddings(torch.randn(1, 1, adapter.hidden_size), torch.tensor([[128]]))
     for k in (1, 2, 3, 4, 5, 8):
         pos = torch.arange(128, 128 + k)
         hidden = torch.randn(1, k, adapter.hidden_size)
@@ -107,6 +108,7 @@ def measure_costs(adapter: Any, heads: Any, reps: int = 30) -> dict[str, Any]:
     h1 = torch.randn(adapter.hidden_size)
     out["full_head_ms"] = timed(lambda: adapter.logits(h1).argmax())
     out["full_head_ms_5rows"] = timed(lambda: adapter.logits(torch.randn(5, adapter.hidden_size)).argmax(-1))
+    out["kv_ms"] = timed(lambda: adapter.project_kv(layer, torch.randn(1, 1, adapter.hidden_size), rot1))
     gate_head = heads.head(heads.layers[0])
     out["gate_ms"] = timed(lambda: torch.log_softmax(gate_head(h1), -1).max())
     out["gate_classes"] = int(gate_head.weight.shape[0])
@@ -203,7 +205,11 @@ def main() -> int:
         report["costs_ms"] = measure_costs(adapter, heads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    table = to_markdown(report)
+    from llm_cost_model import predict
+    from llm_cost_model import to_markdown as cost_markdown
+
+    report["cost_model"] = predict(report)
+    table = to_markdown(report) + "\n\n" + cost_markdown(report["cost_model"])
     args.out.with_suffix(".md").write_text(table + "\n")
     print(table)
     return 0
@@ -231,6 +237,17 @@ def summarize(acc: dict[str, Any], items: list[Any], adapter: Any, num: int, agr
             "layers_skipped_at_exit": sum(num - d for d in depths) / len(depths),
             "exit_share": sum(d < num for d in depths) / len(depths),
         }
+        work: dict[str, Any] = {"layer_calls": {}, "head_calls": {}, "gate_calls": 0, "kv_projections": 0}
+        for r in results:
+            for key in ("layer_calls", "head_calls"):
+                for k, n in getattr(r, key).items():
+                    work[key][k] = work[key].get(k, 0) + n
+            work["gate_calls"] += r.gate_calls
+            work["kv_projections"] += r.kv_projections
+        # Tokens produced by decode steps (the first token of each item comes from the prefill).
+        work["decode_tokens"] = a["tokens"] - len(results)
+        work["head_calls"][1] = work["head_calls"].get(1, 0) - len(results)
+        row["work"] = work
         if name.startswith("early-exit"):
             with torch.no_grad():
                 agree = [agreement_fn(adapter, ids, r.tokens) for ids, r in zip(items, results, strict=True)]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from beexformer.llm.adapters import ModelAdapter
-from beexformer.llm.generation.engine import LayerwiseDecoder
+from beexformer.llm.generation.engine import DecodeState, LayerwiseDecoder
 
 
 @dataclass
@@ -24,6 +24,11 @@ class GenerationResult:
     drafted: int = 0  # self-speculative: draft tokens proposed
     accepted: int = 0  # self-speculative: draft tokens the full model confirmed
     draft_lengths: list[int] = field(default_factory=list)
+    # Work done (cost model): decoder-layer calls by rows, head calls by rows, gate calls, K/V projections.
+    layer_calls: dict[int, int] = field(default_factory=dict)
+    head_calls: dict[int, int] = field(default_factory=dict)
+    gate_calls: int = 0
+    kv_projections: int = 0
 
     @property
     def mean_exit_layer(self) -> float:
@@ -43,8 +48,11 @@ class DecodingStrategy(ABC):
         self.adapter = adapter
         self.decoder = LayerwiseDecoder(adapter)
 
-    def next_token(self, final_hidden: torch.Tensor) -> torch.Tensor:
+    def next_token(self, final_hidden: torch.Tensor, work: GenerationResult | None = None) -> torch.Tensor:
         """Greedy tokens of final hidden states [..., d] through the model's own norm and head."""
+        if work is not None:
+            rows = 1 if final_hidden.dim() == 1 else int(final_hidden.shape[0])
+            work.head_calls[rows] = work.head_calls.get(rows, 0) + 1
         return self.adapter.logits(final_hidden).argmax(dim=-1)
 
     @torch.no_grad()
@@ -60,6 +68,13 @@ class DecodingStrategy(ABC):
     @abstractmethod
     def _generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
         raise NotImplementedError
+
+
+def record_work(result: GenerationResult, state: DecodeState) -> None:
+    """Copy the decoder's work counters into the result."""
+    result.layer_calls = dict(state.layer_calls)
+    result.gate_calls = state.gate_calls
+    result.kv_projections = state.kv_projections
 
 
 def truncate_at_eos(result: GenerationResult, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:

@@ -20,6 +20,7 @@ full pass would not have produced. Self-speculative decoding always uses recompu
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
@@ -42,6 +43,10 @@ class DecodeState:
     pending_pos: list[int] = field(default_factory=list)
     pending_depth: list[int] = field(default_factory=list)
     pending_hidden: list[torch.Tensor] = field(default_factory=list)
+    # Work done, for the cost model: decoder-layer calls by number of rows, gate calls, K/V projections.
+    layer_calls: Counter[int] = field(default_factory=Counter)
+    gate_calls: int = 0
+    kv_projections: int = 0
 
     def drop_pending_after(self, max_position: int) -> None:
         keep = [i for i, p in enumerate(self.pending_pos) if p <= max_position]
@@ -122,8 +127,10 @@ class LayerwiseDecoder:
                 mask = position_mask(pos_t, torch.cat([state.cache.key_positions(j), pos_t]), hidden.dtype)
             state.cache.add_positions(j, pos_t)
             hidden = adapter.run_layer(j, hidden, pos_t.view(1, -1), rotary, mask, state.cache)
+            state.layer_calls[len(pos)] += 1
             depth = j + 1
             if gate is not None and token is not None and depth < num and depth in gate_layers:
+                state.gate_calls += 1
                 chosen = gate(depth, hidden[0, -1])
                 if chosen is not None:
                     if self.kv_fill == "copy":
@@ -147,6 +154,7 @@ class LayerwiseDecoder:
             k, v = self.adapter.project_kv(j, hidden, rotary)
             state.cache.add_positions(j, pos_t)
             state.cache.update(k, v, j)
+            state.kv_projections += 1
 
     @staticmethod
     def _join_pending(state: DecodeState, depth: int) -> tuple[list[int], torch.Tensor] | None:

@@ -10,7 +10,7 @@ import torch
 
 from beexformer.llm.adapters import ModelAdapter
 from beexformer.llm.gates import HeadGate
-from beexformer.llm.generation.base import DecodingStrategy, GenerationResult, truncate_at_eos
+from beexformer.llm.generation.base import DecodingStrategy, GenerationResult, record_work, truncate_at_eos
 from beexformer.llm.generation.engine import LayerwiseDecoder
 
 
@@ -33,6 +33,8 @@ class FullDecoding(DecodingStrategy):
             position += 1
             tokens.append(int(self.next_token(out.final_hidden[-1])))
         result = GenerationResult(tokens, [num] * len(tokens), num, full_passes=len(tokens))
+        result.head_calls = {1: len(tokens)}
+        record_work(result, state)
         return truncate_at_eos(result, max_new_tokens, eos_token_id)
 
 
@@ -69,6 +71,8 @@ class EarlyExitDecoding(DecodingStrategy):
                 full_passes += 1
             depths.append(out.depth)
         result = GenerationResult(tokens, depths, num, full_passes=full_passes)
+        result.head_calls = {1: full_passes}
+        record_work(result, state)
         return truncate_at_eos(result, max_new_tokens, eos_token_id)
 
 
@@ -91,7 +95,7 @@ class SelfSpeculativeDecoding(DecodingStrategy):
     def _generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
         num = self.adapter.num_layers
         state, last = self.decoder.prefill(input_ids)
-        result = GenerationResult([int(self.next_token(last))], [num], num, full_passes=1)
+        result = GenerationResult([int(self.next_token(last))], [num], num, full_passes=1, head_calls={1: 1})
         base = input_ids.numel()  # position of the first input not yet verified
         drafts: list[int] = []
         draft_depths: list[int] = []
@@ -105,7 +109,7 @@ class SelfSpeculativeDecoding(DecodingStrategy):
                 draft_depths.append(out.depth)
                 continue
             # Verify: out.final_hidden rows are positions base .. base+len(drafts); row i predicts draft i.
-            preds = self.next_token(out.final_hidden).tolist()
+            preds = self.next_token(out.final_hidden, result).tolist()
             accepted = 0
             while accepted < len(drafts) and preds[accepted] == drafts[accepted]:
                 accepted += 1
@@ -120,4 +124,5 @@ class SelfSpeculativeDecoding(DecodingStrategy):
                 result.draft_lengths.append(len(drafts))
             base += accepted + 1
             drafts, draft_depths = [], []
+        record_work(result, state)
         return truncate_at_eos(result, max_new_tokens, eos_token_id)

@@ -1,0 +1,145 @@
+"""Cost model of early-exit and self-speculative decoding, fitted to the costs measured in the same benchmark
+run, and its extrapolation to other model shapes.
+
+The decoders count their work (decoder-layer calls by number of rows, final-head calls by rows, gate calls,
+K/V projections of the copy fill). Predicted decode time of a mode = sum over that work of the measured unit
+costs; the plain baseline does L one-row layer calls and one one-row head call per token. The predicted ratio
+is compared with the measured one; the gap is per-call Python overhead and machine noise.
+
+For another shape, unit costs are rescaled from parameter counts in the memory-bound regime of batch-1
+decoding (time ~ bytes of weights read): layer c = params per layer, head H = vocab x d, gate g = pruned
+classes x d, K/V projection = 2 x d x d_kv; k rows cost c (1 + beta (k - 1)). The work counts (how often a
+gate fires, acceptance) are taken from this model's run, as if the other model's heads did equally well:
+an assumption, stated as such.
+
+    python benchmarks/llm_cost_model.py benchmarks/results/llm_decoding.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    layers: int
+    d: int
+    d_ff: int
+    d_kv: int
+    vocab: int
+    gate_classes: int = 2049
+
+    @property
+    def layer_params(self) -> int:
+        return 2 * self.d * self.d + 2 * self.d * self.d_kv + 3 * self.d * self.d_ff
+
+
+SMOLLM2_135M = Shape("SmolLM2-135M", 30, 576, 1536, 192, 49152)
+LLAMA_7B = Shape("LLaMA-2-7B", 32, 4096, 11008, 4096, 32000)
+LLAMA3_8B = Shape("LLaMA-3-8B", 32, 4096, 14336, 1024, 128256)
+
+
+def _interp(table: dict[int, float], k: int) -> float:
+    keys = sorted(table)
+    if k in table:
+        return table[k]
+    if k > keys[-1]:
+        # Linear extrapolation from the last two points.
+        a, b = keys[-2], keys[-1]
+        return table[b] + (table[b] - table[a]) / (b - a) * (k - b)
+    lo = max(x for x in keys if x < k)
+    hi = min(x for x in keys if x > k)
+    return table[lo] + (table[hi] - table[lo]) * (k - lo) / (hi - lo)
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    layer: dict[int, float]  # ms per decoder-layer call with k rows
+    head: dict[int, float]  # ms per final norm + head call with k rows
+    gate: float
+    kv: float
+
+    def work_ms(self, work: dict[str, Any]) -> float:
+        total = sum(n * _interp(self.layer, int(k)) for k, n in work["layer_calls"].items())
+        total += sum(n * _interp(self.head, int(k)) for k, n in work["head_calls"].items())
+        return total + work["gate_calls"] * self.gate + work["kv_projections"] * self.kv
+
+    def plain_ms(self, tokens: int, layers: int) -> float:
+        return tokens * (layers * self.layer[1] + self.head[1])
+
+
+def measured_costs(costs: dict[str, Any]) -> UnitCosts:
+    layer = {int(k): v for k, v in costs["layer_ms"].items()}
+    head = {1: costs["full_head_ms"], 5: costs["full_head_ms_5rows"]}
+    return UnitCosts(layer, head, costs["gate_ms"], costs.get("kv_ms", 0.0))
+
+
+def scaled_costs(measured: UnitCosts, shape: Shape, base: Shape, beta: float = 0.05) -> UnitCosts:
+    """Unit costs of `shape` in units of its own one-row layer (so ratios are what matter)."""
+    c = 1.0
+    per_param = c / shape.layer_params
+    layer = {k: c * (1 + beta * (k - 1)) for k in (1, 2, 3, 4, 5, 8)}
+    head = {k: shape.vocab * shape.d * per_param * (1 + beta * (k - 1)) for k in (1, 5)}
+    return UnitCosts(layer, head, shape.gate_classes * shape.d * per_param, 2 * shape.d * shape.d_kv * per_param)
+
+
+def rescale_work(work: dict[str, Any], base: Shape, shape: Shape) -> dict[str, Any]:
+    """Same exits at the same relative depth: layer calls scale with the number of layers."""
+    f = shape.layers / base.layers
+    return {
+        "layer_calls": {k: n * f for k, n in work["layer_calls"].items()},
+        "head_calls": work["head_calls"],
+        "gate_calls": work["gate_calls"],
+        "kv_projections": work["kv_projections"] * f,
+    }
+
+
+def predict(report: dict[str, Any]) -> list[dict[str, Any]]:
+    unit = measured_costs(report["costs_ms"])
+    rows = []
+    for wname, modes in report["workloads"].items():
+        for name, r in modes.items():
+            if "work" not in r:
+                continue
+            tokens = r["work"]["decode_tokens"]
+            mode_ms = unit.work_ms(r["work"])
+            row = {
+                "workload": wname,
+                "mode": name,
+                "measured_ratio": r["ratio"],
+                "predicted_ratio": unit.plain_ms(tokens, SMOLLM2_135M.layers) / mode_ms,
+            }
+            for shape in (LLAMA_7B, LLAMA3_8B):
+                su = scaled_costs(unit, shape, SMOLLM2_135M)
+                work = rescale_work(r["work"], SMOLLM2_135M, shape)
+                row[f"predicted_{shape.name}"] = su.plain_ms(tokens, shape.layers) / su.work_ms(work)
+            rows.append(row)
+    return rows
+
+
+def to_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| workload | mode | measured ratio | cost-model ratio (this CPU) | LLaMA-2-7B shape | LLaMA-3-8B shape |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['workload']} | {r['mode']} | {r['measured_ratio']:.3f} | {r['predicted_ratio']:.3f} | "
+            f"{r['predicted_LLaMA-2-7B']:.3f} | {r['predicted_LLaMA-3-8B']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    report = json.loads(Path(sys.argv[1]).read_text())
+    print(to_markdown(predict(report)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
