@@ -150,3 +150,21 @@ def test_lazy_recompute_leaves_the_exact_kv_cache(arch: str) -> None:
         assert state.cache.positions[layer][order].tolist() == list(range(len(tokens) - 1))
         torch.testing.assert_close(state.cache.keys[layer][:, :, order], ref_state.cache.keys[layer])
         torch.testing.assert_close(state.cache.values[layer][:, :, order], ref_state.cache.values[layer])
+
+
+def test_work_counters_match_the_schedule(arch: str) -> None:
+    """The cost model relies on these counts: full decoding of n tokens is (n - 1) one-row passes."""
+    adapter = adapter_for(tiny_model(arch))
+    num = adapter.num_layers
+    full = FullDecoding(adapter).generate(torch.tensor(PROMPTS[0]), 10)
+    assert full.layer_calls == {1: num * 9} and full.head_calls == {1: 10} and full.gate_calls == 0
+
+    def always(depth: int, hidden: torch.Tensor) -> int:
+        return 1
+
+    always.layers = frozenset({2})  # type: ignore[attr-defined]
+    spec = SelfSpeculativeDecoding(adapter, always, max_draft=3).generate(torch.tensor(PROMPTS[0]), 10)  # type: ignore[arg-type]
+    # Every verify pass runs the drafts' remaining layers with k = drafts + 1 rows.
+    # The gate is asked once per draft, plus at most once per verify pass (not when the draft is full).
+    assert spec.drafted <= spec.gate_calls <= spec.drafted + spec.full_passes
+    assert max(spec.layer_calls) == max(spec.draft_lengths) + 1

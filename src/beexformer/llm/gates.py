@@ -69,7 +69,12 @@ class HeadGate:
         return HeadVerdict(int(head.class_to_token(torch.tensor(cls))), ent)
 
     def __call__(self, depth: int, hidden: torch.Tensor) -> int | None:
-        verdict = self.verdict(depth, hidden)
-        if verdict.token >= 0 and verdict.entropy <= self.thresholds[depth]:
-            return verdict.token
-        return None
+        # The hot path of every gated step: no tensor allocations beyond the head's own output.
+        head = self.heads.head(depth)
+        logp = torch.log_softmax(head(hidden), dim=-1)
+        if float(-(logp.exp() * logp).sum()) > self.thresholds[depth]:
+            return None
+        cls = int(logp.argmax())
+        if head.pruned:
+            return int(head.token_ids[cls]) if cls < head.token_ids.numel() else None
+        return cls
