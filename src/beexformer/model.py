@@ -93,9 +93,7 @@ class BEExformer(nn.Module):
         stacked = torch.stack(exit_logits)
         if labels is None:
             return BEExformerOutput(stacked)
-        loss, weights = soft_routing_loss(
-            stacked, labels, self.config.loss_weighting, self.config.entropy_temperature
-        )
+        loss, weights = soft_routing_loss(stacked, labels, self.config.loss_weighting, self.config.entropy_temperature)
         return BEExformerOutput(stacked, loss, weights)
 
     @torch.no_grad()
@@ -166,9 +164,7 @@ class BEExformer(nn.Module):
             model.load_state_dict(state)
         except RuntimeError as err:
             first = str(err).strip().splitlines()[0]
-            raise CheckpointError(
-                f"{directory / WEIGHTS_NAME}: weights do not fit the config ({first})"
-            ) from None
+            raise CheckpointError(f"{directory / WEIGHTS_NAME}: weights do not fit the config ({first})") from None
         return model.eval()
 
     def float_twin(self) -> BEExformer:
@@ -178,8 +174,8 @@ class BEExformer(nn.Module):
         twin.load_state_dict(self.state_dict())
         with torch.no_grad():
             for mine, theirs in zip(self.modules(), twin.modules(), strict=True):
-                if hasattr(mine, "effective_weight"):
-                    theirs.weight.copy_(mine.effective_weight())
+                if hasattr(mine, "twin_weight"):
+                    theirs.weight.copy_(mine.twin_weight())
         return twin.eval()
 
 

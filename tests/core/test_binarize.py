@@ -31,9 +31,7 @@ def test_approx_sign_gradient_is_derivative_of_g():
     """Check g' against finite differences of g itself, not against the same formula."""
 
     def g(v):
-        return torch.where(
-            v < -1, -1.0, torch.where(v < 0, 2 * v + v**2, torch.where(v < 1, 2 * v - v**2, 1.0))
-        )
+        return torch.where(v < -1, -1.0, torch.where(v < 0, 2 * v + v**2, torch.where(v < 1, 2 * v - v**2, 1.0)))
 
     x = torch.linspace(-1.9, 1.9, 77, dtype=torch.float64)
     x = x[(x.abs() - 1).abs() > 1e-3]  # skip the kinks
@@ -72,9 +70,7 @@ def test_binary_activation_has_one_scale_per_token_and_respects_centre():
     beta = (x - 0.5).abs().mean(dim=-1, keepdim=True)
     assert torch.allclose(xq, 0.5 + beta * hard_sign(x - 0.5))
     x0 = torch.randn(2, 3, 16)
-    assert torch.allclose(
-        binarize_activation(x0, ApproxSign()), x0.abs().mean(-1, keepdim=True) * hard_sign(x0)
-    )
+    assert torch.allclose(binarize_activation(x0, ApproxSign()), x0.abs().mean(-1, keepdim=True) * hard_sign(x0))
 
 
 @pytest.mark.parametrize("bias", [True, False])

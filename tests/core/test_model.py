@@ -201,3 +201,13 @@ def test_ops_and_expected_cost():
     cost = expected_cost(config, [1, 4], [10, 10])
     per = ops.up_to(1).combined
     assert cost.saved == pytest.approx(1 - (per + ops.full.combined) / (2 * ops.full.combined))
+
+
+def test_sinusoidal_positions_do_not_drown_the_tokens():
+    """Token vectors start at the scale of the unit-amplitude sinusoidal positions (else nothing is learned)."""
+    for bits in (1, 32):
+        model = BEExformer(BEExformerConfig(vocab_size=500, embedding_bits=bits))
+        tokens = model.embeddings.token(torch.arange(500))
+        rms = tokens.pow(2).mean().sqrt().item()
+        positions = model.embeddings.positions(64)
+        assert 0.5 < rms / positions.pow(2).mean().sqrt().item() < 2.0

@@ -52,11 +52,14 @@ def packed_tensors(model) -> dict[str, np.ndarray]:
 
     emb = model.embeddings
     table = emb.token.weight.detach().float()
+    output_scale = getattr(emb.token, "output_scale", 1.0)
     if emb.token.is_binary:
         out["embeddings.token.bits"] = pack_signs(_np(table))
-        out["embeddings.token.scale"] = _np(table.abs().mean(dim=-1))
+        # The embedding's constant output_scale (sqrt(d) with sinusoidal positions) is folded into the scale,
+        # multiplied in the same order as BinaryEmbedding.forward, so the vectors are bit-identical.
+        out["embeddings.token.scale"] = _np(table.abs().mean(dim=-1) * output_scale)
     else:
-        out["embeddings.token.weight"] = _np(table)
+        out["embeddings.token.weight"] = _np(table * output_scale)
     if emb.position_kind == "learned":
         out["embeddings.position.weight"] = _np(emb.position.weight.float())
     if emb.segment is not None:

@@ -59,6 +59,10 @@ class BinaryLinear(nn.Linear):
             x = binarize_activation(x, self.act_quantizer, self.act_centre)
         return F.linear(x, self.effective_weight(), self.bias)
 
+    def twin_weight(self) -> Tensor:
+        """The weight of the float twin of this layer (an nn.Linear computing the same product)."""
+        return self.effective_weight()
+
     @property
     def is_binary(self) -> bool:
         return self.weight_bits == 1
@@ -77,9 +81,7 @@ class BinaryLinear(nn.Linear):
         return layer
 
 
-def linear_from_config(
-    config, in_features: int, out_features: int, *, act_centre: float = 0.0
-) -> BinaryLinear:
+def linear_from_config(config, in_features: int, out_features: int, *, act_centre: float = 0.0) -> BinaryLinear:
     """A BinaryLinear with the bit widths and quantizers of a `BEExformerConfig`."""
     return BinaryLinear(
         in_features,

@@ -15,31 +15,49 @@ class BinaryEmbedding(nn.Embedding):
     """nn.Embedding whose rows are alpha_row * sign(E_row) when bits=1 (with bits=32, plain nn.Embedding)."""
 
     def __init__(
-        self, num_embeddings: int, embedding_dim: int, *, bits: int = 1, quantizer: str = "approx_sign"
+        self,
+        num_embeddings: int,
+        embedding_dim: int,
+        *,
+        bits: int = 1,
+        quantizer: str = "approx_sign",
+        init_std: float = 0.02,
+        output_scale: float = 1.0,
     ):
         super().__init__(num_embeddings, embedding_dim)
+        # A constant factor on every looked-up vector, folded into the per-row scale (so the packed
+        # runtime, which stores scale * output_scale, computes bit-identical vectors).
+        self.output_scale = output_scale
         if bits not in (1, 32):
             raise ValueError(f"embedding bits must be 1 or 32, got {bits}")
         self.bits = bits
         self.quantizer = get_quantizer(quantizer)
-        nn.init.normal_(self.weight, std=0.02)
+        nn.init.normal_(self.weight, std=init_std)
 
     @property
     def is_binary(self) -> bool:
         return self.bits == 1
 
-    def effective_weight(self) -> Tensor:
+    def twin_weight(self) -> Tensor:
+        """The table a float twin (bits=32, same output_scale) needs to compute the same vectors."""
         if self.bits == 1:
             return binarize_weight(self.weight, self.quantizer, "row")
         return self.weight
+
+    def effective_weight(self) -> Tensor:
+        """The table the forward pass looks rows up in (output_scale included)."""
+        if self.bits == 1:
+            scale = self.weight.abs().mean(dim=-1, keepdim=True) * self.output_scale
+            return scale * self.quantizer(self.weight)
+        return self.weight * self.output_scale
 
     def forward(self, ids: Tensor) -> Tensor:
         if self.bits == 1:
             # Binarize only the rows this batch looks up: the full table can be large.
             rows = F.embedding(ids, self.weight)
-            scale = rows.abs().mean(dim=-1, keepdim=True)
+            scale = rows.abs().mean(dim=-1, keepdim=True) * self.output_scale
             return scale * self.quantizer(rows)
-        return super().forward(ids)
+        return super().forward(ids) * self.output_scale
 
 
 def sinusoidal_table(length: int, dim: int) -> Tensor:
@@ -57,6 +75,11 @@ class BEExEmbeddings(nn.Module):
 
     combine="add" sums d-wide token and position vectors; combine="concat" (the paper's wording)
     concatenates a (d - d/4)-wide token vector with a d/4-wide position vector.
+
+    With sinusoidal positions (values of amplitude 1) the token vectors are initialised with std 1/sqrt(d) and
+    multiplied by sqrt(d), as in Vaswani et al., so that both have the same scale: with the usual std 0.02 the
+    positions drown the tokens after the sum and the LayerNorm, and the model does not learn (measured: SST-2
+    dev accuracy stuck at 51 % after 250 steps, against 76 % with learned positions).
     """
 
     def __init__(
@@ -77,7 +100,15 @@ class BEExEmbeddings(nn.Module):
         self.combine = combine
         pos_dim = d_model if combine == "add" else d_model // 4
         tok_dim = d_model if combine == "add" else d_model - pos_dim
-        self.token = BinaryEmbedding(vocab_size, tok_dim, bits=bits, quantizer=quantizer)
+        sinusoidal = position != "learned"
+        self.token = BinaryEmbedding(
+            vocab_size,
+            tok_dim,
+            bits=bits,
+            quantizer=quantizer,
+            init_std=1.0 / math.sqrt(tok_dim) if sinusoidal else 0.02,
+            output_scale=math.sqrt(tok_dim) if sinusoidal else 1.0,
+        )
         self.position_kind = position
         if position == "learned":
             self.position = nn.Embedding(max_len, pos_dim)
