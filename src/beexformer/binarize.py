@@ -28,29 +28,29 @@ def hard_sign(x: Tensor) -> Tensor:
     return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
 
 
-class _ApproxSignFunction(torch.autograd.Function):
+def approx_sign_grad(x: Tensor) -> Tensor:
+    """d/dx of the piecewise polynomial: 2 + 2x on [-1, 0), 2 - 2x on [0, 1), 0 outside."""
+    return torch.clamp(2.0 - 2.0 * x.abs(), min=0.0)
+
+
+def ste_grad(x: Tensor) -> Tensor:
+    """The straight-through estimator, clipped: 1 where |x| <= 1, else 0."""
+    return (x.abs() <= 1.0).to(x.dtype)
+
+
+class _SignFunction(torch.autograd.Function):
+    """sign forward; backward multiplies by the surrogate derivative it was given."""
+
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, surrogate) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x)
+        ctx.surrogate = surrogate
         return hard_sign(x)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        # d/dx of the piecewise polynomial: 2 + 2x on [-1, 0), 2 - 2x on [0, 1), 0 outside.
-        return grad_out * torch.clamp(2.0 - 2.0 * x.abs(), min=0.0)
-
-
-class _STESignFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        return hard_sign(x)
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor) -> Tensor:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return grad_out * (x.abs() <= 1.0).to(grad_out.dtype)
+        return grad_out * ctx.surrogate(x), None
 
 
 class Quantizer:
@@ -71,7 +71,7 @@ class ApproxSign(Quantizer):
     name = "approx_sign"
 
     def __call__(self, x: Tensor) -> Tensor:
-        return _ApproxSignFunction.apply(x)
+        return _SignFunction.apply(x, approx_sign_grad)
 
 
 class SteSign(Quantizer):
@@ -80,7 +80,7 @@ class SteSign(Quantizer):
     name = "ste"
 
     def __call__(self, x: Tensor) -> Tensor:
-        return _STESignFunction.apply(x)
+        return _SignFunction.apply(x, ste_grad)
 
 
 class Identity(Quantizer):
