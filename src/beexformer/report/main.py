@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="benchmarks/results/reproduce", help="directory of the JSON and the PNGs")
     p.add_argument("--docs", default="docs/results.md", help="markdown file to write")
     p.add_argument("--work-dir", help="run directories (default: runs/reproduce-PROFILE)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation "
+                   "(1 suits a shared machine; latency is always measured with 1)")  # fmt: skip
     p.add_argument("--render-only", action="store_true", help="only re-render markdown and plots from the JSON")
     p.add_argument("--plan-only", action="store_true", help="print the plan and exit")
     return p.parse_args(argv)
@@ -54,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             settings = profile_settings(args.profile, wanted)
             if wanted is None and args.profile != "ci":
                 settings = profile_settings(args.profile, settings.tasks + EXTRA_TASKS)
+            settings.threads = args.threads
             tasks, missing = available_tasks(args.data_dir, settings.tasks)
             plan = build_plan(settings, tasks)
             print(f"profile {args.profile}: {len(plan)} runs on {', '.join(tasks)}")

@@ -114,6 +114,10 @@ class ProfileSettings:
     latency_samples: int = 256
     latency_reps: int = 3
     latency_threads: int = 1
+    # torch threads for training and evaluation (not part of a run's identity: a run may resume with
+    # another count). One by default: on the shared 2-core machine two threads ran a step of the default
+    # model 3-4x slower than one under a load average of 8 (OpenMP threads waiting for each other).
+    threads: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

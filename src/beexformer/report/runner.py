@@ -56,7 +56,9 @@ def _read_json(path: Path) -> Any | None:
 # ------------------------------------------------------------------------------------------------ training
 
 
-def train_run(spec: RunSpec, run_dir: Path, data_dir: str, log: Callable[[str], None]) -> dict[str, Any]:
+def train_run(
+    spec: RunSpec, run_dir: Path, data_dir: str, log: Callable[[str], None], threads: int | None = None
+) -> dict[str, Any]:
     """Train (or resume, or skip) one run; returns the contents of its done.json."""
     from beexformer.training import checkpoint as ckpt
     from beexformer.training.arguments import TrainingArguments
@@ -73,6 +75,7 @@ def train_run(spec: RunSpec, run_dir: Path, data_dir: str, log: Callable[[str], 
         seed=spec.seed,
         model=dict(spec.model),
         progress=False,
+        num_threads=threads,
         **spec.training,
     )
     resume = ckpt.latest_checkpoint(run_dir / "checkpoints") is not None
@@ -123,6 +126,8 @@ def evaluate_run(
     spec: RunSpec, run_dir: Path, data_dir: str, settings: ProfileSettings, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Dev metrics with and without early exit, every rule's default and sweep, sizes and latency."""
+    import torch
+
     from beexformer.accounting import expected_cost, size_report
     from beexformer.cli.sweep import sweep_rows
     from beexformer.data.glue import get_task, load_split
@@ -131,6 +136,7 @@ def evaluate_run(
     from beexformer.exits import build_exit_rule, default_exit_rule
     from beexformer.inference import PackedPredictor, TorchPredictor
 
+    torch.set_num_threads(settings.threads)
     started = time.perf_counter()
     task = get_task(spec.task)
     examples = load_split(task, "dev", data_dir)
@@ -305,7 +311,7 @@ def run_plan(
             results["runs"][spec.run_id] = {**twin, "spec": spec.to_dict(), "reused_from": spec.same_as}
             continue
         run_dir = work_dir / spec.run_id
-        done = train_run(spec, run_dir, data_dir, log)
+        done = train_run(spec, run_dir, data_dir, log, settings.threads)
         record = _read_json(run_dir / RECORD)
         key = {"spec": spec.to_dict(), "trained_steps": done["steps"], "evaluation": eval_settings(settings)}
         if record is None or any(record.get(k) != v for k, v in key.items()):
