@@ -35,7 +35,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--test-text", default="../shared/data/wikitext-2/test.txt")
     p.add_argument("--alphas", type=float, nargs="+", default=[0.9, 0.95])
     p.add_argument("--gate-layers", type=int, nargs="+", default=None, help="default: chosen from calibration")
-    p.add_argument("--spec-alpha", type=float, default=0.9, help="thresholds the speculative drafts use")
+    p.add_argument("--spec-alphas", type=float, nargs="+", default=[0.8], help="levels whose thresholds the drafts use")
+    p.add_argument("--copy-alphas", type=float, nargs="+", default=[0.9], help="levels for the KV-copy fill")
     p.add_argument("--max-draft", type=int, default=8)
     p.add_argument("--passages", type=int, default=10)
     p.add_argument("--context", type=int, default=128, help="tokens of each WikiText passage")
@@ -155,10 +156,12 @@ def main() -> int:
     strategies: dict[str, Any] = {"full": FullDecoding(adapter)}
     for alpha in args.alphas:
         strategies[f"early-exit a={alpha}"] = EarlyExitDecoding(adapter, gate_for(alpha))
+    for alpha in args.copy_alphas:
         strategies[f"early-exit-copy a={alpha}"] = EarlyExitDecoding(adapter, gate_for(alpha), kv_fill="copy")
-    strategies[f"self-speculative a={args.spec_alpha}"] = SelfSpeculativeDecoding(
-        adapter, gate_for(args.spec_alpha), max_draft=args.max_draft
-    )
+    for alpha in args.spec_alphas:
+        strategies[f"self-speculative a={alpha}"] = SelfSpeculativeDecoding(
+            adapter, gate_for(alpha), max_draft=args.max_draft
+        )
     if args.modes:
         strategies = {k: v for k, v in strategies.items() if any(k.startswith(m) for m in args.modes)}
     gates_used = {k: sorted(v.gate.layers) for k, v in strategies.items() if hasattr(v, "gate")}
@@ -174,7 +177,7 @@ def main() -> int:
         "threads": args.threads,
         "new_tokens": args.new_tokens,
         "gate_layers": gates_used,
-        "thresholds": {a: calib.thresholds_for(a) for a in set(args.alphas) | {args.spec_alpha}},
+        "thresholds": {a: calib.thresholds_for(a) for a in {*args.alphas, *args.spec_alphas, *args.copy_alphas}},
         "workloads": {},
     }
     print(f"model: {loaded.source}; torch threads: {args.threads}; gates: {gates_used}", flush=True)
