@@ -71,7 +71,7 @@ def test_self_speculative_equals_greedy(arch: str, pruned: bool) -> None:
         reference = hf_greedy(model, prompt, 30)
         for tau, max_draft in cases:
             gate = HeadGate(heads, {2: tau, 3: tau})
-            for n in (1, 9, 30):
+            for n in (2, 30):
                 out = SelfSpeculativeDecoding(adapter, gate, max_draft=max_draft).generate(torch.tensor(prompt), n)
                 assert out.tokens == reference[:n], (tau, prompt, n, max_draft)
                 drafted += out.drafted
