@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,8 @@ class Calibration:
     entries: list[Threshold]
     tokens: int
     text: str
+    # Per head: agreement of its argmax with the final layer over all calibration tokens (no threshold).
+    overall_agreement: dict[int, float] = field(default_factory=dict)
 
     def thresholds_for(self, alpha: float) -> dict[int, float]:
         found = {e.layer: e.threshold for e in self.entries if math.isclose(e.alpha, alpha)}
@@ -71,20 +73,28 @@ class Calibration:
         return found
 
     def save(self, path: str | Path) -> None:
-        data = {"tokens": self.tokens, "text": self.text, "entries": [asdict(e) for e in self.entries]}
+        data = {
+            "tokens": self.tokens,
+            "text": self.text,
+            "overall_agreement": self.overall_agreement,
+            "entries": [asdict(e) for e in self.entries],
+        }
         Path(path).write_text(json.dumps(data, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
         try:
             data = json.loads(Path(path).read_text())
-            return cls([Threshold(**e) for e in data["entries"]], data["tokens"], data["text"])
+            overall = {int(k): float(v) for k, v in data.get("overall_agreement", {}).items()}
+            return cls([Threshold(**e) for e in data["entries"]], data["tokens"], data["text"], overall)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"cannot read calibration {path}: {err}") from err
 
     def to_markdown(self) -> str:
+        overall = ", ".join(f"layer {k}: {v:.3f}" for k, v in sorted(self.overall_agreement.items()))
         lines = [
             f"calibration on {self.tokens} tokens of {self.text}",
+            f"head agreement with the final layer on all tokens: {overall}",
             "",
             "| alpha | layer | entropy threshold | exit share | agreement |",
             "|---|---|---|---|---|",
@@ -120,7 +130,8 @@ def calibrate(scores: dict[str, Any], alphas: list[float], tokens: int, text: st
         for layer, ent in scores["entropy"].items():
             thr, k, acc = entropy_threshold(ent, scores["agree"][layer], alpha)
             entries.append(Threshold(layer, alpha, thr, k / ent.numel(), acc))
-    return Calibration(entries, tokens, text)
+    overall = {layer: float(agree.float().mean()) for layer, agree in scores["agree"].items()}
+    return Calibration(entries, tokens, text, overall)
 
 
 def calibrate_file(
