@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
-import numpy as np
+if __name__ == "__main__":  # BLAS pools read their thread count once, at import: set it before numpy loads
+    _threads = os.environ.get("BEEX_GEMM_THREADS") or next(
+        (a.split("=")[1] for a in os.sys.argv if a.startswith("--threads=")), None
+    )
+    if "--threads" in os.sys.argv:
+        _threads = os.sys.argv[os.sys.argv.index("--threads") + 1]
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _threads or "1"
+
+import numpy as np  # noqa: E402
 
 # (M, K, N): one sentence (25 tokens) through d=256 q|k|v and SLFN s1|f1; the anchors' shapes; a batch of 64.
 SHAPES = [(1, 256, 768), (25, 256, 768), (25, 256, 1024), (25, 512, 256), (1, 512, 2048), (128, 512, 512),
