@@ -85,8 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {docs} and plots in {out}")
         return 0
     except BeexError as err:
+        # An interrupted training (Ctrl-C) lands here too: its checkpoint is saved, and so is every finished
+        # run in the results JSON; the same command continues.
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        if not args.render_only:
+            print("run the same command again to continue where the report stopped", file=sys.stderr)
+        return getattr(err, "exit_code", 2)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -64,6 +64,9 @@ ABLATION_NOTES: dict[str, str] = {
 }
 
 PROFILES = ("ci", "quick", "full")
+# A quarter of SST-2's 67k phrases (256 steps of 64): ablations compare choices under one budget, they need
+# not reach the best score, and six variants x a full epoch would cost as much as the whole main grid.
+SST2_ABLATION_BUDGET = {"max_train_samples": 16384}
 
 
 @dataclass
@@ -108,10 +111,12 @@ class ProfileSettings:
     epochs: dict[str, float]  # per task
     model: dict[str, Any] = field(default_factory=dict)  # common config overrides (ci: a tiny model)
     ablation_tasks: tuple[str, ...] = ()
-    ablation_training: dict[str, Any] = field(default_factory=dict)  # overrides for the ablation runs
+    # Per task, TrainingArguments overrides for its ablation runs (a reduced budget on the large SST-2).
+    ablation_training: dict[str, dict[str, Any]] = field(default_factory=dict)
     ablation_variants: tuple[str, ...] = tuple(ABLATION_VARIANTS)
     max_dev_samples: int | None = None  # ci only: evaluate on the first dev samples
     latency_samples: int = 256
+    latency_batch1_samples: int = 64
     latency_reps: int = 3
     latency_threads: int = 1
     # torch threads for training and evaluation (not part of a run's identity: a run may resume with
@@ -160,6 +165,7 @@ def profile_settings(profile: str, tasks: tuple[str, ...] | None = None) -> Prof
             ablation_variants=("W1A32", "pre-LN"),
             max_dev_samples=160,
             latency_samples=16,
+            latency_batch1_samples=8,
             latency_reps=1,
         )
         default_seeds, default_epochs = (1,), 1.0
@@ -171,8 +177,7 @@ def profile_settings(profile: str, tasks: tuple[str, ...] | None = None) -> Prof
             training=_common_training(),
             epochs={},
             ablation_tasks=("sst2",),
-            # A quarter of SST-2's 67k phrases: ablations compare choices, they need not reach the best score.
-            ablation_training={"max_train_samples": 16384},
+            ablation_training={"sst2": SST2_ABLATION_BUDGET},
         )
         default_seeds, default_epochs = (1,), 1.0
     elif profile == "full":
@@ -195,6 +200,7 @@ def profile_settings(profile: str, tasks: tuple[str, ...] | None = None) -> Prof
                 "mnli": 1.0,
             },  # fmt: skip
             ablation_tasks=("sst2", "rte"),
+            ablation_training={"sst2": SST2_ABLATION_BUDGET},
             latency_reps=5,
         )
         default_seeds, default_epochs = (1, 2, 3), 1.0
@@ -238,7 +244,7 @@ def build_plan(settings: ProfileSettings, tasks: list[str]) -> list[RunSpec]:
     for task in settings.ablation_tasks:
         if task not in tasks:
             continue
-        training = {**settings.training, "epochs": settings.epochs[task], **settings.ablation_training}
+        training = {**settings.training, "epochs": settings.epochs[task], **settings.ablation_training.get(task, {})}
         for seed in settings.seeds[task]:
             for variant in settings.ablation_variants:
                 overrides = ABLATION_VARIANTS[variant]

@@ -306,7 +306,8 @@ def render(results: dict[str, Any], docs_path: Path, plot_dir: Path, json_path: 
         lat = some["latency"]
         md += [
             f"Milliseconds per sample, median of {lat['reps']} interleaved repetitions over the first "
-            f"{lat['n_samples']} dev samples, {lat['threads']} thread(s) for both, from token ids. PyTorch runs "
+            f"{lat['batches']['1'].get('n_samples', lat['n_samples'])} (batch 1) and {lat['n_samples']} (batch 64) "
+            f"dev samples, {lat['threads']} thread(s) for both, from token ids. PyTorch runs "
             "the float32 twin of the trained model (its effective weights in float32); EE = early exit with "
             "the rule above (PyTorch: `early_exit` with batch compaction). Speed-ups are means over seeds; "
             "the ms columns are from the first seed. The machine was shared with other jobs.",
@@ -370,10 +371,12 @@ def render(results: dict[str, Any], docs_path: Path, plot_dir: Path, json_path: 
     md += ["", "## 6. Ablations (W1A32, one choice changed at a time)", ""]
     if abl:
         abl_tasks = list(dict.fromkeys(e["task"] for e in abl))
-        budget = {k: v for k, v in profile.get("ablation_training", {}).items()}
+        budget = profile.get("ablation_training", {})
         md += [
             "Each row changes one choice of the default model and is trained with the same budget as its "
-            "baseline (first row)" + (f"; ablation runs use {json.dumps(budget)}" if budget else "") + ".",
+            "baseline (first row of each task)"
+            + (f"; per task, ablation runs change the training budget by {json.dumps(budget)}" if budget else "")
+            + ". Training minutes are the trainer's clock (optimizer steps and dev evaluations).",
             "",
         ]
         rows = []

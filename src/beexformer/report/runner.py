@@ -212,7 +212,8 @@ def evaluate_run(
         packed_report = evaluation_report(task, config, packed_data, rule)
         record["packed_metric_early_exit"] = packed_report["metric_early_exit"]
         record["packed_max_abs_logit_diff"] = float(np.abs(packed_data.logits - data.logits).max())
-        # --- latency on the first dev samples ---
+    if binarized and spec.group == "main":
+        # --- latency on the first dev samples (main runs only: ablations compare accuracy and exits) ---
         from beexformer.report.latency import measure_latency
 
         subset = examples[: settings.latency_samples]
@@ -225,7 +226,9 @@ def evaluate_run(
             rule,
             reps=settings.latency_reps,
             threads=settings.latency_threads,
+            batch1_samples=settings.latency_batch1_samples,
         )
+    if binarized:
         (run_dir / "model.beex").unlink()  # the file was measured; the report keeps only its numbers
     else:
         size.update(packed_bytes=None, size_ratio=1.0)
@@ -247,6 +250,7 @@ def eval_settings(settings: ProfileSettings) -> dict[str, Any]:
     return {
         "max_dev_samples": settings.max_dev_samples,
         "latency_samples": settings.latency_samples,
+        "latency_batch1_samples": settings.latency_batch1_samples,
         "latency_reps": settings.latency_reps,
         "latency_threads": settings.latency_threads,
     }
