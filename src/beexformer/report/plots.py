@@ -38,7 +38,7 @@ def _pct(stat: dict[str, Any]) -> tuple[float, float]:
 def plot_metric_summary(entries: list[dict[str, Any]], tasks: list[str], variants: list[str], path: Path) -> None:
     """Dev metric without (hatched) and with early exit per task and variant, mean and std over seeds."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(tasks) + 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.6 * len(tasks) + 2), 4.4))
     width = 0.8 / (2 * len(variants))
     index = {(e["task"], e["variant"]): e for e in entries}
     for v, variant in enumerate(variants):
@@ -58,7 +58,7 @@ def plot_metric_summary(entries: list[dict[str, Any]], tasks: list[str], variant
     ax.set_xticks(range(len(tasks)))
     ax.set_xticklabels(tasks)
     ax.set_ylabel("dev metric (%; CoLA: MCC, STS-B: Pearson)")
-    ax.set_title("Dev metric without (hatched) and with early exit; bars: std over seeds")
+    ax.set_title("Dev metric: hatched = all blocks, solid = early exit\n(error bars: std over seeds)", fontsize=10)
     ax.axhline(0, color="black", lw=0.5)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, ncol=len(variants), loc="upper center", bbox_to_anchor=(0.5, -0.1))
