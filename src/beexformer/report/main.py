@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "(1 suits a shared machine; latency is always measured with 1)")  # fmt: skip
     p.add_argument("--render-only", action="store_true", help="only re-render markdown and plots from the JSON")
     p.add_argument("--plan-only", action="store_true", help="print the plan and exit")
+    p.add_argument("--estimate", action="store_true", help="time a few steps of each task and model of the "
+                   "plan, write OUT/estimate-PROFILE.json with the expected duration, and exit")  # fmt: skip
+    p.add_argument("--estimate-steps", type=int, default=6, help="optimizer steps timed per task and model")
     return p.parse_args(argv)
 
 
@@ -68,6 +71,22 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if not tasks:
                 raise BeexError(f"no task has its files under {args.data_dir}")
+            if args.estimate:
+                from beexformer.report.estimate import estimate
+
+                known = {}  # step costs another profile's estimate already measured
+                for other in sorted(out.glob("estimate-*.json")):
+                    known.update(json.loads(other.read_text()).get("measured", {}))
+                result = estimate(settings, plan, args.data_dir, args.estimate_steps, known=known)
+                out.mkdir(parents=True, exist_ok=True)
+                path = out / f"estimate-{args.profile}.json"
+                path.write_text(json.dumps(result, indent=1) + "\n")
+                print(
+                    f"{args.profile}: about {60 * result['total_cpu_hours']:.0f} min on an idle core "
+                    f"(CPU time), {60 * result['total_wall_hours_at_this_load']:.0f} min at the current load; "
+                    f"wrote {path}"
+                )
+                return 0
             work_dir = Path(args.work_dir or f"runs/reproduce-{args.profile}")
             header = {
                 "command": command_line(),
