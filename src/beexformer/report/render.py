@@ -54,8 +54,8 @@ def _pm(stat: dict[str, Any], scale: float = 100.0, digits: int = 2, suffix: str
     """mean ± std (std only over more than one seed)."""
     if stat is None or stat.get("mean") is None:
         return "-"
-    mean = f"{scale * stat['mean']:.{digits}f}{suffix}"
-    return f"{mean} ± {scale * stat['std']:.{digits}f}" if stat["n"] > 1 else mean
+    mean = f"{scale * stat['mean']:.{digits}f}"
+    return (f"{mean} ± {scale * stat['std']:.{digits}f}" if stat["n"] > 1 else mean) + suffix
 
 
 def _x(stat: dict[str, Any] | None) -> str:
