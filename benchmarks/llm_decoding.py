@@ -36,6 +36,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--alphas", type=float, nargs="+", default=[0.9, 0.95])
     p.add_argument("--gate-layers", type=int, nargs="+", default=None, help="default: chosen from calibration")
     p.add_argument("--spec-alphas", type=float, nargs="+", default=[0.8], help="levels whose thresholds the drafts use")
+    p.add_argument(
+        "--adaptive-alphas",
+        type=float,
+        nargs="+",
+        default=[0.8, 0.9],
+        help="self-speculative with per-layer break-even acceptance floors from this run's costs",
+    )
     p.add_argument("--copy-alphas", type=float, nargs="+", default=[0.9], help="levels for the KV-copy fill")
     p.add_argument("--max-draft", type=int, default=8)
     p.add_argument("--passages", type=int, default=10)
@@ -137,6 +144,7 @@ def main() -> int:
     from beexformer.llm.calibration import Calibration
     from beexformer.llm.gates import HeadGate
     from beexformer.llm.generation import EarlyExitDecoding, FullDecoding, SelfSpeculativeDecoding
+    from beexformer.llm.generation.strategies import break_even_acceptance
     from beexformer.llm.heads import ExitHeads
     from beexformer.llm.loading import load_model
 
@@ -162,6 +170,21 @@ def main() -> int:
         strategies[f"self-speculative a={alpha}"] = SelfSpeculativeDecoding(
             adapter, gate_for(alpha), max_draft=args.max_draft
         )
+    # Measured before the runs so that the adaptive policy uses this run's costs.
+    with torch.no_grad():
+        costs = measure_costs(adapter, heads)
+    c1 = costs["layer_ms"][1]
+    row_cost = (costs["layer_ms"][2] - c1) / c1
+    head_cost = costs["full_head_ms"] / c1
+    head_row_cost = (costs["full_head_ms_5rows"] - costs["full_head_ms"]) / 4 / costs["full_head_ms"]
+    adaptive_floors: dict[str, dict[int, float]] = {}
+    for alpha in args.adaptive_alphas:
+        gate = gate_for(alpha)
+        floors = {layer: break_even_acceptance(layer, num, row_cost, head_cost, head_row_cost) for layer in gate.layers}
+        adaptive_floors[str(alpha)] = floors
+        strategies[f"self-speculative-adaptive a={alpha}"] = SelfSpeculativeDecoding(
+            adapter, gate, max_draft=args.max_draft, min_acceptance=floors
+        )
     if args.modes:
         strategies = {k: v for k, v in strategies.items() if any(k.startswith(m) for m in args.modes)}
     gates_used = {k: sorted(v.gate.layers) for k, v in strategies.items() if hasattr(v, "gate")}
@@ -177,7 +200,11 @@ def main() -> int:
         "threads": args.threads,
         "new_tokens": args.new_tokens,
         "gate_layers": gates_used,
-        "thresholds": {a: calib.thresholds_for(a) for a in {*args.alphas, *args.spec_alphas, *args.copy_alphas}},
+        "thresholds": {
+            a: calib.thresholds_for(a)
+            for a in {*args.alphas, *args.spec_alphas, *args.copy_alphas, *args.adaptive_alphas}
+        },
+        "adaptive_acceptance_floors": adaptive_floors,
         "workloads": {},
     }
     print(f"model: {loaded.source}; torch threads: {args.threads}; gates: {gates_used}", flush=True)
@@ -204,8 +231,7 @@ def main() -> int:
                 acc[name]["seconds"] += secs
             print(f"{wname} {i + 1}/{len(items)}", flush=True)
         report["workloads"][wname] = summarize(acc, items, adapter, num, teacher_forced_agreement)
-    with torch.no_grad():
-        report["costs_ms"] = measure_costs(adapter, heads)
+    report["costs_ms"] = costs
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     from llm_cost_model import predict

@@ -66,14 +66,18 @@ def test_self_speculative_equals_greedy(arch: str, pruned: bool) -> None:
     adapter = adapter_for(model)
     heads = own_heads(adapter, [2, 3], pruned)
     drafted = accepted = 0
-    cases = [(0.5, 1), (2.0, 3), (10.0, 8)]  # (entropy threshold, longest draft)
+    # (entropy threshold, longest draft, acceptance floor per layer for the adaptive policy)
+    cases = [(0.5, 1, None), (2.0, 3, None), (10.0, 8, None), (10.0, 4, {2: 0.9, 3: 0.5})]
     for prompt in PROMPTS:
         reference = hf_greedy(model, prompt, 30)
-        for tau, max_draft in cases:
+        for tau, max_draft, floors in cases:
             gate = HeadGate(heads, {2: tau, 3: tau})
+            strategy = SelfSpeculativeDecoding(
+                adapter, gate, max_draft=max_draft, min_acceptance=floors, warmup_drafts=2
+            )
             for n in (2, 30):
-                out = SelfSpeculativeDecoding(adapter, gate, max_draft=max_draft).generate(torch.tensor(prompt), n)
-                assert out.tokens == reference[:n], (tau, prompt, n, max_draft)
+                out = strategy.generate(torch.tensor(prompt), n)
+                assert out.tokens == reference[:n], (tau, prompt, n, max_draft, floors)
                 drafted += out.drafted
                 accepted += out.accepted
     # Both paths ran: drafts that the full model confirmed and drafts it rejected (cache cropped).
@@ -168,3 +172,20 @@ def test_work_counters_match_the_schedule(arch: str) -> None:
     # The gate is asked once per draft, plus at most once per verify pass (not when the draft is full).
     assert spec.drafted <= spec.gate_calls <= spec.drafted + spec.full_passes
     assert max(spec.layer_calls) == max(spec.draft_lengths) + 1
+
+
+def test_adaptive_policy_stops_drafting_from_a_bad_layer() -> None:
+    """A layer whose drafts are always rejected stops drafting after the warm-up drafts."""
+    model = tiny_model("llama")
+    adapter = adapter_for(model)
+
+    def wrong(depth: int, hidden: torch.Tensor) -> int:
+        return (int(adapter.logits(hidden).argmax()) + 1) % VOCAB
+
+    wrong.layers = frozenset({2})  # type: ignore[attr-defined]
+    prompt = torch.tensor(PROMPTS[0])
+    eager = SelfSpeculativeDecoding(adapter, wrong, max_draft=1)  # type: ignore[arg-type]
+    adaptive = SelfSpeculativeDecoding(adapter, wrong, max_draft=1, min_acceptance={2: 0.5}, warmup_drafts=3)  # type: ignore[arg-type]
+    a, b = eager.generate(prompt, 20), adaptive.generate(prompt, 20)
+    assert a.tokens == b.tokens
+    assert b.drafted == 3 < a.drafted

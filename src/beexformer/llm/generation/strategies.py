@@ -6,6 +6,8 @@ two different forward implementations. Batch size is 1: each prompt is decoded o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 
 from beexformer.llm.adapters import ModelAdapter
@@ -87,10 +89,22 @@ class SelfSpeculativeDecoding(DecodingStrategy):
 
     name = "self-speculative"
 
-    def __init__(self, adapter: ModelAdapter, gate: HeadGate, max_draft: int = 8) -> None:
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        gate: HeadGate,
+        max_draft: int = 8,
+        min_acceptance: Mapping[int, float] | None = None,
+        warmup_drafts: int = 4,
+    ) -> None:
         super().__init__(adapter)
         self.gate = gate
         self.max_draft = max_draft
+        # Per gate layer: the acceptance rate below which drafting from it loses time (see
+        # break_even_acceptance). After `warmup_drafts` drafts from a layer, a layer whose running acceptance
+        # in this generation is below it stops drafting for the rest of the generation.
+        self.min_acceptance = dict(min_acceptance or {})
+        self.warmup_drafts = warmup_drafts
 
     def _generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
         num = self.adapter.num_layers
@@ -99,7 +113,9 @@ class SelfSpeculativeDecoding(DecodingStrategy):
         base = input_ids.numel()  # position of the first input not yet verified
         drafts: list[int] = []
         draft_depths: list[int] = []
-        layers = self.gate.layers
+        layers = set(self.gate.layers)
+        tried: dict[int, int] = dict.fromkeys(layers, 0)
+        kept: dict[int, int] = dict.fromkeys(layers, 0)
         while not _done(result.tokens, max_new_tokens, eos_token_id):
             room = len(result.tokens) + len(drafts) + 1 < max_new_tokens and len(drafts) < self.max_draft
             token = drafts[-1] if drafts else result.tokens[-1]
@@ -122,7 +138,32 @@ class SelfSpeculativeDecoding(DecodingStrategy):
                 result.drafted += len(drafts)
                 result.accepted += accepted
                 result.draft_lengths.append(len(drafts))
+                self._update_layers(layers, tried, kept, draft_depths, accepted)
             base += accepted + 1
             drafts, draft_depths = [], []
         record_work(result, state)
         return truncate_at_eos(result, max_new_tokens, eos_token_id)
+
+    def _update_layers(
+        self, layers: set[int], tried: dict[int, int], kept: dict[int, int], depths: list[int], accepted: int
+    ) -> None:
+        """Count drafts per layer (a draft after the first rejection counts as lost: its work was wasted)."""
+        for i, depth in enumerate(depths):
+            tried[depth] += 1
+            kept[depth] += i < accepted
+        for depth in list(layers):
+            floor = self.min_acceptance.get(depth)
+            if floor is not None and tried[depth] >= self.warmup_drafts and kept[depth] < floor * tried[depth]:
+                layers.discard(depth)
+
+
+def break_even_acceptance(
+    layer: int, num_layers: int, row_cost: float, head_cost: float, head_row_cost: float
+) -> float:
+    """Acceptance rate at which drafting from `layer` neither gains nor loses time, in units of one decoder
+    layer for one row: an accepted draft saves its (L - l) remaining one-row passes except the marginal cost
+    of an extra row (row_cost each) and the head except its marginal row; a rejected draft loses its l layers,
+    its extra rows and its head row. p* = (l + (L - l) row_cost + head_cost head_row_cost) / (L + head_cost).
+    """
+    lost = layer + (num_layers - layer) * row_cost + head_cost * head_row_cost
+    return lost / (num_layers + head_cost)
