@@ -135,9 +135,39 @@ def to_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def speculative_speedup(unit: UnitCosts, layers: int, draft_layer: int, drafts: int, accept: float) -> float:
+    """Closed form: every cycle drafts `drafts` tokens from `draft_layer`, each accepted with probability
+    `accept` given the previous ones were (geometric prefix), then one verify pass with drafts + 1 rows.
+    Gate cost is charged once per draft and once for the unsure token."""
+    tokens = 1 + sum(accept**i for i in range(1, drafts + 1))
+    k = drafts + 1
+    cost = k * (draft_layer * unit.layer[1] + unit.gate)
+    cost += (layers - draft_layer) * _interp(unit.layer, k) + _interp(unit.head, k)
+    return tokens * unit.plain_ms(1, layers) / cost
+
+
+def what_if(report: dict[str, Any]) -> str:
+    """Speed-up of self-speculation for a few (draft layer, drafts, acceptance) on this CPU and 7B shape."""
+    unit = measured_costs(report["costs_ms"])
+    big = scaled_costs(unit, LLAMA_7B, SMOLLM2_135M)
+    lines = [
+        "| model, costs | draft layer / L | drafts per cycle | acceptance per draft | speed-up |",
+        "|---|---|---|---|---|",
+    ]
+    for name, u, layers, frac in (("SmolLM2-135M, this CPU", unit, 30, 1.0), ("LLaMA-2-7B shape", big, 32, 1.0)):
+        for depth in (0.2, 0.25):
+            for drafts, accept in ((1, 0.6), (3, 0.6), (3, 0.8), (4, 0.9)):
+                layer = round(depth * layers * frac)
+                sp = speculative_speedup(u, layers, layer, drafts, accept)
+                lines.append(f"| {name} | {layer} / {layers} | {drafts} | {accept} | {sp:.2f}x |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     report = json.loads(Path(sys.argv[1]).read_text())
     print(to_markdown(predict(report)))
+    print()
+    print(what_if(report))
     return 0
 
 
