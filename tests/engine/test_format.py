@@ -74,9 +74,7 @@ def _rewrite(path, tmp_path, mutate) -> str:
         (lambda t, m: t.pop("blocks.0.attn.q.bits"), "missing tensors"),
         (lambda t, m: t.__setitem__("blocks.0.attn.q.bits", t["blocks.0.attn.q.bits"][:1]), "expected"),
         (
-            lambda t, m: t.__setitem__(
-                "blocks.0.norm1.weight", t["blocks.0.norm1.weight"].astype(np.float64)
-            ),
+            lambda t, m: t.__setitem__("blocks.0.norm1.weight", t["blocks.0.norm1.weight"].astype(np.float64)),
             "expected",
         ),
         (lambda t, m: t["blocks.1.norm2.bias"].__setitem__(0, np.nan), "NaN"),

@@ -162,9 +162,7 @@ def test_attention_matches_numpy(ks):
             p = np.exp(s - s.max(axis=1, keepdims=True))
             p /= p.sum(axis=1, keepdims=True)
             ref = p @ v
-            np.testing.assert_allclose(
-                ctx[offsets[b] : offsets[b + 1], h * dh : (h + 1) * dh], ref, atol=2e-6
-            )
+            np.testing.assert_allclose(ctx[offsets[b] : offsets[b + 1], h * dh : (h + 1) * dh], ref, atol=2e-6)
 
 
 def test_layernorm_and_pool():

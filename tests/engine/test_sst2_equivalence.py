@@ -80,9 +80,7 @@ def test_sst2_dev_equivalence(sst2, act_bits, tmp_path, one_thread):
         act_bits=act_bits,
     )
     model = _train(config, encoder, train)
-    path = export_model(
-        model, encoder.save(tmp_path / "tok"), tmp_path / "sst2.beex", task_info={"max_len": MAX_LEN}
-    )
+    path = export_model(model, encoder.save(tmp_path / "tok"), tmp_path / "sst2.beex", task_info={"max_len": MAX_LEN})
     packed = PackedModel.load(path)
 
     texts = [e.text_a for e in dev]
@@ -90,9 +88,7 @@ def test_sst2_dev_equivalence(sst2, act_bits, tmp_path, one_thread):
     batch = encoder.encode_texts(texts, None, MAX_LEN)
     assert ids == batch.input_ids and segs == batch.token_type_ids
 
-    b = collate(
-        [{"input_ids": i, "token_type_ids": s} for i, s in zip(ids, segs, strict=True)], encoder.pad_id
-    )
+    b = collate([{"input_ids": i, "token_type_ids": s} for i, s in zip(ids, segs, strict=True)], encoder.pad_id)
     args = (b["input_ids"], b["attention_mask"], b["token_type_ids"])
     with torch.no_grad():
         ref_all = model(*args).exit_logits.numpy()

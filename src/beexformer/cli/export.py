@@ -24,9 +24,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (its best/ model) or model directory")
     p.add_argument("--out", required=True, metavar="MODEL", help="packed model file to write, e.g. sst2.beex")
-    p.add_argument(
-        "--check", action="store_true", help="reload the file and compare with PyTorch on random inputs"
-    )
+    p.add_argument("--check", action="store_true", help="reload the file and compare with PyTorch on random inputs")
     p.set_defaults(func=run)
 
 
