@@ -88,14 +88,19 @@ def _why_not(e: dict[str, Any], run: dict[str, Any]) -> list[str]:
     if size is not None and size < GOAL_SIZE:
         parts = run["size"].get("packed_parts") or {}
         total = max(run["size"].get("packed_bytes") or 1, 1)
-        floats = parts.get("float32 tensors", 0)
-        tok = parts.get("tokenizer (zlib)", 0)
+        share = run["size"]["binary_share"]
+        bound = 32 / (32 - 31 * share)  # 1 bit per binarized parameter, 32 per other, nothing else
+        pieces = ", ".join(f"{name} {100 * b / total:.1f} %" for name, b in parts.items())
         reasons.append(
-            f"{task}: size {size:.2f}x < {GOAL_SIZE}x. Of the {total:,}-byte packed file, {100 * floats / total:.0f} % "
-            f"are float32 tensors (biases, LayerNorms, segment table, the full-precision exit heads) and "
-            f"{100 * tok / total:.0f} % the tokenizer; only {100 * run['size']['binary_share']:.1f} % of the "
-            f"parameters are 1-bit, while a {GOAL_SIZE}x ratio needs about 98.4 % (r = 32 / (32 - 31 p)). "
-            f"Without the tokenizer the ratio is {run['size'].get('size_ratio_without_tokenizer') or 0:.2f}x."
+            f"{task}: size {size:.2f}x < {GOAL_SIZE}x. {100 * share:.1f} % of the parameters are 1-bit, which "
+            f"bounds the ratio at {bound:.2f}x (r = 32 / (32 - 31 p)); "
+            + (
+                f"the file holds more than bits: of its {total:,} bytes, {pieces}. "
+                if bound >= GOAL_SIZE
+                else "the float32 parts (biases, LayerNorms, segment table, full-precision exit heads) are too "
+                f"large a share for {GOAL_SIZE}x, whatever the file format; of its {total:,} bytes, {pieces}. "
+            )
+            + f"Without the tokenizer the ratio is {run['size'].get('size_ratio_without_tokenizer') or 0:.2f}x."
         )
     flops = e["flops_saved"]["mean"]
     if flops is not None and flops < GOAL_FLOPS and e["exit_rule"] == "fractional_entropy":
