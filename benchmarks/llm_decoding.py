@@ -43,6 +43,9 @@ def parse_args() -> argparse.Namespace:
         default=[0.8, 0.9],
         help="self-speculative with per-layer break-even acceptance floors from this run's costs",
     )
+    p.add_argument(
+        "--spec-gate-layers", type=int, nargs="+", default=None, help="extra self-speculative modes gated only here"
+    )
     p.add_argument("--copy-alphas", type=float, nargs="+", default=[0.9], help="levels for the KV-copy fill")
     p.add_argument("--max-draft", type=int, default=8)
     p.add_argument("--passages", type=int, default=10)
@@ -170,6 +173,14 @@ def main() -> int:
         strategies[f"self-speculative a={alpha}"] = SelfSpeculativeDecoding(
             adapter, gate_for(alpha), max_draft=args.max_draft
         )
+    if args.spec_gate_layers:
+        only = set(args.spec_gate_layers)
+        for alpha in args.spec_alphas:
+            thr = {k: v for k, v in calib.thresholds_for(alpha).items() if k in only}
+            label = ",".join(str(x) for x in sorted(only))
+            strategies[f"self-speculative a={alpha} gates={label}"] = SelfSpeculativeDecoding(
+                adapter, HeadGate(heads, thr), max_draft=args.max_draft
+            )
     # Measured before the runs so that the adaptive policy uses this run's costs.
     with torch.no_grad():
         costs = measure_costs(adapter, heads)
