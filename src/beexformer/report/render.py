@@ -315,7 +315,9 @@ def render(results: dict[str, Any], docs_path: Path, plot_dir: Path, json_path: 
             f"dev samples, {lat['threads']} thread(s) for both, from token ids. PyTorch runs "
             "the float32 twin of the trained model (its effective weights in float32); EE = early exit with "
             "the rule above (PyTorch: `early_exit` with batch compaction). Speed-ups are means over seeds; "
-            "the ms columns are from the first seed. The machine was shared with other jobs.",
+            "the ms columns are from the first seed. The machine was shared with other jobs. numpy's BLAS "
+            "threads (the packed runtime's float matmuls): "
+            f"OPENBLAS_NUM_THREADS={env.get('blas_threads_env', {}).get('OPENBLAS_NUM_THREADS')}.",
             "",
         ]
         md += _table(
