@@ -46,3 +46,10 @@ def test_eval_and_train_prompts_are_disjoint() -> None:
         sys.path.remove(str(BENCH))
     assert len(EVAL_PROMPTS) == 20
     assert not {p.lower() for p in EVAL_PROMPTS} & {p.lower() for p in TRAIN_PROMPTS}
+
+
+def test_train_heads_refuses_to_overwrite_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "heads.safetensors"
+    (tmp_path / "heads.safetensors.ckpt.pt").write_bytes(b"x")
+    assert main(["llm", "train-heads", "--text", "t.txt", "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err

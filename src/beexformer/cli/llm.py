@@ -195,38 +195,29 @@ def _parse_text_arg(spec: str) -> tuple[str, float]:
 
 
 def cmd_train_heads(args: argparse.Namespace) -> int:
-    from beexformer.llm.heads import ExitHeads
-    from beexformer.llm.training import TrainConfig, train_heads
+    import torch
+
+    from beexformer.llm.heads import ExitHeads, default_head_layers
+    from beexformer.llm.training import TrainConfig, top_tokens, train_heads
     from beexformer.llm.training_data import load_or_extract_features
 
     if args.steps < 1 or args.batch_tokens < 1:
         raise ConfigError("--steps and --batch-tokens must be >= 1")
-    loaded, adapter = _setup(args)
-    from beexformer.llm.heads import default_head_layers
-
-    layers = args.layers or default_head_layers(adapter.num_layers)
-    texts = [_parse_text_arg(t) for t in args.text]
-    features = load_or_extract_features(
-        adapter,
-        loaded.tokenizer,
-        texts,
-        layers,
-        args.max_tokens,
-        args.seq_len,
-        args.model,
-        args.cache_dir,
-        _log,
-    )
-    from beexformer.llm.training import top_tokens
-
-    token_ids = top_tokens(features.argmax, args.vocab, adapter.vocab_size) if args.vocab > 0 else None
-    if token_ids is not None:
-        covered = float(torch_isin(features.argmax, token_ids).float().mean())
-        _log(f"pruned vocabulary: {token_ids.numel()} tokens cover {covered:.1%} of the model's greedy tokens")
-    heads = ExitHeads.create(adapter, layers, token_ids, args.model)
+    # Checked before the (long) feature pass, not after it.
     checkpoint = args.out.with_name(args.out.name + ".ckpt.pt")
     if checkpoint.exists() and not args.resume:
         raise ConfigError(f"{checkpoint} exists: pass --resume to continue it, or delete it to start over")
+    loaded, adapter = _setup(args)
+    layers = args.layers or default_head_layers(adapter.num_layers)
+    texts = [_parse_text_arg(t) for t in args.text]
+    features = load_or_extract_features(
+        adapter, loaded.tokenizer, texts, layers, args.max_tokens, args.seq_len, args.model, args.cache_dir, _log
+    )
+    token_ids = top_tokens(features.argmax, args.vocab, adapter.vocab_size) if args.vocab > 0 else None
+    if token_ids is not None:
+        covered = float(torch.isin(features.argmax, token_ids).float().mean())
+        _log(f"pruned vocabulary: {token_ids.numel()} tokens cover {covered:.1%} of the model's greedy tokens")
+    heads = ExitHeads.create(adapter, layers, token_ids, args.model)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(args.steps, args.batch_tokens, args.lr, checkpoint_every=args.checkpoint_every, seed=args.seed)
     report = train_heads(adapter, heads, features, cfg, checkpoint, _log)
@@ -234,12 +225,6 @@ def cmd_train_heads(args: argparse.Namespace) -> int:
     _log(f"saved {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) after {report.steps} steps")
     print(json.dumps({"heads": str(args.out), "layers": layers, "final_kl": report.losses}))
     return 0
-
-
-def torch_isin(values: Any, test: Any) -> Any:
-    import torch
-
-    return torch.isin(values, test)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
