@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from beexformer.data.glue import Example, iter_texts, load_split
-from beexformer.data.tokenizer import SPECIAL_TOKENS, TextEncoder, _truncate_pair
+from beexformer.data.tokenizer import SPECIAL_TOKENS, TextEncoder, truncate_pair
 from beexformer.errors import ConfigError, DataError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "glue"
@@ -73,11 +73,11 @@ def _longest_first_loop(la: int, lb: int, budget: int) -> tuple[int, int]:
     return la, lb
 
 
-def test_truncate_pair_matches_loop() -> None:
+def testtruncate_pair_matches_loop() -> None:
     for budget in range(0, 12):
         for la in range(0, 15):
             for lb in range(0, 15):
-                assert _truncate_pair(la, lb, budget) == _longest_first_loop(la, lb, budget), (la, lb, budget)
+                assert truncate_pair(la, lb, budget) == _longest_first_loop(la, lb, budget), (la, lb, budget)
 
 
 def test_truncation_and_count(encoder: TextEncoder) -> None:

@@ -50,7 +50,7 @@ class EncodedBatch:
         return [len(ids) for ids in self.input_ids]
 
 
-def _truncate_pair(la: int, lb: int, budget: int) -> tuple[int, int]:
+def truncate_pair(la: int, lb: int, budget: int) -> tuple[int, int]:
     """Lengths of a and b after longest-first truncation to ``la + lb <= budget``.
 
     Closed form of the one-token-at-a-time loop (trim the longer, ``b`` on a tie): if the shorter one fits
@@ -309,7 +309,7 @@ class TextEncoder:
                 out.token_type_ids.append([0] * (len(a) + 2))
             else:
                 budget = max_length - 3
-                na, nb = _truncate_pair(len(a), len(b), budget)
+                na, nb = truncate_pair(len(a), len(b), budget)
                 if na < len(a) or nb < len(b):
                     out.n_truncated += 1
                 out.input_ids.append([cls_id, *a[:na], sep_id, *b[:nb], sep_id])

@@ -1,8 +1,7 @@
 """Tokenization for the packed runtime, without torch.
 
-`beexformer.data` imports torch (its collate module), so the runtime cannot use `TextEncoder` directly. This
-class reproduces `TextEncoder.encode_texts` exactly (same ``[CLS] a [SEP] b [SEP]`` layout, segment ids and
-longest-first truncation; `tests/engine/test_text.py` checks the two agree) on the tokenizer the packed
+This class reproduces `TextEncoder.encode_texts` exactly (same ``[CLS] a [SEP] b [SEP]`` layout, segment ids and
+longest-first truncation; `tests/engine/test_runtime.py` checks the two agree) on the tokenizer the packed
 file carries.
 """
 
@@ -12,17 +11,8 @@ from collections.abc import Sequence
 
 from tokenizers import Tokenizer
 
+from beexformer.data.tokenizer import truncate_pair
 from beexformer.errors import CheckpointError, ConfigError
-
-
-def truncate_pair(la: int, lb: int, budget: int) -> tuple[int, int]:
-    """Lengths of a and b after longest-first truncation (longer one first, b on a tie) to fit `budget`."""
-    if la + lb <= budget:
-        return la, lb
-    short = min(la, lb)
-    if 2 * short <= budget:
-        return (la, budget - la) if la < lb else (budget - lb, lb)
-    return (budget + 1) // 2, budget // 2
 
 
 class PackedTokenizer:
