@@ -95,9 +95,7 @@ def markdown(results: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True, help="GLUE directory (e.g. ../shared/data/glue)")
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--act-bits", type=int, default=32, choices=(1, 32))

@@ -199,8 +199,7 @@ class NeverExit(ExitRule):
 
 
 EXIT_RULES: dict[str, type[ExitRule]] = {
-    r.name: r
-    for r in (FractionalEntropy, AbsoluteEntropy, MaxProbability, Patience, RegressionPatience, NeverExit)
+    r.name: r for r in (FractionalEntropy, AbsoluteEntropy, MaxProbability, Patience, RegressionPatience, NeverExit)
 }
 
 # Thresholds a sweep tries per rule (design.md section 5 for the paper's delta).

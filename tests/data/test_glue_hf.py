@@ -25,9 +25,7 @@ def _write_parquet(path: Path, columns: dict[str, list[Any]], label_names: list[
     """A parquet file as ``nyu-mll/glue`` ships them: ClassLabel features kept in the schema metadata."""
     features = {name: datasets.Value("string") for name in columns if name != "label"}
     if "label" in columns:
-        features["label"] = (
-            datasets.ClassLabel(names=label_names) if label_names else datasets.Value("float32")
-        )
+        features["label"] = datasets.ClassLabel(names=label_names) if label_names else datasets.Value("float32")
     features["idx"] = datasets.Value("int32")
     n = len(next(iter(columns.values())))
     ds = datasets.Dataset.from_dict({**columns, "idx": list(range(n))}, features=datasets.Features(features))
@@ -82,9 +80,7 @@ def test_stsb_floats_and_test_minus_one(tmp_path: Path) -> None:
 
 
 def test_classification_test_split_minus_one_is_unlabeled(tmp_path: Path) -> None:
-    path = _write_parquet(
-        tmp_path / "sst2-test.parquet", {"sentence": ["good . ", "bad ."], "label": [-1, -1]}, None
-    )
+    path = _write_parquet(tmp_path / "sst2-test.parquet", {"sentence": ["good . ", "bad ."], "label": [-1, -1]}, None)
     got = load_split_hf("sst2", "test", data_files=str(path), cache_dir=tmp_path / "cache")
     assert got == [Example("good .", None, None), Example("bad .", None, None)]
 
@@ -110,9 +106,7 @@ def test_csv_with_int_labels(tmp_path: Path) -> None:
 def test_missing_column(tmp_path: Path) -> None:
     path = tmp_path / "mrpc.jsonl"
     path.write_text(json.dumps({"text": "a", "label": 1}) + "\n", encoding="utf-8")
-    with pytest.raises(
-        DataError, match=r"mrpc\.jsonl: missing column\(s\) sentence1, sentence2 \(found text, label"
-    ):
+    with pytest.raises(DataError, match=r"mrpc\.jsonl: missing column\(s\) sentence1, sentence2 \(found text, label"):
         load_split_hf("mrpc", "train", data_files=str(path), cache_dir=tmp_path / "cache")
 
 
@@ -143,9 +137,7 @@ def test_hub_call_uses_glue_config_and_split(monkeypatch: pytest.MonkeyPatch) ->
         raise ConnectionError("offline")
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
-    with pytest.raises(
-        DataError, match=r"nyu-mll/glue/mnli/validation_matched: cannot load from Hugging Face"
-    ):
+    with pytest.raises(DataError, match=r"nyu-mll/glue/mnli/validation_matched: cannot load from Hugging Face"):
         load_split_hf("MNLI", "dev")
     with pytest.raises(DataError):
         load_split_hf("STS-B", "train")

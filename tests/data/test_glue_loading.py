@@ -67,9 +67,7 @@ def test_task_is_hashable() -> None:
 def test_cola_no_header_and_no_final_newline() -> None:
     train = load_split("cola", "train", FIXTURES)
     assert len(train) == 6
-    assert train[0] == Example(
-        "Our friends won't buy this analysis, let alone the next one we propose.", None, 1
-    )
+    assert train[0] == Example("Our friends won't buy this analysis, let alone the next one we propose.", None, 1)
     assert train[4] == Example("They drank the pub.", None, 0)
     dev = load_split("CoLA", "dev", FIXTURES)  # the fixture, like the original, has no final newline
     assert len(dev) == 6 and dev[-1].text_a == "John talked to Bill about himself."
@@ -235,9 +233,7 @@ def test_resolve_data_dir_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_resolve_data_dir_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("GLUE_DIR", raising=False)
-    with pytest.raises(
-        DataError, match=r"no GLUE data directory given \(pass --data-dir or set the GLUE_DIR"
-    ):
+    with pytest.raises(DataError, match=r"no GLUE data directory given \(pass --data-dir or set the GLUE_DIR"):
         resolve_data_dir(None)
     with pytest.raises(DataError, match=r"nowhere: GLUE data directory not found"):
         resolve_data_dir(tmp_path / "nowhere")
@@ -291,9 +287,7 @@ def test_wrong_header(tmp_path: Path) -> None:
     mrpc = tmp_path / "MRPC"
     mrpc.mkdir()
     shutil.copy(FIXTURES / "RTE" / "train.tsv", mrpc / "train.tsv")
-    with pytest.raises(
-        DataError, match=r"MRPC/train\.tsv:1: header lacks column\(s\) #1 String, #2 String, Quality"
-    ):
+    with pytest.raises(DataError, match=r"MRPC/train\.tsv:1: header lacks column\(s\) #1 String, #2 String, Quality"):
         load_split("mrpc", "train", tmp_path)
 
 
@@ -346,9 +340,7 @@ def test_non_utf8_line(tmp_path: Path) -> None:
         ),
     ],
 )
-def test_unknown_label(
-    tmp_path: Path, task_dir: str, name: str, line: int, old: str, new: str, pattern: str
-) -> None:
+def test_unknown_label(tmp_path: Path, task_dir: str, name: str, line: int, old: str, new: str, pattern: str) -> None:
     path = _copy_task(tmp_path, task_dir) / "train.tsv"
     lines = path.read_text(encoding="utf-8").split("\n")
     assert lines[line - 1].endswith(old)

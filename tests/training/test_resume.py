@@ -73,9 +73,7 @@ def test_sigkill_mid_epoch_then_resume_loses_nothing(glue_dir, tmp_path, uninter
 
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(glue_dir, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        train_cmd(glue_dir, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(train_cmd(glue_dir, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(out / "checkpoints" / "ckpt-000025", proc)
     os.kill(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -25,9 +25,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("model", nargs="?", help="run directory, model directory, or packed file")
     p.add_argument("--full", action="store_true", help="one line per layer instead of per block")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="FIELD=VALUE", help="config field (no model)"
-    )
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="config field (no model)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 

@@ -395,9 +395,7 @@ def _parse_label(task: GlueTask, value: str, path: Path, lineno: int) -> int | f
         except ValueError:
             score = math.nan
         if not math.isfinite(score):
-            raise DataError(
-                f"{path}:{lineno}: label {value!r} is not a number (STS-B scores are floats in 0..5)"
-            )
+            raise DataError(f"{path}:{lineno}: label {value!r} is not a number (STS-B scores are floats in 0..5)")
         if not 0.0 <= score <= 5.0:
             raise DataError(f"{path}:{lineno}: score {value} is outside 0..5 (STS-B similarity scores)")
         return score
@@ -411,9 +409,7 @@ def _parse_label(task: GlueTask, value: str, path: Path, lineno: int) -> int | f
         ) from None
 
 
-def load_split(
-    task: GlueTask | str, split: str, data_dir: str | os.PathLike[str] | None = None
-) -> list[Example]:
+def load_split(task: GlueTask | str, split: str, data_dir: str | os.PathLike[str] | None = None) -> list[Example]:
     """Read one split of a task from a directory in the GLUE download-script layout.
 
     Args:
@@ -522,18 +518,14 @@ def _hf_label(
             return task.label_list.index(value)
         if value in task.file_label_values:
             return task.file_label_values.index(value)
-        raise DataError(
-            f"{where}:{row}: unknown label {value!r} for {task.dir_name} (expected {task.label_list})"
-        )
+        raise DataError(f"{where}:{row}: unknown label {value!r} for {task.dir_name} (expected {task.label_list})")
     index = int(value)
     if index == -1:  # Hugging Face marks the unlabeled GLUE test rows with -1
         return None
     if names and list(names) != task.label_list:
         # A dataset whose ClassLabel order differs from ours: go through the names.
         if not 0 <= index < len(names) or names[index] not in task.label_list:
-            raise DataError(
-                f"{where}:{row}: unknown label {value!r} for {task.dir_name} (names {list(names)})"
-            )
+            raise DataError(f"{where}:{row}: unknown label {value!r} for {task.dir_name} (names {list(names)})")
         return task.label_list.index(names[index])
     if not 0 <= index < task.num_labels:
         raise DataError(

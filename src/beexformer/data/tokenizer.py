@@ -149,11 +149,7 @@ class TextEncoder:
         path = Path(name_or_path).expanduser()
         if path.is_dir() and (path / ENCODER_CONFIG_FILE).is_file():
             return cls.load(path)
-        if (
-            path.is_dir()
-            and (path / TOKENIZER_FILE).is_file()
-            and not (path / "tokenizer_config.json").exists()
-        ):
+        if path.is_dir() and (path / TOKENIZER_FILE).is_file() and not (path / "tokenizer_config.json").exists():
             # A bare tokenizers directory (no Hugging Face config): no need for transformers.
             return cls.load(path)
         if path.is_file() and path.suffix == ".json":
@@ -162,8 +158,7 @@ class TextEncoder:
             from transformers import AutoTokenizer  # lazy: heavy, and optional
         except ImportError:
             raise ConfigError(
-                f"{name_or_path}: loading a Hugging Face tokenizer needs transformers "
-                "(pip install 'beexformer[hf]')"
+                f"{name_or_path}: loading a Hugging Face tokenizer needs transformers (pip install 'beexformer[hf]')"
             ) from None
         try:
             hf = AutoTokenizer.from_pretrained(str(name_or_path))

@@ -1,8 +1,8 @@
 """Tokenization for the packed runtime, without torch.
 
-This class reproduces `TextEncoder.encode_texts` exactly (same ``[CLS] a [SEP] b [SEP]`` layout, segment ids and
-longest-first truncation; `tests/engine/test_runtime.py::test_export_file_round_trip` checks the two agree) on the tokenizer the packed
-file carries.
+This class reproduces `TextEncoder.encode_texts` exactly (same ``[CLS] a [SEP] b [SEP]`` layout, segment ids
+and longest-first truncation; `tests/engine/test_runtime.py::test_export_file_round_trip` checks the two
+agree) on the tokenizer the packed file carries.
 """
 
 from __future__ import annotations
