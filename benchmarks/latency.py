@@ -56,6 +56,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(HERE))
 from beexformer.config import BEExformerConfig  # noqa: E402
+from beexformer.data.collate import pad_sequences  # noqa: E402
 from beexformer.engine import cpu  # noqa: E402
 from beexformer.engine.export import export_model  # noqa: E402
 from beexformer.engine.runtime import PackedModel  # noqa: E402
@@ -92,18 +93,6 @@ def _dev_lines() -> list[str]:
     return path.read_text().splitlines()[1:]
 
 
-def padded(ids, segs):
-    t = max(len(s) for s in ids)
-    input_ids = torch.zeros(len(ids), t, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    types = torch.zeros_like(input_ids)
-    for i, (s, g) in enumerate(zip(ids, segs, strict=True)):
-        input_ids[i, : len(s)] = torch.as_tensor(s)
-        mask[i, : len(s)] = 1
-        types[i, : len(s)] = torch.as_tensor(g)
-    return input_ids, mask, types
-
-
 def measure(model, twin, packed, texts: list[str], reps: int, with_simulated: bool) -> dict:
     rule = FractionalEntropy(0.05)
     t0 = time.perf_counter()
@@ -116,7 +105,7 @@ def measure(model, twin, packed, texts: list[str], reps: int, with_simulated: bo
             ([ids[i] for i in order[s : s + 64]], [segs[i] for i in order[s : s + 64]]) for s in range(0, len(ids), 64)
         ],
     }
-    torch_batches = {b: [padded(i, s) for i, s in group] for b, group in batches.items()}
+    torch_batches = {b: [pad_sequences(i, s) for i, s in group] for b, group in batches.items()}
     results = {}
     for batch_size in (1, 64):
         group, tgroup = batches[batch_size], torch_batches[batch_size]

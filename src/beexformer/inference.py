@@ -93,12 +93,9 @@ class TorchPredictor(Predictor):
         return batch.input_ids, batch.token_type_ids
 
     def _padded(self, ids, segs, idx):
-        import torch
+        from beexformer.data.collate import pad_sequences
 
-        from beexformer.data.collate import collate
-
-        items = [{"input_ids": ids[i], "token_type_ids": segs[i]} for i in idx]
-        return {k: v for k, v in collate(items, self.encoder.pad_id).items() if isinstance(v, torch.Tensor)}
+        return pad_sequences([ids[i] for i in idx], [segs[i] for i in idx], self.encoder.pad_id)
 
     def run(self, ids, segs, rule, batch_size=64):
         from beexformer.exits import NeverExit
@@ -108,7 +105,7 @@ class TorchPredictor(Predictor):
         logits, blocks = np.zeros((n, k), dtype=np.float32), np.zeros(n, dtype=np.int64)
         for idx in _length_batches(ids, batch_size):
             b = self._padded(ids, segs, idx)
-            out = self.model.early_exit(b["input_ids"], b["attention_mask"], b["token_type_ids"], rule)
+            out = self.model.early_exit(*b, rule)
             logits[idx], blocks[idx] = out.logits.numpy(), out.exit_block
         return Prediction(logits, predictions_from_logits(logits), blocks)
 
@@ -119,7 +116,7 @@ class TorchPredictor(Predictor):
         with torch.no_grad():
             for idx in _length_batches(ids, batch_size):
                 b = self._padded(ids, segs, idx)
-                logits = self.model(b["input_ids"], b["attention_mask"], b["token_type_ids"]).exit_logits
+                logits = self.model(*b).exit_logits
                 out[idx] = logits.numpy().transpose(1, 0, 2)
         return out
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from beexformer.data.collate import pad_sequences as padded  # noqa: F401 - used by the tests
+
 
 def make_model(seed: int = 0, **overrides):
     """A small BEExformer with non-trivial weights (LayerNorm and biases moved away from their init)."""
@@ -32,20 +34,6 @@ def random_batch(n: int, vocab: int, max_len: int, seed: int = 0, pairs: bool = 
         cut = int(rng.integers(1, length + 1)) if pairs else int(length)
         segs.append(np.array([0] * cut + [1] * (int(length) - cut), dtype=np.int64))
     return ids, segs
-
-
-def padded(ids, segs):
-    import torch
-
-    t = max(len(s) for s in ids)
-    input_ids = torch.zeros(len(ids), t, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    types = torch.zeros_like(input_ids)
-    for i, (s, g) in enumerate(zip(ids, segs, strict=True)):
-        input_ids[i, : len(s)] = torch.as_tensor(s)
-        mask[i, : len(s)] = 1
-        types[i, : len(s)] = torch.as_tensor(g)
-    return input_ids, mask, types
 
 
 @pytest.fixture

@@ -158,3 +158,18 @@ class BucketBatchSampler(Sampler[list[int]]):
             return full_pools * per_pool + -(-rest // self.batch_size)
         full_pools, rest = divmod(n, self.pool_size)
         return full_pools * (self.pool_size // self.batch_size) + rest // self.batch_size
+
+
+def pad_sequences(
+    input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[int]] | None = None, pad_id: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, token_type_ids) [B, T] of unpadded id lists, right-padded like `collate`:
+    the positional form the model's forward and `early_exit` take."""
+    if token_type_ids is None:
+        token_type_ids = [[0] * len(ids) for ids in input_ids]
+    items = [
+        {"input_ids": [int(i) for i in ids], "token_type_ids": [int(t) for t in types]}
+        for ids, types in zip(input_ids, token_type_ids, strict=True)
+    ]
+    batch = collate(items, pad_id)
+    return batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]

@@ -16,20 +16,6 @@ import numpy as np
 from beexformer.exits import ExitRule
 
 
-def _padded(ids: list, segs: list):
-    import torch
-
-    t = max(len(s) for s in ids)
-    input_ids = torch.zeros(len(ids), t, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    types = torch.zeros_like(input_ids)
-    for i, (s, g) in enumerate(zip(ids, segs, strict=True)):
-        input_ids[i, : len(s)] = torch.as_tensor(np.asarray(s, dtype=np.int64))
-        mask[i, : len(s)] = 1
-        types[i, : len(s)] = torch.as_tensor(np.asarray(g, dtype=np.int64))
-    return input_ids, mask, types
-
-
 def _batches(ids: list, segs: list, batch_size: int) -> list[tuple[list, list]]:
     """Batch 1 in the data's order; larger batches sorted by length (as `predict` does)."""
     if batch_size == 1:
@@ -59,6 +45,7 @@ def measure_latency(
     case, and a few dozen of them already give a stable median."""
     import torch
 
+    from beexformer.data.collate import pad_sequences
     from beexformer.engine.threads import n_threads, set_threads
 
     torch_threads, numba_threads = torch.get_num_threads(), n_threads()
@@ -70,7 +57,7 @@ def measure_latency(
         for batch_size in batch_sizes:
             n = len(ids) if batch_size > 1 or batch1_samples is None else min(len(ids), batch1_samples)
             group = _batches(ids[:n], segs[:n], batch_size)
-            tgroup = [_padded(i, s) for i, s in group]
+            tgroup = [pad_sequences(i, s) for i, s in group]
 
             def torch_full(tgroup=tgroup) -> None:
                 with torch.no_grad():
