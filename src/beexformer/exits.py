@@ -76,26 +76,63 @@ class ExitRule(ABC):
     def decide(self, all_logits: np.ndarray) -> ExitDecision:
         """Offline form: all_logits [B, C, K] of every exit; the first block where the rule fires, else C.
 
-        Gives the same decisions as block-by-block inference, because `should_exit` only sees blocks <= c.
+        Gives the same decisions as block-by-block inference, because it runs the same `ExitTracker` and
+        `should_exit` only sees blocks <= c.
         """
         all_logits = np.asarray(all_logits)
-        n, n_blocks, _ = all_logits.shape
-        exit_block = np.full(n, n_blocks, dtype=np.int64)
-        answer = all_logits[:, -1].copy()
-        pending = np.ones(n, dtype=bool)
-        for c in range(1, n_blocks):
-            idx = np.flatnonzero(pending)
-            if idx.size == 0:
+        tracker = ExitTracker(self, *all_logits.shape)
+        for c in range(all_logits.shape[1]):
+            tracker.step(all_logits[tracker.active, c])
+            if tracker.done:
                 break
-            history = all_logits[idx, :c]
-            leave = self.should_exit(history)
-            exit_block[idx[leave]] = c
-            answer[idx[leave]] = self.answer(history[leave])
-            pending[idx[leave]] = False
-        return ExitDecision(exit_block, answer, predictions_from_logits(answer))
+        return tracker.decision()
 
     def describe(self) -> str:
         return f"{self.name}({self.threshold_name}={getattr(self, self.threshold_name)})"
+
+
+class ExitTracker:
+    """Per-sample exit bookkeeping for block-by-block inference on a shrinking batch.
+
+    The one place where exit decisions are recorded, shared by the PyTorch model (`BEExformer.early_exit`),
+    the packed runtime and the offline `ExitRule.decide`: feed it the logits of the samples still in the
+    batch after each block; it records who leaves (and with which answer) and returns the mask of those
+    who stay, which the caller uses to compact its own activations. The last block always answers.
+    """
+
+    def __init__(self, rule: ExitRule, n_samples: int, n_blocks: int, n_outputs: int) -> None:
+        self.rule, self.n_blocks = rule, n_blocks
+        self.active = np.arange(n_samples)  # original indices of the samples still in the batch
+        self.history: list[np.ndarray] = []  # per block passed, logits [n_active, K] (kept compacted)
+        self.exit_block = np.zeros(n_samples, dtype=np.int64)
+        self.answer: np.ndarray | None = None  # [n_samples, K], allocated with the logits' dtype
+        self.n_outputs = n_outputs
+
+    @property
+    def done(self) -> bool:
+        return len(self.active) == 0
+
+    def step(self, block_logits: np.ndarray) -> np.ndarray:
+        """Logits [n_active, K] of the next block; returns the bool mask [n_active] of samples that stay."""
+        block_logits = np.asarray(block_logits)
+        if self.answer is None:
+            self.answer = np.zeros((len(self.exit_block), self.n_outputs), dtype=block_logits.dtype)
+        self.history.append(block_logits)
+        stacked = np.stack(self.history, axis=1)  # [n_active, c, K]
+        if len(self.history) == self.n_blocks:
+            leave, chosen = np.ones(len(self.active), dtype=bool), stacked[:, -1]
+        else:
+            leave, chosen = np.asarray(self.rule.should_exit(stacked), dtype=bool), self.rule.answer(stacked)
+        self.answer[self.active[leave]] = chosen[leave]
+        self.exit_block[self.active[leave]] = len(self.history)
+        keep = ~leave
+        if leave.any():
+            self.active = self.active[keep]
+            self.history = [h[keep] for h in self.history]
+        return keep
+
+    def decision(self) -> ExitDecision:
+        return ExitDecision(self.exit_block, self.answer, predictions_from_logits(self.answer))
 
 
 class FractionalEntropy(ExitRule):

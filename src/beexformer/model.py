@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from beexformer.config import BEExformerConfig
 from beexformer.errors import CheckpointError
-from beexformer.exits import ExitRule, predictions_from_logits
+from beexformer.exits import ExitRule, ExitTracker
 from beexformer.layers import BEExBlock, BEExEmbeddings, BinaryLinear, ExitHead
 from beexformer.loss import soft_routing_loss
 
@@ -42,7 +42,6 @@ class EarlyExitOutput:
     logits: Tensor  # [B, K]: the logits each sample answers with
     predictions: np.ndarray  # [B]: class index, or score for regression
     exit_block: np.ndarray  # [B]: 1-based block each sample left at
-    exit_logits: list[Tensor]  # per sample, the [c, K] logits of the exits it passed (for analysis)
 
 
 class BEExformer(nn.Module):
@@ -107,34 +106,18 @@ class BEExformer(nn.Module):
         """Per-sample early exit with batch compaction: after each block the samples that leave are
         removed from the batch, so later blocks run only on the rest."""
         mask = self._default_mask(input_ids, attention_mask)
-        n = input_ids.shape[0]
         x = self.embeddings(input_ids, token_type_ids)
-        active = torch.arange(n)  # original indices of the samples still in the batch
-        history: list[Tensor] = []  # per block, logits [n_active_at_that_block, K]; compacted as we go
-        answer = torch.zeros(n, self.config.n_classes)
-        exit_block = np.zeros(n, dtype=np.int64)
-        per_sample: list[Tensor | None] = [None] * n
+        tracker = ExitTracker(rule, input_ids.shape[0], self.config.n_blocks, self.config.n_classes)
         for c in range(self.config.n_blocks):
             x = self.block(c)(x, mask)
-            history.append(self.exits[c](x, mask))
-            stacked = torch.stack(history, dim=1)  # [n_active, c+1, K]
-            if c == self.config.n_blocks - 1:
-                leave = np.ones(len(active), dtype=bool)
-                chosen = stacked[:, -1]
-            else:
-                leave = rule.should_exit(stacked.numpy())
-                chosen = torch.from_numpy(rule.answer(stacked.numpy()))
-            leave_t = torch.from_numpy(leave)
-            for i in np.flatnonzero(leave):
-                per_sample[int(active[i])] = stacked[i]
-            answer[active[leave_t]] = chosen[leave_t]
-            exit_block[active[leave_t].numpy()] = c + 1
-            keep = ~leave_t
-            if not keep.any():
+            keep = tracker.step(self.exits[c](x, mask).numpy())
+            if tracker.done:
                 break
-            active, x, mask = active[keep], x[keep], mask[keep]
-            history = [h[keep] for h in history]
-        return EarlyExitOutput(answer, predictions_from_logits(answer.numpy()), exit_block, per_sample)
+            if not keep.all():
+                keep_t = torch.from_numpy(keep)
+                x, mask = x[keep_t], mask[keep_t]
+        decision = tracker.decision()
+        return EarlyExitOutput(torch.from_numpy(decision.logits), decision.predictions, decision.exit_block)
 
     # --- persistence: config JSON + safetensors, as in Hugging Face's save_pretrained convention ---
 

@@ -31,7 +31,7 @@ from beexformer.engine.packing import unpack_signs, unpack_weight
 from beexformer.engine.text import PackedTokenizer
 from beexformer.engine.threads import kernels_for
 from beexformer.errors import ConfigError, DataError
-from beexformer.exits import ExitRule, predictions_from_logits
+from beexformer.exits import ExitRule, ExitTracker, predictions_from_logits
 
 _SIGMOID_TANH = np.array([K.ACT_SIGMOID, K.ACT_TANH], dtype=np.int64)
 _SIGMOID_TANH_CENTRES = np.array([0.5, 0.0], dtype=np.float32)
@@ -318,30 +318,16 @@ class PackedModel:
             exit_block = np.full(n, n_blocks, dtype=np.int64)
             return RuntimeOutput(logits, predictions_from_logits(logits), exit_block, stacked)
 
-        active = np.arange(n)
-        history: list[np.ndarray] = []
-        answer = np.zeros((n, self.config.n_classes), dtype=np.float32)
-        exit_block = np.zeros(n, dtype=np.int64)
+        tracker = ExitTracker(rule, n, n_blocks, self.config.n_classes)
         for c in range(n_blocks):
             x = self._block(c, x, offsets)
-            history.append(self._exit(c, x, offsets))
-            stacked = np.stack(history, axis=1)  # [n_active, c + 1, K]
-            if c == n_blocks - 1:
-                leave = np.ones(len(active), dtype=bool)
-                chosen = stacked[:, -1]
-            else:
-                leave = np.asarray(rule.should_exit(stacked), dtype=bool)
-                chosen = rule.answer(stacked)
-            answer[active[leave]] = chosen[leave]
-            exit_block[active[leave]] = c + 1
-            keep = ~leave
-            if not keep.any():
+            keep = tracker.step(self._exit(c, x, offsets))
+            if tracker.done:
                 break
-            if leave.any():
+            if not keep.all():
                 x, offsets = _compact(x, offsets, keep)
-                active = active[keep]
-                history = [h[keep] for h in history]
-        return RuntimeOutput(answer, predictions_from_logits(answer), exit_block)
+        decision = tracker.decision()
+        return RuntimeOutput(decision.logits, decision.predictions, decision.exit_block)
 
     def run_padded(
         self,
