@@ -37,27 +37,25 @@ def cpu_name() -> str:
     return str(llvm.get_host_cpu_name())
 
 
-def linux_flags() -> list[str]:
-    """The `flags` line of /proc/cpuinfo (empty off Linux)."""
+def _cpuinfo_field(name: str) -> str | None:
+    """The value of the first `name : value` line of /proc/cpuinfo (None off Linux or if absent)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.startswith("flags"):
-                    return line.split(":", 1)[1].split()
-    except OSError:
-        pass
-    return []
-
-
-def model_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
+                if line.startswith(name):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def linux_flags() -> list[str]:
+    """The `flags` line of /proc/cpuinfo (empty off Linux)."""
+    return (_cpuinfo_field("flags") or "").split()
+
+
+def model_name() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def popcount_path(features: dict[str, bool] | None = None) -> str:
