@@ -42,28 +42,27 @@ def popcount64(typingctx, x):
     return types.uint64(types.uint64), codegen
 
 
-@intrinsic
-def _f64_as_i64(typingctx, x):
-    """Reinterpret a float64's bits as an int64 (no conversion)."""
-    if x != types.float64:
-        return None
+def _bitcast_intrinsic(name: str, src, dst):
+    """An intrinsic that reinterprets a `src` value's bits as `dst` (no conversion), so the exp/tanh
+    approximations below can write exponent bits without a float-to-int conversion."""
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int64))
+    def typer(typingctx, x):
+        if x != src:
+            return None
 
-    return types.int64(types.float64), codegen
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(dst))
+
+        return dst(src), codegen
+
+    typer.__name__ = typer.__qualname__ = name
+    return intrinsic(typer)
 
 
-@intrinsic
-def _i64_as_f64(typingctx, x):
-    """Reinterpret an int64's bits as a float64 (no conversion)."""
-    if x != types.int64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
-
-    return types.float64(types.int64), codegen
+_f64_as_i64 = _bitcast_intrinsic("_f64_as_i64", types.float64, types.int64)
+_i64_as_f64 = _bitcast_intrinsic("_i64_as_f64", types.int64, types.float64)
+_f32_as_i32 = _bitcast_intrinsic("_f32_as_i32", types.float32, types.int32)
+_i32_as_f32 = _bitcast_intrinsic("_i32_as_f32", types.int32, types.float32)
 
 
 # Reductions (sums over features, dot products) may be reordered so LLVM can vectorize them; nothing else of
@@ -74,30 +73,6 @@ _FLOAT_FLAGS = {"reassoc", "contract"}
 
 def _jit(parallel: bool, fastmath: set[str] | bool = False):
     return njit(cache=True, nogil=True, fastmath=fastmath, parallel=parallel)
-
-
-@intrinsic
-def _f32_as_i32(typingctx, x):
-    """Reinterpret a float32's bits as an int32."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int32))
-
-    return types.int32(types.float32), codegen
-
-
-@intrinsic
-def _i32_as_f32(typingctx, x):
-    """Reinterpret an int32's bits as a float32."""
-    if x != types.int32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float32))
-
-    return types.float32(types.int32), codegen
 
 
 _ROUNDER = 6755399441055744.0  # 1.5 * 2**52: adding it rounds a float64 to an integer held in the low bits
