@@ -18,7 +18,7 @@ import numpy as np
 from beexformer.bundle import TaskInfo
 from beexformer.config import BEExformerConfig
 from beexformer.evaluation import ExitLogits
-from beexformer.exits import ExitRule, build_exit_rule, predictions_from_logits
+from beexformer.exits import ExitRule, NeverExit, build_exit_rule, predictions_from_logits
 
 
 @dataclass
@@ -43,12 +43,29 @@ class Predictor(ABC):
         """Token ids and segment ids per text (unpadded)."""
 
     @abstractmethod
-    def run(self, ids: list, segs: list, rule: ExitRule | None, batch_size: int = 64) -> Prediction:
-        """Per-sample early exit (or, with rule None, every block) on encoded inputs."""
+    def _early_exit_batch(self, ids: list, segs: list, rule: ExitRule) -> tuple[np.ndarray, np.ndarray]:
+        """One batch with per-sample early exit: (logits [b, K], exit block [b])."""
 
     @abstractmethod
+    def _all_exits_batch(self, ids: list, segs: list) -> np.ndarray:
+        """One batch through every block: logits [b, C, K]."""
+
+    def run(self, ids: list, segs: list, rule: ExitRule | None, batch_size: int = 64) -> Prediction:
+        """Per-sample early exit (or, with rule None, every block) on encoded inputs, in length-sorted
+        batches whose results are scattered back to input order."""
+        rule = rule or NeverExit()
+        n, k = len(ids), self.config.n_classes
+        logits, blocks = np.zeros((n, k), dtype=np.float32), np.zeros(n, dtype=np.int64)
+        for idx in _length_batches(ids, batch_size):
+            logits[idx], blocks[idx] = self._early_exit_batch([ids[i] for i in idx], [segs[i] for i in idx], rule)
+        return Prediction(logits, predictions_from_logits(logits), blocks)
+
     def all_exit_logits(self, ids: list, segs: list, batch_size: int = 128) -> np.ndarray:
         """[N, C, K]: the logits of every exit for every input."""
+        out = np.zeros((len(ids), self.config.n_blocks, self.config.n_classes), dtype=np.float32)
+        for idx in _length_batches(ids, batch_size):
+            out[idx] = self._all_exits_batch([ids[i] for i in idx], [segs[i] for i in idx])
+        return out
 
     @abstractmethod
     def size(self) -> dict[str, Any]:
@@ -92,33 +109,20 @@ class TorchPredictor(Predictor):
         batch = self.encoder.encode_texts(texts_a, texts_b, self.info.max_len)
         return batch.input_ids, batch.token_type_ids
 
-    def _padded(self, ids, segs, idx):
+    def _padded(self, ids, segs):
         from beexformer.data.collate import pad_sequences
 
-        return pad_sequences([ids[i] for i in idx], [segs[i] for i in idx], self.encoder.pad_id)
+        return pad_sequences(ids, segs, self.encoder.pad_id)
 
-    def run(self, ids, segs, rule, batch_size=64):
-        from beexformer.exits import NeverExit
+    def _early_exit_batch(self, ids, segs, rule):
+        out = self.model.early_exit(*self._padded(ids, segs), rule)
+        return out.logits.numpy(), out.exit_block
 
-        rule = rule or NeverExit()
-        n, k = len(ids), self.config.n_classes
-        logits, blocks = np.zeros((n, k), dtype=np.float32), np.zeros(n, dtype=np.int64)
-        for idx in _length_batches(ids, batch_size):
-            b = self._padded(ids, segs, idx)
-            out = self.model.early_exit(*b, rule)
-            logits[idx], blocks[idx] = out.logits.numpy(), out.exit_block
-        return Prediction(logits, predictions_from_logits(logits), blocks)
-
-    def all_exit_logits(self, ids, segs, batch_size=128):
+    def _all_exits_batch(self, ids, segs):
         import torch
 
-        out = np.zeros((len(ids), self.config.n_blocks, self.config.n_classes), dtype=np.float32)
         with torch.no_grad():
-            for idx in _length_batches(ids, batch_size):
-                b = self._padded(ids, segs, idx)
-                logits = self.model(*b).exit_logits
-                out[idx] = logits.numpy().transpose(1, 0, 2)
-        return out
+            return self.model(*self._padded(ids, segs)).exit_logits.numpy().transpose(1, 0, 2)
 
     def size(self):
         from beexformer.accounting import size_report
@@ -142,20 +146,12 @@ class PackedPredictor(Predictor):
     def encode(self, texts_a, texts_b):
         return self.packed.encode(list(texts_a), None if texts_b is None else list(texts_b))
 
-    def run(self, ids, segs, rule, batch_size=64):
-        n, k = len(ids), self.config.n_classes
-        logits, blocks = np.zeros((n, k), dtype=np.float32), np.zeros(n, dtype=np.int64)
-        for idx in _length_batches(ids, batch_size):
-            out = self.packed.run([ids[i] for i in idx], [segs[i] for i in idx], rule)
-            logits[idx], blocks[idx] = out.logits, out.exit_block
-        return Prediction(logits, predictions_from_logits(logits), blocks)
+    def _early_exit_batch(self, ids, segs, rule):
+        out = self.packed.run(ids, segs, rule)
+        return out.logits, out.exit_block
 
-    def all_exit_logits(self, ids, segs, batch_size=128):
-        out = np.zeros((len(ids), self.config.n_blocks, self.config.n_classes), dtype=np.float32)
-        for idx in _length_batches(ids, batch_size):
-            result = self.packed.run([ids[i] for i in idx], [segs[i] for i in idx], None)
-            out[idx] = result.exit_logits.transpose(1, 0, 2)
-        return out
+    def _all_exits_batch(self, ids, segs):
+        return self.packed.run(ids, segs, None).exit_logits.transpose(1, 0, 2)
 
     def size(self):
         from beexformer.engine import packed_summary

@@ -59,15 +59,13 @@ def add_exit_args(parser: argparse.ArgumentParser) -> None:
 
 
 def exit_rule_from_args(args: argparse.Namespace, predictor):
-    from beexformer.exits import NeverExit, build_exit_rule
+    from beexformer.exits import build_exit_rule
 
     if args.exit_rule is None and args.threshold is None:
         rule = predictor.default_rule()
         rule.returns = args.returns
         return rule
     name = args.exit_rule or predictor.info.exit_rule
-    if name == "none":
-        return NeverExit()
     try:
         return build_exit_rule(name, args.threshold, returns=args.returns)
     except (TypeError, ValueError) as err:
