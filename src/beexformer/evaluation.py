@@ -15,7 +15,7 @@ import numpy as np
 
 from beexformer.accounting import expected_cost
 from beexformer.config import BEExformerConfig
-from beexformer.exits import ExitRule, NeverExit
+from beexformer.exits import ExitRule, NeverExit, predictions_from_logits
 
 
 @dataclass
@@ -60,10 +60,7 @@ def rule_result(task, config: BEExformerConfig, data: ExitLogits, rule: ExitRule
     }
     if data.labels is not None:
         result["metrics"] = compute_metrics(task, decision.predictions, data.labels)
-    last = data.logits[:, -1]
-    same = (
-        np.isclose(decision.predictions, last[:, 0]) if last.shape[-1] == 1 else decision.predictions == last.argmax(-1)
-    )
+    same = np.isclose(decision.predictions, predictions_from_logits(data.logits[:, -1]))
     result["agreement_with_last_exit"] = float(same.mean()) if len(same) else float("nan")
     return result
 
