@@ -64,16 +64,24 @@ def test_full_plan_has_three_seeds_ablations_on_two_tasks_and_reuses_identical_r
     assert {s.training["epochs"] for s in plan if s.task == "rte"} == {10.0}
 
 
-def test_quick_plan_ablations_use_a_reduced_budget_and_train_their_own_baseline():
+def test_quick_plan_has_three_seeds_on_small_tasks_and_ablations_on_sst2_and_cola():
     settings = profile_settings("quick")
-    plan = build_plan(settings, ["sst2", "rte"])
+    plan = build_plan(settings, ["sst2", "cola", "rte"])
+    assert {s.seed for s in plan if s.task == "sst2"} == {1}
+    assert {s.seed for s in plan if s.task in ("cola", "rte")} == {1, 2, 3}
+    assert {s.training["epochs"] for s in plan if s.task == "rte"} == {2.0}
     ablations = [s for s in plan if s.group == "ablation"]
-    assert {s.task for s in ablations} == {"sst2"}
-    assert all(s.training["max_train_samples"] == 16384 for s in ablations)
-    assert all(s.same_as is None for s in ablations)
-    assert {s.seed for s in plan} == {1}
+    assert {s.task for s in ablations} == {"sst2", "cola"}
+    # SST-2 ablations run on a quarter of the data and train their own baseline; CoLA's reuse the main run
+    sst2 = [s for s in ablations if s.task == "sst2"]
+    assert all(s.training["max_train_samples"] == 16384 and s.same_as is None for s in sst2)
+    cola_baselines = [s for s in ablations if s.task == "cola" and s.variant == "W1A32"]
+    assert [s.same_as for s in cola_baselines] == [f"main-cola-w1a32-s{seed}" for seed in (1, 2, 3)]
     float_run = next(s for s in plan if s.variant == "float32")
     assert float_run.model["weight_bits"] == 32 and float_run.model["embedding_bits"] == 32
+    # latency: binarized main runs of the first seed only
+    timed = {s.run_id for s in plan if settings.measures_latency(s)}
+    assert timed == {f"main-{t}-{v}-s1" for t in ("sst2", "cola", "rte") for v in ("w1a32", "w1a1")}
 
 
 def test_tasks_without_files_are_left_out_with_a_reason(tmp_path):
@@ -94,7 +102,7 @@ def test_ci_profile_end_to_end(glue_dir: Path, tmp_path: Path):
     out, docs, work = tmp_path / "out", tmp_path / "docs" / "results.md", tmp_path / "runs"
     argv = ["--profile", "ci", "--data-dir", str(glue_dir), "--out", str(out), "--docs", str(docs)]
     argv += ["--work-dir", str(work)]
-    assert main(argv) == 0
+    assert main([*argv, "--jobs", "2"]) == 0  # worker processes; the re-run below goes through one process
 
     results = json.loads((out / "results.json").read_text())
     assert results["complete"] is True

@@ -11,7 +11,7 @@ from pathlib import Path
 from beexformer.errors import BeexError
 
 EXAMPLE = """examples:
-  python benchmarks/reproduce.py --data-dir ../shared/data/glue --profile quick
+  python benchmarks/reproduce.py --data-dir ../shared/data/glue --profile quick --jobs 2
   python benchmarks/reproduce.py --profile ci --out /tmp/r --docs /tmp/r/results.md --work-dir /tmp/r/runs
   python benchmarks/reproduce.py --render-only        # markdown + plots from the JSON alone"""
 
@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-dir", help="run directories (default: runs/reproduce-PROFILE)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation "
                    "(1 suits a shared machine; latency is always measured with 1)")  # fmt: skip
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process with "
+                   "--threads threads (2 on a 2-core machine; latency is timed afterwards, alone)")  # fmt: skip
     p.add_argument("--render-only", action="store_true", help="only re-render markdown and plots from the JSON")
     p.add_argument("--plan-only", action="store_true", help="print the plan and exit")
     p.add_argument("--estimate", action="store_true", help="time a few steps of each task and model of the "
@@ -96,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
                 "environment": environment(),
             }
             started = time.perf_counter()
-            results = run_plan(settings, plan, args.data_dir, work_dir, json_path, header)
+            if args.jobs < 1:
+                raise BeexError(f"--jobs {args.jobs}: give at least 1")
+            results = run_plan(settings, plan, args.data_dir, work_dir, json_path, header, jobs=args.jobs)
             print(f"all runs done in {(time.perf_counter() - started) / 60:.1f} min; wrote {json_path}")
         markdown = render(results, docs, out, json_path)
         docs.parent.mkdir(parents=True, exist_ok=True)

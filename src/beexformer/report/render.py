@@ -177,9 +177,9 @@ def render(results: dict[str, Any], docs_path: Path, plot_dir: Path, json_path: 
     elif profile["name"] == "quick":
         md += [
             "",
-            "> **Quick profile**: one seed, one epoch per task. The small tasks (MRPC, RTE, STS-B, WNLI) get only "
-            "a few dozen optimizer steps, so their scores are near chance; the `full` profile trains them longer "
-            "over three seeds.",
+            "> **Quick profile**: SST-2 one seed, one epoch; the small tasks three seeds, two epochs each "
+            "(20-270 optimizer steps). Trained from scratch with so few steps, the small tasks are expected near "
+            "chance; the `full` profile trains them five to ten epochs.",
         ]
     md += [
         "",
@@ -314,9 +314,9 @@ def render(results: dict[str, Any], docs_path: Path, plot_dir: Path, json_path: 
             f"{lat['batches']['1'].get('n_samples', lat['n_samples'])} (batch 1) and {lat['n_samples']} (batch 64) "
             f"dev samples, {lat['threads']} thread(s) for both, from token ids. PyTorch runs "
             "the float32 twin of the trained model (its effective weights in float32); EE = early exit with "
-            "the rule above (PyTorch: `early_exit` with batch compaction). Speed-ups are means over seeds; "
-            "the ms columns are from the first seed. The machine was shared with other jobs. numpy's BLAS "
-            "threads (the packed runtime's float matmuls): "
+            "the rule above (PyTorch: `early_exit` with batch compaction). Timed on each task's first seed "
+            "only, one run at a time after all training had finished. numpy's BLAS threads (the packed "
+            "runtime's float matmuls): "
             f"OPENBLAS_NUM_THREADS={env.get('blas_threads_env', {}).get('OPENBLAS_NUM_THREADS')}.",
             "",
         ]

@@ -125,7 +125,8 @@ def _standard_error(metric_name: str, value: float, n: int) -> float | None:
 def evaluate_run(
     spec: RunSpec, run_dir: Path, data_dir: str, settings: ProfileSettings, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    """Dev metrics with and without early exit, every rule's default and sweep, sizes and latency."""
+    """Dev metrics with and without early exit, every rule's default and sweep, and sizes (latency is
+    `measure_run_latency`, timed apart so that no other run shares the CPU)."""
     import torch
 
     from beexformer.accounting import expected_cost, size_report
@@ -212,22 +213,6 @@ def evaluate_run(
         packed_report = evaluation_report(task, config, packed_data, rule)
         record["packed_metric_early_exit"] = packed_report["metric_early_exit"]
         record["packed_max_abs_logit_diff"] = float(np.abs(packed_data.logits - data.logits).max())
-    if binarized and spec.group == "main":
-        # --- latency on the first dev samples (main runs only: ablations compare accuracy and exits) ---
-        from beexformer.report.latency import measure_latency
-
-        subset = examples[: settings.latency_samples]
-        ids, segs = packed.packed.encode([e.text_a for e in subset], [e.text_b for e in subset])
-        record["latency"] = measure_latency(
-            predictor.model,
-            packed.packed,
-            ids,
-            segs,
-            rule,
-            reps=settings.latency_reps,
-            threads=settings.latency_threads,
-            batch1_samples=settings.latency_batch1_samples,
-        )
     if binarized:
         (run_dir / "model.beex").unlink()  # the file was measured; the report keeps only its numbers
     else:
@@ -240,6 +225,36 @@ def evaluate_run(
         f"size {size['size_ratio']:.2f}x ({record['eval_minutes']:.1f} min to evaluate)"
     )
     return record
+
+
+def measure_run_latency(spec: RunSpec, run_dir: Path, data_dir: str, settings: ProfileSettings) -> dict[str, Any]:
+    """Packed runtime against float32 PyTorch on the first dev samples (see `report.latency`)."""
+    from beexformer.data.glue import get_task, load_split
+    from beexformer.engine.export import export_model
+    from beexformer.exits import default_exit_rule
+    from beexformer.inference import PackedPredictor, TorchPredictor
+    from beexformer.report.latency import measure_latency
+
+    model_dir = final_model_dir(run_dir)
+    predictor = TorchPredictor(model_dir)
+    task_info = json.loads((model_dir / "task.json").read_text())
+    packed_path = export_model(predictor.model, model_dir, run_dir / "latency.beex", str(model_dir), task_info)
+    try:
+        packed = PackedPredictor(packed_path)
+        subset = load_split(get_task(spec.task), "dev", data_dir)[: settings.latency_samples]
+        ids, segs = packed.packed.encode([e.text_a for e in subset], [e.text_b for e in subset])
+        return measure_latency(
+            predictor.model,
+            packed.packed,
+            ids,
+            segs,
+            default_exit_rule(predictor.config.is_regression),
+            reps=settings.latency_reps,
+            threads=settings.latency_threads,
+            batch1_samples=settings.latency_batch1_samples,
+        )
+    finally:
+        packed_path.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------------------------------------ the whole
@@ -289,6 +304,34 @@ def environment() -> dict[str, Any]:
     }
 
 
+def prepare_run(
+    spec: RunSpec, run_dir: Path, data_dir: str, settings: ProfileSettings, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Train and evaluate one run (each skipped when already done); returns its record, without latency.
+
+    A top-level function, so that a worker process of `run_plan(jobs > 1)` can run it."""
+    done = train_run(spec, run_dir, data_dir, log, settings.threads)
+    record = _read_json(run_dir / RECORD)
+    key = {"spec": spec.to_dict(), "trained_steps": done["steps"], "evaluation": eval_settings(settings)}
+    if record is None or any(record.get(k) != v for k, v in key.items()):
+        record = {**evaluate_run(spec, run_dir, data_dir, settings, log), **key}
+        _write_json(run_dir / RECORD, record)
+    return {
+        **record,
+        "training_arguments": done["training_arguments"],
+        "train_minutes": done["train_minutes"],
+        "epochs_completed": done["epochs_completed"],
+        "history": done["history"],
+    }
+
+
+def _prepare_in_worker(spec: RunSpec, run_dir: Path, data_dir: str, settings: ProfileSettings) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(settings.threads)
+    return prepare_run(spec, run_dir, data_dir, settings, log=lambda m: print(m, flush=True))
+
+
 def run_plan(
     settings: ProfileSettings,
     plan: list[RunSpec],
@@ -297,8 +340,13 @@ def run_plan(
     results_path: Path,
     header: dict[str, Any],
     log: Callable[[str], None] = print,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Train and evaluate every run (skipping what is done), writing `results_path` after each run."""
+    """Train and evaluate every run (skipping what is done), writing `results_path` after each run.
+
+    With `jobs > 1`, runs train and evaluate in that many worker processes (one torch thread each by
+    default). Latency is timed afterwards, one run at a time in this process, so that no training shares
+    the CPU with a timing."""
     from beexformer.report.aggregate import aggregate
 
     started = time.perf_counter()
@@ -309,34 +357,57 @@ def run_plan(
         "plan": [spec.run_id for spec in plan],
         "runs": {},
     }
-    for index, spec in enumerate(plan, start=1):
-        log(f"run {index}/{len(plan)}: {spec.run_id}")
-        if spec.same_as is not None:
-            twin = results["runs"][spec.same_as]
-            results["runs"][spec.run_id] = {**twin, "spec": spec.to_dict(), "reused_from": spec.same_as}
-            continue
-        run_dir = work_dir / spec.run_id
-        done = train_run(spec, run_dir, data_dir, log, settings.threads)
-        record = _read_json(run_dir / RECORD)
-        key = {"spec": spec.to_dict(), "trained_steps": done["steps"], "evaluation": eval_settings(settings)}
-        if record is None or any(record.get(k) != v for k, v in key.items()):
-            record = {**evaluate_run(spec, run_dir, data_dir, settings, log), **key}
-            _write_json(run_dir / RECORD, record)
-        record = {
-            **record,
-            "training_arguments": done["training_arguments"],
-            "train_minutes": done["train_minutes"],
-            "epochs_completed": done["epochs_completed"],
-            "history": done["history"],
-        }
-        results["runs"][spec.run_id] = record
+
+    def save() -> None:
+        # Runs in plan order whatever order the workers finished in, so the JSON does not depend on timing.
+        ordered = {spec.run_id: results["runs"][spec.run_id] for spec in plan if spec.run_id in results["runs"]}
+        results["runs"] = ordered
         results["aggregate"] = aggregate(results)
         results["minutes_this_session"] = (time.perf_counter() - started) / 60
         _write_json(results_path, results)
-    results["aggregate"] = aggregate(results)
-    results["minutes_this_session"] = (time.perf_counter() - started) / 60
+
+    def add(spec: RunSpec, record: dict[str, Any]) -> None:
+        results["runs"][spec.run_id] = record
+        for other in plan:  # reuse: an ablation baseline identical to a main run
+            if other.same_as == spec.run_id:
+                results["runs"][other.run_id] = {**record, "spec": other.to_dict(), "reused_from": spec.run_id}
+        save()
+
+    trained = [spec for spec in plan if spec.same_as is None]
+    if jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        log(f"training {len(trained)} runs in {jobs} worker processes")
+        context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {
+                pool.submit(_prepare_in_worker, spec, work_dir / spec.run_id, data_dir, settings): spec
+                for spec in trained
+            }
+            for finished, future in enumerate(as_completed(futures), start=1):
+                spec = futures[future]
+                add(spec, future.result())
+                log(f"run {finished}/{len(trained)} done: {spec.run_id}")
+    else:
+        for index, spec in enumerate(trained, start=1):
+            log(f"run {index}/{len(trained)}: {spec.run_id}")
+            add(spec, prepare_run(spec, work_dir / spec.run_id, data_dir, settings, log))
+
+    timed = [spec for spec in trained if settings.measures_latency(spec)]
+    for index, spec in enumerate(timed, start=1):
+        run_dir = work_dir / spec.run_id
+        record = _read_json(run_dir / RECORD)
+        if record.get("latency") is None:
+            log(f"latency {index}/{len(timed)}: {spec.run_id}")
+            latency_started = time.perf_counter()
+            record["latency"] = measure_run_latency(spec, run_dir, data_dir, settings)
+            record["eval_minutes"] += (time.perf_counter() - latency_started) / 60
+            _write_json(run_dir / RECORD, record)
+        timing = {"latency": record["latency"], "eval_minutes": record["eval_minutes"]}
+        add(spec, {**results["runs"][spec.run_id], **timing})
     results["complete"] = len(results["runs"]) == len(plan)
-    _write_json(results_path, results)
+    save()
     return results
 
 
