@@ -325,6 +325,18 @@ def prepare_run(
     }
 
 
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, ask for SIGTERM when the parent dies, so that a killed report does not
+    leave workers training on (the trainer saves a checkpoint on SIGTERM and stops)."""
+    import contextlib
+    import ctypes
+    import signal
+
+    # Elsewhere than Linux, workers finish their current run, and the next report run resumes the rest.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def _prepare_in_worker(spec: RunSpec, run_dir: Path, data_dir: str, settings: ProfileSettings) -> dict[str, Any]:
     import torch
 
@@ -380,7 +392,7 @@ def run_plan(
 
         log(f"training {len(trained)} runs in {jobs} worker processes")
         context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_die_with_parent) as pool:
             futures = {
                 pool.submit(_prepare_in_worker, spec, work_dir / spec.run_id, data_dir, settings): spec
                 for spec in trained
