@@ -31,7 +31,14 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="smollm2")
     p.add_argument("--heads", type=Path, required=True)
-    p.add_argument("--calibration", type=Path, required=True)
+    p.add_argument("--calibration", type=Path, required=True, help="gate thresholds (WikiText workload)")
+    p.add_argument(
+        "--calibration-instruct",
+        type=Path,
+        default=None,
+        help="gate thresholds of the instruct workload "
+        "(calibrated on chat text such as llm_selfdistill.py --prompts calib; default: --calibration)",
+    )
     p.add_argument("--test-text", default="../shared/data/wikitext-2/test.txt")
     p.add_argument("--alphas", type=float, nargs="+", default=[0.9, 0.95])
     p.add_argument("--gate-layers", type=int, nargs="+", default=None, help="default: chosen from calibration")
@@ -156,31 +163,8 @@ def main() -> int:
     adapter = adapter_for(model)
     num = adapter.num_layers
     heads = ExitHeads.load(args.heads, adapter)
-    calib = Calibration.load(args.calibration)
     eos = tok.eos_token_id
 
-    def gate_for(alpha: float) -> HeadGate:
-        layers = args.gate_layers or choose_gate_layers(calib, alpha, num)
-        thr = {k: v for k, v in calib.thresholds_for(alpha).items() if k in layers}
-        return HeadGate(heads, thr)
-
-    strategies: dict[str, Any] = {"full": FullDecoding(adapter)}
-    for alpha in args.alphas:
-        strategies[f"early-exit a={alpha}"] = EarlyExitDecoding(adapter, gate_for(alpha))
-    for alpha in args.copy_alphas:
-        strategies[f"early-exit-copy a={alpha}"] = EarlyExitDecoding(adapter, gate_for(alpha), kv_fill="copy")
-    for alpha in args.spec_alphas:
-        strategies[f"self-speculative a={alpha}"] = SelfSpeculativeDecoding(
-            adapter, gate_for(alpha), max_draft=args.max_draft
-        )
-    if args.spec_gate_layers:
-        only = set(args.spec_gate_layers)
-        for alpha in args.spec_alphas:
-            thr = {k: v for k, v in calib.thresholds_for(alpha).items() if k in only}
-            label = ",".join(str(x) for x in sorted(only))
-            strategies[f"self-speculative a={alpha} gates={label}"] = SelfSpeculativeDecoding(
-                adapter, HeadGate(heads, thr), max_draft=args.max_draft
-            )
     # Measured before the runs so that the adaptive policy uses this run's costs.
     with torch.no_grad():
         costs = measure_costs(adapter, heads)
@@ -188,17 +172,52 @@ def main() -> int:
     row_cost = (costs["layer_ms"][2] - c1) / c1
     head_cost = costs["full_head_ms"] / c1
     head_row_cost = (costs["full_head_ms_5rows"] - costs["full_head_ms"]) / 4 / costs["full_head_ms"]
-    adaptive_floors: dict[str, dict[int, float]] = {}
-    for alpha in args.adaptive_alphas:
-        gate = gate_for(alpha)
-        floors = {layer: break_even_acceptance(layer, num, row_cost, head_cost, head_row_cost) for layer in gate.layers}
-        adaptive_floors[str(alpha)] = floors
-        strategies[f"self-speculative-adaptive a={alpha}"] = SelfSpeculativeDecoding(
-            adapter, gate, max_draft=args.max_draft, min_acceptance=floors
-        )
-    if args.modes:
-        strategies = {k: v for k, v in strategies.items() if any(k.startswith(m) for m in args.modes)}
-    gates_used = {k: sorted(v.gate.layers) for k, v in strategies.items() if hasattr(v, "gate")}
+
+    def build_strategies(calib: Any) -> tuple[dict[str, Any], dict[str, dict[int, float]]]:
+        """Every mode, with gates from one calibration (the modes of both workloads share names)."""
+
+        def gate_for(alpha: float) -> HeadGate:
+            layers = args.gate_layers or choose_gate_layers(calib, alpha, num)
+            thr = {k: v for k, v in calib.thresholds_for(alpha).items() if k in layers}
+            return HeadGate(heads, thr)
+
+        strategies: dict[str, Any] = {"full": FullDecoding(adapter)}
+        for alpha in args.alphas:
+            strategies[f"early-exit a={alpha}"] = EarlyExitDecoding(adapter, gate_for(alpha))
+        for alpha in args.copy_alphas:
+            strategies[f"early-exit-copy a={alpha}"] = EarlyExitDecoding(adapter, gate_for(alpha), kv_fill="copy")
+        for alpha in args.spec_alphas:
+            strategies[f"self-speculative a={alpha}"] = SelfSpeculativeDecoding(
+                adapter, gate_for(alpha), max_draft=args.max_draft
+            )
+        if args.spec_gate_layers:
+            only = set(args.spec_gate_layers)
+            for alpha in args.spec_alphas:
+                thr = {k: v for k, v in calib.thresholds_for(alpha).items() if k in only}
+                label = ",".join(str(x) for x in sorted(only))
+                strategies[f"self-speculative a={alpha} gates={label}"] = SelfSpeculativeDecoding(
+                    adapter, HeadGate(heads, thr), max_draft=args.max_draft
+                )
+        floors_by_alpha: dict[str, dict[int, float]] = {}
+        for alpha in args.adaptive_alphas:
+            gate = gate_for(alpha)
+            floors = {
+                layer: break_even_acceptance(layer, num, row_cost, head_cost, head_row_cost) for layer in gate.layers
+            }
+            floors_by_alpha[str(alpha)] = floors
+            strategies[f"self-speculative-adaptive a={alpha}"] = SelfSpeculativeDecoding(
+                adapter, gate, max_draft=args.max_draft, min_acceptance=floors
+            )
+        if args.modes:
+            strategies = {k: v for k, v in strategies.items() if any(k.startswith(m) for m in args.modes)}
+        return strategies, floors_by_alpha
+
+    # Each workload's gates come from text like it: WikiText valid for WikiText passages, the model's own
+    # answers to CALIB_PROMPTS for the chat prompts (when given); never from the evaluation items.
+    calib_paths = {"wikitext": args.calibration, "instruct": args.calibration_instruct or args.calibration}
+    calibs = {w: Calibration.load(path) for w, path in calib_paths.items()}
+    per_workload = {w: build_strategies(c) for w, c in calibs.items()}
+    alphas = sorted({*args.alphas, *args.spec_alphas, *args.copy_alphas, *args.adaptive_alphas})
 
     def run_hf(ids: Any) -> tuple[list[int], float]:
         start = time.perf_counter()
@@ -210,23 +229,26 @@ def main() -> int:
         "model": loaded.source,
         "threads": args.threads,
         "new_tokens": args.new_tokens,
-        "gate_layers": gates_used,
-        "thresholds": {
-            a: calib.thresholds_for(a)
-            for a in {*args.alphas, *args.spec_alphas, *args.copy_alphas, *args.adaptive_alphas}
+        "calibration": {w: str(path) for w, path in calib_paths.items()},
+        "gate_layers": {
+            w: {k: sorted(v.gate.layers) for k, v in strats.items() if hasattr(v, "gate")}
+            for w, (strats, _) in per_workload.items()
         },
-        "adaptive_acceptance_floors": adaptive_floors,
+        "thresholds": {w: {a: c.thresholds_for(a) for a in alphas} for w, c in calibs.items()},
+        "adaptive_acceptance_floors": {w: floors for w, (_, floors) in per_workload.items()},
         "workloads": {},
     }
-    print(f"model: {loaded.source}; torch threads: {args.threads}; gates: {gates_used}", flush=True)
-    names = ["hf", *strategies]
+    print(f"model: {loaded.source}; torch threads: {args.threads}; gates: {report['gate_layers']}", flush=True)
     all_items = workloads(tok, args)
     # Warm-up (allocator, first-call overheads) on one item, not timed.
     warm = all_items["instruct"][0]
     run_hf(warm)
-    for strat in strategies.values():
-        strat.generate(warm, 4, eos)
+    for strats, _ in per_workload.values():
+        for strat in strats.values():
+            strat.generate(warm, 4, eos)
     for wname, items in all_items.items():
+        strategies = per_workload[wname][0]
+        names = ["hf", *strategies]
         acc: dict[str, dict[str, Any]] = {n: {"tokens": 0, "seconds": 0.0, "results": []} for n in names}
         for i, ids in enumerate(items):
             order = names[i % len(names) :] + names[: i % len(names)]  # rotate so no mode always runs first

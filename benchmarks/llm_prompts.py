@@ -1,7 +1,8 @@
 """Instruction prompts for the causal-LM early-exit benchmark.
 
 EVAL_PROMPTS are only ever used for measuring. TRAIN_PROMPTS are only used to make the model's own greedy
-continuations for self-distillation of the exit heads (benchmarks/llm_selfdistill.py). The two lists share no
+continuations for self-distillation of the exit heads, CALIB_PROMPTS only for continuations on which the gate
+thresholds of chat-style decoding are calibrated (benchmarks/llm_selfdistill.py). The three lists share no
 prompt; a test in tests/llm checks that.
 """
 
@@ -71,4 +72,39 @@ TRAIN_PROMPTS: list[str] = [
     "What does an operating system do?",
     "Give a short definition of an algorithm.",
     "List the colors of the rainbow.",
+]
+
+# Calibration text for chat-style decoding: the same kinds of requests (facts, explanations, lists, short code)
+# as the other two lists, none of them repeated.
+CALIB_PROMPTS: list[str] = [
+    "What is the capital of Italy?",
+    "Explain what electricity is in simple words.",
+    "List four birds that cannot fly.",
+    "Write a Python function that returns the maximum of three numbers.",
+    "What is the chemical formula of water?",
+    "Give me three tips for writing a good email.",
+    "Write a Python function that removes duplicates from a list.",
+    "Who invented the telephone?",
+    "List the four seasons of the year.",
+    "How do I make a paper airplane?",
+    "What is the difference between a square and a rectangle?",
+    "Write a SQL query that deletes all rows from a table named logs where level is debug.",
+    "Name three famous mountains in Europe.",
+    "Why does ice float on water?",
+    "Write a short poem about the moon.",
+    "List three reasons to drink enough water.",
+    "Write a JavaScript function that reverses a string.",
+    "What does a keyboard do?",
+    "Give a short definition of inflation.",
+    "List the first ten prime numbers.",
+    "What is the tallest animal in the world?",
+    "Explain what a verb is.",
+    "List five kitchen tools.",
+    "Write a Python function that checks whether a number is even.",
+    "How many hours are in a week?",
+    "Give me three ideas for a rainy day.",
+    "Write a Python class for a rectangle with an area method.",
+    "Who was the first person to walk on the Moon?",
+    "List five sports played with a ball.",
+    "How do I wash my hands properly?",
 ]

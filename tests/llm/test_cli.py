@@ -38,14 +38,15 @@ def test_missing_prompt_is_a_config_error(capsys: pytest.CaptureFixture[str]) ->
     assert "--prompt" in capsys.readouterr().err
 
 
-def test_eval_and_train_prompts_are_disjoint() -> None:
+def test_eval_train_and_calibration_prompts_are_disjoint() -> None:
     sys.path.insert(0, str(BENCH))
     try:
-        from llm_prompts import EVAL_PROMPTS, TRAIN_PROMPTS
+        from llm_prompts import CALIB_PROMPTS, EVAL_PROMPTS, TRAIN_PROMPTS
     finally:
         sys.path.remove(str(BENCH))
     assert len(EVAL_PROMPTS) == 20
-    assert not {p.lower() for p in EVAL_PROMPTS} & {p.lower() for p in TRAIN_PROMPTS}
+    lists = [{p.lower() for p in prompts} for prompts in (EVAL_PROMPTS, TRAIN_PROMPTS, CALIB_PROMPTS)]
+    assert sum(len(s) for s in lists) == len(set().union(*lists))
 
 
 def test_train_heads_refuses_to_overwrite_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
