@@ -125,6 +125,12 @@ def _why_not(e: dict[str, Any], run: dict[str, Any]) -> list[str]:
             if se
             else ""
         )
+        spread = e["ee_gain"]
+        if spread["n"] > 1:
+            noise += (
+                f"; over {spread['n']} seeds the difference is {100 * gain:+.2f} ± {100 * spread['std']:.2f} points "
+                f"(from {100 * spread['min']:+.2f} to {100 * spread['max']:+.2f})"
+            )
         reasons.append(
             f"{task}: the metric with early exit is {100 * -gain:.2f} points below the metric without it{noise}. "
             f"Exits agree with the last exit on {100 * e['agreement_with_last_exit']['mean']:.1f} % of dev samples."
