@@ -46,14 +46,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--adaptive-alphas",
         type=float,
-        nargs="+",
+        nargs="*",
         default=[0.8, 0.9],
         help="self-speculative with per-layer break-even acceptance floors from this run's costs",
     )
     p.add_argument(
         "--spec-gate-layers", type=int, nargs="+", default=None, help="extra self-speculative modes gated only here"
     )
-    p.add_argument("--copy-alphas", type=float, nargs="+", default=[0.9], help="levels for the KV-copy fill")
+    p.add_argument("--copy-alphas", type=float, nargs="*", default=[0.9], help="levels for the KV-copy fill")
     p.add_argument("--max-draft", type=int, default=8)
     p.add_argument("--passages", type=int, default=10)
     p.add_argument("--context", type=int, default=128, help="tokens of each WikiText passage")
