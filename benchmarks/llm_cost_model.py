@@ -6,13 +6,12 @@ K/V projections of the copy fill). Predicted decode time of a mode = sum over th
 costs; the plain baseline does L one-row layer calls and one one-row head call per token. The predicted ratio
 is compared with the measured one; the gap is per-call Python overhead and machine noise.
 
-For another shape, unit costs are rescaled from parameter counts in the memory-bound regime of batch-1
-decoding (time ~ bytes of weights read): layer c = params per layer, head H = vocab x d, gate g = pruned
-classes x d, K/V projection = 2 x d x d_kv; k rows cost c (1 + beta (k - 1)). The work counts (how often a
-gate fires, acceptance) are taken from this model's run, as if the other model's heads did equally well:
-an assumption, stated as such.
-
-    python benchmarks/llm_cost_model.py benchmarks/results/llm_decoding.json
+`fit` then fits the measured wall time of every mode against `full` (this package's decoder without exits,
+on the same items, so prefill and per-token bookkeeping cancel):
+    seconds(mode) - seconds(full) = a * (work(mode) - work(full), priced at the unit costs) + b * gate calls
+by least squares: a is how much a priced millisecond of layer/head work really costs inside decoding, b the
+real cost of asking a gate (head, log-softmax, entropy, Python around it), which the microbenchmark's
+gate_ms undercounts.
 """
 
 from __future__ import annotations
@@ -122,6 +121,64 @@ def predict(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def fit(report: dict[str, Any]) -> dict[str, Any]:
+    """Least-squares fit of each mode's seconds minus full's to a * priced extra work + b * gate calls."""
+    import numpy as np
+
+    unit = measured_costs(report["costs_ms"])
+    rows, target, labels = [], [], []
+    for wname, modes in report["workloads"].items():
+        full = modes["full"]
+        full_s, full_ms = full["tokens"] / full["tokens_per_s"], unit.work_ms(full["work"])
+        for name, r in modes.items():
+            if "work" not in r or name == "full":
+                continue
+            rows.append([(unit.work_ms(r["work"]) - full_ms) / 1000, r["work"]["gate_calls"] / 1000])
+            target.append(r["tokens"] / r["tokens_per_s"] - full_s)
+            labels.append((wname, name, full_s))
+    x, y = np.array(rows), np.array(target)
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    fitted = x @ coef
+    out_rows = []
+    for (wname, name, full_s), yi, fi in zip(labels, y, fitted, strict=True):
+        modes = report["workloads"][wname]
+        hf_s_per_token = modes["hf"]["tokens_per_s"] ** -1
+        tokens = modes[name]["tokens"]
+        out_rows.append(
+            {
+                "workload": wname,
+                "mode": name,
+                "measured_ratio": modes[name]["ratio"],
+                "fitted_ratio": tokens * hf_s_per_token / (full_s + fi),
+                "residual_s": float(yi - fi),
+            }
+        )
+    return {
+        "work_scale": float(coef[0]),
+        "gate_call_ms": float(coef[1]),
+        "gate_call_ms_microbenchmark": unit.gate,
+        "layer_ms": unit.layer[1],
+        "rows": out_rows,
+    }
+
+
+def fit_markdown(result: dict[str, Any]) -> str:
+    lines = [
+        f"fitted: seconds - seconds(full) = {result['work_scale']:.3f} x (extra work at the unit costs) + "
+        f"{result['gate_call_ms']:.3f} ms x gate calls (the microbenchmark's gate: "
+        f"{result['gate_call_ms_microbenchmark']:.3f} ms; one decoder layer: {result['layer_ms']:.3f} ms)",
+        "",
+        "| workload | mode | measured ratio | fitted ratio | residual (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['workload']} | {r['mode']} | {r['measured_ratio']:.3f} | {r['fitted_ratio']:.3f} | "
+            f"{r['residual_s']:+.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def to_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| workload | mode | measured ratio | cost-model ratio (this CPU) | LLaMA-2-7B shape | LLaMA-3-8B shape |",
@@ -166,6 +223,8 @@ def what_if(report: dict[str, Any]) -> str:
 def main() -> int:
     report = json.loads(Path(sys.argv[1]).read_text())
     print(to_markdown(predict(report)))
+    print()
+    print(fit_markdown(fit(report)))
     print()
     print(what_if(report))
     return 0
