@@ -153,7 +153,7 @@ def main() -> int:
     from beexformer.llm.adapters import adapter_for
     from beexformer.llm.calibration import Calibration
     from beexformer.llm.gates import HeadGate
-    from beexformer.llm.generation import EarlyExitDecoding, FullDecoding, SelfSpeculativeDecoding
+    from beexformer.llm.generation import DraftStatistics, EarlyExitDecoding, FullDecoding, SelfSpeculativeDecoding
     from beexformer.llm.generation.strategies import break_even_acceptance
     from beexformer.llm.heads import ExitHeads
     from beexformer.llm.loading import load_model
@@ -249,6 +249,9 @@ def main() -> int:
     for wname, items in all_items.items():
         strategies = per_workload[wname][0]
         names = ["hf", *strategies]
+        # One DraftStatistics per self-speculative mode and workload: the adaptive floors learn over all the
+        # workload's items (the other modes only record per-layer acceptance in it).
+        draft_stats = {n: DraftStatistics() for n in strategies if n.startswith("self-speculative")}
         acc: dict[str, dict[str, Any]] = {n: {"tokens": 0, "seconds": 0.0, "results": []} for n in names}
         for i, ids in enumerate(items):
             order = names[i % len(names) :] + names[: i % len(names)]  # rotate so no mode always runs first
@@ -257,13 +260,18 @@ def main() -> int:
                     tokens, secs = run_hf(ids)
                     acc[name]["results"].append(tokens)
                 else:
-                    res = strategies[name].generate(ids, args.new_tokens, eos)
+                    options = {"stats": draft_stats[name]} if name in draft_stats else {}
+                    res = strategies[name].generate(ids, args.new_tokens, eos, **options)
                     tokens, secs = res.tokens, res.seconds
                     acc[name]["results"].append(res)
                 acc[name]["tokens"] += len(tokens)
                 acc[name]["seconds"] += secs
             print(f"{wname} {i + 1}/{len(items)}", flush=True)
         report["workloads"][wname] = summarize(acc, items, adapter, num, teacher_forced_agreement)
+        for name, st in draft_stats.items():
+            report["workloads"][wname][name]["layer_acceptance"] = {
+                layer: {"drafted": st.tried[layer], "acceptance": st.acceptance(layer)} for layer in sorted(st.tried)
+            }
     report["costs_ms"] = costs
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
@@ -357,6 +365,15 @@ def to_markdown(report: dict[str, Any]) -> str:
                 f"{r.get('exit_share', 0):.3f} | {acc_txt} | "
                 f"{round(r['mean_draft_length'], 2) if 'mean_draft_length' in r else ''} |"
             )
+    per_layer = [
+        f"{wname} {name}: "
+        + ", ".join(f"L{layer} {v['acceptance']:.2f} of {v['drafted']}" for layer, v in r["layer_acceptance"].items())
+        for wname, rows in report["workloads"].items()
+        for name, r in rows.items()
+        if r.get("layer_acceptance")
+    ]
+    if per_layer:
+        lines += ["", "acceptance per draft layer (of drafts): " + "; ".join(per_layer)]
     c = report.get("costs_ms", {})
     if c:
         lines += [

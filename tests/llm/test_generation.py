@@ -189,3 +189,26 @@ def test_adaptive_policy_stops_drafting_from_a_bad_layer() -> None:
     a, b = eager.generate(prompt, 20), adaptive.generate(prompt, 20)
     assert a.tokens == b.tokens
     assert b.drafted == 3 < a.drafted
+
+
+def test_draft_statistics_carry_the_adaptive_policy_across_generations() -> None:
+    """With shared DraftStatistics, a layer turned off during one answer stays off for the next; each answer
+    is still plain greedy."""
+    from beexformer.llm.generation import DraftStatistics
+
+    model = tiny_model("llama")
+    adapter = adapter_for(model)
+
+    def wrong(depth: int, hidden: torch.Tensor) -> int:
+        return (int(adapter.logits(hidden).argmax()) + 1) % VOCAB
+
+    wrong.layers = frozenset({2})  # type: ignore[attr-defined]
+    adaptive = SelfSpeculativeDecoding(adapter, wrong, max_draft=1, min_acceptance={2: 0.5}, warmup_drafts=3)  # type: ignore[arg-type]
+    stats = DraftStatistics()
+    first = adaptive.generate(torch.tensor(PROMPTS[0]), 20, stats=stats)
+    second = adaptive.generate(torch.tensor(PROMPTS[2]), 20, stats=stats)
+    fresh = adaptive.generate(torch.tensor(PROMPTS[2]), 20)
+    assert first.drafted == 3 and stats.tried[2] == 3 and stats.acceptance(2) == 0.0
+    assert second.drafted == 0  # learnt in the first answer
+    assert fresh.drafted == 3  # without shared statistics the layer is tried again
+    assert second.tokens == fresh.tokens == hf_greedy(model, PROMPTS[2], 20)

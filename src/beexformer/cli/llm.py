@@ -263,10 +263,11 @@ def _prompts(args: argparse.Namespace) -> list[str]:
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from beexformer.llm.generation import EarlyExitDecoding, FullDecoding, SelfSpeculativeDecoding
+    from beexformer.llm.generation import DraftStatistics, EarlyExitDecoding, FullDecoding, SelfSpeculativeDecoding
     from beexformer.llm.text import chat_prompt
 
     prompts = _prompts(args)
+    options: dict[str, Any] = {}
     loaded, adapter = _setup(args)
     if args.mode == "full":
         strategy: Any = FullDecoding(adapter)
@@ -277,11 +278,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         else:
             floors = dict.fromkeys(gate.layers, args.min_acceptance) if args.min_acceptance is not None else None
             strategy = SelfSpeculativeDecoding(adapter, gate, max_draft=args.max_draft, min_acceptance=floors)
+            options["stats"] = DraftStatistics()  # the adaptive floor learns over all the prompts of the call
     tok = loaded.tokenizer
     for prompt in prompts:
         text = chat_prompt(tok, prompt) if args.chat else prompt
         ids = torch.tensor(tok(text, add_special_tokens=False).input_ids, dtype=torch.long)
-        result = strategy.generate(ids, args.max_new_tokens, eos_token_id=tok.eos_token_id)
+        result = strategy.generate(ids, args.max_new_tokens, eos_token_id=tok.eos_token_id, **options)
         output = tok.decode(result.tokens, skip_special_tokens=True)
         stats = {
             "mode": args.mode,

@@ -2,11 +2,17 @@
 
 from beexformer.llm.generation.base import DecodingStrategy, GenerationResult
 from beexformer.llm.generation.engine import DecodeState, LayerwiseDecoder, StepOutcome
-from beexformer.llm.generation.strategies import EarlyExitDecoding, FullDecoding, SelfSpeculativeDecoding
+from beexformer.llm.generation.strategies import (
+    DraftStatistics,
+    EarlyExitDecoding,
+    FullDecoding,
+    SelfSpeculativeDecoding,
+)
 
 __all__ = [
     "DecodeState",
     "DecodingStrategy",
+    "DraftStatistics",
     "EarlyExitDecoding",
     "FullDecoding",
     "GenerationResult",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -57,16 +58,19 @@ class DecodingStrategy(ABC):
 
     @torch.no_grad()
     def generate(
-        self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None
+        self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None = None, **options: Any
     ) -> GenerationResult:
-        """Generate up to max_new_tokens after input_ids [T] (stops after eos_token_id if given)."""
+        """Generate up to max_new_tokens after input_ids [T] (stops after eos_token_id if given); `options`
+        are the strategy's own (e.g. `stats` of SelfSpeculativeDecoding)."""
         start = time.perf_counter()
-        result = self._generate(input_ids.view(-1), max_new_tokens, eos_token_id)
+        result = self._generate(input_ids.view(-1), max_new_tokens, eos_token_id, **options)
         result.seconds = time.perf_counter() - start
         return result
 
     @abstractmethod
-    def _generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
+    def _generate(
+        self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None, **options: Any
+    ) -> GenerationResult:
         raise NotImplementedError
 
 

@@ -6,7 +6,9 @@ two different forward implementations. Batch size is 1: each prompt is decoded o
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 
@@ -78,6 +80,25 @@ class EarlyExitDecoding(DecodingStrategy):
         return truncate_at_eos(result, max_new_tokens, eos_token_id)
 
 
+@dataclass
+class DraftStatistics:
+    """Drafts tried and kept per gate layer: what the adaptive policy of `SelfSpeculativeDecoding` judges a
+    layer by. Pass one object to several generations (`generate(..., stats=...)`) so that a layer found
+    unprofitable on earlier answers stays off for later ones instead of being re-learnt in every answer."""
+
+    tried: Counter[int] = field(default_factory=Counter)
+    kept: Counter[int] = field(default_factory=Counter)
+
+    def record(self, depths: list[int], accepted: int) -> None:
+        """A draft after the first rejection counts as lost: its work was wasted."""
+        for i, depth in enumerate(depths):
+            self.tried[depth] += 1
+            self.kept[depth] += i < accepted
+
+    def acceptance(self, layer: int) -> float | None:
+        return self.kept[layer] / self.tried[layer] if self.tried[layer] else None
+
+
 class SelfSpeculativeDecoding(DecodingStrategy):
     """Draft with the exit heads while they are confident; the first token they are unsure about runs to the
     last layer together with all drafts (one verify pass that reuses the drafts' early-layer KV); keep the
@@ -102,20 +123,28 @@ class SelfSpeculativeDecoding(DecodingStrategy):
         self.max_draft = max_draft
         # Per gate layer: the acceptance rate below which drafting from it loses time (see
         # break_even_acceptance). After `warmup_drafts` drafts from a layer, a layer whose running acceptance
-        # in this generation is below it stops drafting for the rest of the generation.
+        # is below it stops drafting: for the rest of the generation, or for every generation that shares the
+        # same DraftStatistics.
         self.min_acceptance = dict(min_acceptance or {})
         self.warmup_drafts = warmup_drafts
 
-    def _generate(self, input_ids: torch.Tensor, max_new_tokens: int, eos_token_id: int | None) -> GenerationResult:
+    def _generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        eos_token_id: int | None,
+        stats: DraftStatistics | None = None,
+    ) -> GenerationResult:
+        """`stats` (via `generate(..., stats=...)`) carries the adaptive policy's counts across generations;
+        by default each generation starts afresh. The output is greedy's whatever the counts."""
         num = self.adapter.num_layers
+        stats = stats if stats is not None else DraftStatistics()
         state, last = self.decoder.prefill(input_ids)
         result = GenerationResult([int(self.next_token(last))], [num], num, full_passes=1, head_calls={1: 1})
         base = input_ids.numel()  # position of the first input not yet verified
         drafts: list[int] = []
         draft_depths: list[int] = []
-        layers = set(self.gate.layers)
-        tried: dict[int, int] = dict.fromkeys(layers, 0)
-        kept: dict[int, int] = dict.fromkeys(layers, 0)
+        layers = {layer for layer in self.gate.layers if self._profitable(stats, layer)}
         while not _done(result.tokens, max_new_tokens, eos_token_id):
             room = len(result.tokens) + len(drafts) + 1 < max_new_tokens and len(drafts) < self.max_draft
             token = drafts[-1] if drafts else result.tokens[-1]
@@ -138,23 +167,19 @@ class SelfSpeculativeDecoding(DecodingStrategy):
                 result.drafted += len(drafts)
                 result.accepted += accepted
                 result.draft_lengths.append(len(drafts))
-                self._update_layers(layers, tried, kept, draft_depths, accepted)
+                stats.record(draft_depths, accepted)
+                layers = {layer for layer in layers if self._profitable(stats, layer)}
             base += accepted + 1
             drafts, draft_depths = [], []
         record_work(result, state)
         return truncate_at_eos(result, max_new_tokens, eos_token_id)
 
-    def _update_layers(
-        self, layers: set[int], tried: dict[int, int], kept: dict[int, int], depths: list[int], accepted: int
-    ) -> None:
-        """Count drafts per layer (a draft after the first rejection counts as lost: its work was wasted)."""
-        for i, depth in enumerate(depths):
-            tried[depth] += 1
-            kept[depth] += i < accepted
-        for depth in list(layers):
-            floor = self.min_acceptance.get(depth)
-            if floor is not None and tried[depth] >= self.warmup_drafts and kept[depth] < floor * tried[depth]:
-                layers.discard(depth)
+    def _profitable(self, stats: DraftStatistics, layer: int) -> bool:
+        """False once a layer has `warmup_drafts` drafts and a running acceptance below its floor."""
+        floor = self.min_acceptance.get(layer)
+        if floor is None or stats.tried[layer] < self.warmup_drafts:
+            return True
+        return stats.kept[layer] >= floor * stats.tried[layer]
 
 
 def break_even_acceptance(
