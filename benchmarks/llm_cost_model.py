@@ -72,10 +72,17 @@ class UnitCosts:
         return tokens * (layers * self.layer[1] + self.head[1])
 
 
-def measured_costs(costs: dict[str, Any]) -> UnitCosts:
+def measured_costs(costs: dict[str, Any], gate_dtype: str = "float32") -> UnitCosts:
+    """Unit costs of a run. The gate is priced cold (weights evicted by the layers run since the last gate)
+    in the precision the run gated with, when the run measured it; older runs only timed it in cache."""
     layer = {int(k): v for k, v in costs["layer_ms"].items()}
     head = {1: costs["full_head_ms"], 5: costs["full_head_ms_5rows"]}
-    return UnitCosts(layer, head, costs["gate_ms"], costs.get("kv_ms", 0.0))
+    cold_key = "gate_ms_cold" if gate_dtype == "float32" else f"gate_ms_cold_{gate_dtype}"
+    return UnitCosts(layer, head, costs.get(cold_key, costs["gate_ms"]), costs.get("kv_ms", 0.0))
+
+
+def _gate_dtype(report: dict[str, Any], workload: str) -> str:
+    return report.get("gate_dtype", {}).get(workload, "float32")
 
 
 def scaled_costs(measured: UnitCosts, shape: Shape, base: Shape, beta: float = 0.05) -> UnitCosts:
@@ -99,9 +106,9 @@ def rescale_work(work: dict[str, Any], base: Shape, shape: Shape) -> dict[str, A
 
 
 def predict(report: dict[str, Any]) -> list[dict[str, Any]]:
-    unit = measured_costs(report["costs_ms"])
     rows = []
     for wname, modes in report["workloads"].items():
+        unit = measured_costs(report["costs_ms"], _gate_dtype(report, wname))
         for name, r in modes.items():
             if "work" not in r:
                 continue
@@ -125,9 +132,11 @@ def fit(report: dict[str, Any]) -> dict[str, Any]:
     """Least-squares fit of each mode's seconds minus full's to a * priced extra work + b * gate calls."""
     import numpy as np
 
-    unit = measured_costs(report["costs_ms"])
     rows, target, labels = [], [], []
+    gate_ms = []
     for wname, modes in report["workloads"].items():
+        unit = measured_costs(report["costs_ms"], _gate_dtype(report, wname))
+        gate_ms.append(unit.gate)
         full = modes["full"]
         full_s, full_ms = full["tokens"] / full["tokens_per_s"], unit.work_ms(full["work"])
         for name, r in modes.items():
@@ -156,7 +165,7 @@ def fit(report: dict[str, Any]) -> dict[str, Any]:
     return {
         "work_scale": float(coef[0]),
         "gate_call_ms": float(coef[1]),
-        "gate_call_ms_microbenchmark": unit.gate,
+        "gate_call_ms_microbenchmark": max(gate_ms),
         "layer_ms": unit.layer[1],
         "rows": out_rows,
     }

@@ -87,7 +87,8 @@ def workloads(tok: Any, args: argparse.Namespace) -> dict[str, list[Any]]:
     instr = [
         torch.tensor(tok(chat_prompt(tok, p), add_special_tokens=False).input_ids) for p in EVAL_PROMPTS[: args.prompts]
     ]
-    return {"wikitext": wiki, "instruct": instr}
+    # A workload with no items (--passages 0 or --prompts 0) is left out.
+    return {name: items for name, items in (("wikitext", wiki), ("instruct", instr)) if items}
 
 
 def measure_costs(adapter: Any, heads: Any, reps: int = 30) -> dict[str, Any]:
@@ -130,6 +131,22 @@ def measure_costs(adapter: Any, heads: Any, reps: int = 30) -> dict[str, Any]:
     gate_head = heads.head(heads.layers[0])
     out["gate_ms"] = timed(lambda: torch.log_softmax(gate_head(h1), -1).max())
     out["gate_classes"] = int(gate_head.weight.shape[0])
+    # In decoding, the layers run between two gates evict the gate's weights from the caches: time it cold,
+    # after touching a buffer twice the size of this CPU's last-level cache, in float32 and in float16.
+    evict = torch.ones(16 * 2**20)  # 64 MB
+
+    def cold(fn: Any, reps: int = 30) -> float:
+        total = 0.0
+        for _ in range(reps):
+            evict.sum()
+            start = time.perf_counter()
+            fn()
+            total += time.perf_counter() - start
+        return total / reps * 1000
+
+    half_head = heads.with_weight_dtype(torch.float16).head(heads.layers[0])
+    out["gate_ms_cold"] = cold(lambda: torch.log_softmax(gate_head(h1), -1).max())
+    out["gate_ms_cold_float16"] = cold(lambda: torch.log_softmax(half_head(h1), -1).max())
     return out
 
 
@@ -176,10 +193,12 @@ def main() -> int:
     def build_strategies(calib: Any) -> tuple[dict[str, Any], dict[str, dict[int, float]]]:
         """Every mode, with gates from one calibration (the modes of both workloads share names)."""
 
+        gating = calib.gate_heads(heads)  # the precision the thresholds were set with
+
         def gate_for(alpha: float) -> HeadGate:
             layers = args.gate_layers or choose_gate_layers(calib, alpha, num)
             thr = {k: v for k, v in calib.thresholds_for(alpha).items() if k in layers}
-            return HeadGate(heads, thr)
+            return HeadGate(gating, thr)
 
         strategies: dict[str, Any] = {"full": FullDecoding(adapter)}
         for alpha in args.alphas:
@@ -196,7 +215,7 @@ def main() -> int:
                 thr = {k: v for k, v in calib.thresholds_for(alpha).items() if k in only}
                 label = ",".join(str(x) for x in sorted(only))
                 strategies[f"self-speculative a={alpha} gates={label}"] = SelfSpeculativeDecoding(
-                    adapter, HeadGate(heads, thr), max_draft=args.max_draft
+                    adapter, HeadGate(gating, thr), max_draft=args.max_draft
                 )
         floors_by_alpha: dict[str, dict[int, float]] = {}
         for alpha in args.adaptive_alphas:
@@ -230,6 +249,7 @@ def main() -> int:
         "threads": args.threads,
         "new_tokens": args.new_tokens,
         "calibration": {w: str(path) for w, path in calib_paths.items()},
+        "gate_dtype": {w: c.gate_dtype for w, c in calibs.items()},
         "gate_layers": {
             w: {k: sorted(v.gate.layers) for k, v in strats.items() if hasattr(v, "gate")}
             for w, (strats, _) in per_workload.items()
@@ -241,7 +261,7 @@ def main() -> int:
     print(f"model: {loaded.source}; torch threads: {args.threads}; gates: {report['gate_layers']}", flush=True)
     all_items = workloads(tok, args)
     # Warm-up (allocator, first-call overheads) on one item, not timed.
-    warm = all_items["instruct"][0]
+    warm = next(iter(all_items.values()))[0]
     run_hf(warm)
     for strats, _ in per_workload.values():
         for strat in strats.values():
@@ -381,7 +401,9 @@ def to_markdown(report: dict[str, Any]) -> str:
             "costs (ms, one thread, same run): decoder layer for k rows "
             + ", ".join(f"k={k}: {v:.3f}" for k, v in c["layer_ms"].items())
             + f"; full norm+head {c['full_head_ms']:.3f} (5 rows {c['full_head_ms_5rows']:.3f}); "
-            f"pruned gate ({c['gate_classes']} classes) {c['gate_ms']:.3f}",
+            f"pruned gate ({c['gate_classes']} classes) {c['gate_ms']:.3f} with its weights in cache, "
+            f"{c.get('gate_ms_cold', float('nan')):.3f} cold (float16 weights: "
+            f"{c.get('gate_ms_cold_float16', float('nan')):.3f})",
         ]
     return "\n".join(lines)
 

@@ -138,3 +138,38 @@ def test_kv_copy_runs_and_never_firing_equals_plain(arch: str) -> None:
     assert never.tokens == plain
     always = EarlyExitDecoding(adapter, HeadGate(heads, {2: 1e9}), kv_fill="copy").generate(prompt, 12)
     assert len(always.tokens) == 12 and always.exit_depths[1:] == [2] * 11
+
+
+def test_float16_gate_heads_round_logits_only_and_calibration_records_their_precision(tmp_path: Path) -> None:
+    """A float16 copy stores only the linear weights in half precision (half the bytes a gate reads); its
+    logits equal the float32 head's up to float16 rounding; a calibration made with it says so, and the
+    gate built from that calibration uses float16 weights again."""
+    from beexformer.llm.calibration import calibrate_file
+
+    model = tiny_model("llama", layers=4).float()  # the tiny models are float64; gates run in float32
+    adapter = adapter_for(model)
+    heads = ExitHeads.create(adapter, [1, 2], torch.arange(0, 64), "tiny")
+    half = heads.with_weight_dtype(torch.float16)
+    assert heads.head(1).weight.dtype == torch.float32  # the original is untouched
+    assert half.head(1).weight.dtype == torch.float16 and half.head(1).norm.weight.dtype == torch.float32
+    hidden = torch.randn(5, adapter.hidden_size)
+    full, rounded = heads.head(1)(hidden), half.head(1)(hidden)
+    assert rounded.dtype == torch.float32
+    torch.testing.assert_close(rounded, full, atol=2e-2, rtol=2e-2)
+    assert not torch.equal(rounded, full)
+
+    text = tmp_path / "calib.txt"
+    text.write_text(" ".join(f"w{i % 37}" for i in range(3000)))
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(37)} | {"[UNK]": 37}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok)
+    calib = calibrate_file(adapter, tokenizer, heads, str(text), [0.5], 512, 32, gate_dtype="float16")
+    calib.save(tmp_path / "c.json")
+    loaded = Calibration.load(tmp_path / "c.json")
+    assert loaded.gate_dtype == "float16"
+    assert loaded.gate_heads(heads).head(2).weight.dtype == torch.float16
+    with pytest.raises(ConfigError):
+        calibrate_file(adapter, tokenizer, heads, str(text), [0.5], 512, 32, gate_dtype="int8")

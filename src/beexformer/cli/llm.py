@@ -113,6 +113,13 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--alpha", type=float, nargs="+", default=[0.9, 0.95], help="target agreement levels")
+    p.add_argument(
+        "--gate-dtype",
+        choices=["float32", "float16"],
+        default="float32",
+        help="precision of the heads' weights when gating (float16 reads half the bytes per gate call; "
+        "generation then uses the same)",
+    )
     p.add_argument("--out", type=Path, required=True, help="calibration JSON")
     p.set_defaults(func=cmd_calibrate)
 
@@ -242,6 +249,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         args.max_tokens,
         args.seq_len,
         args.skip_tokens,
+        args.gate_dtype,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     calib.save(args.out)
@@ -310,8 +318,9 @@ def _load_gate(args: argparse.Namespace, adapter: Any) -> Any:
 
     if args.heads is None or args.calibration is None:
         raise ConfigError(f"--mode {args.mode} needs --heads and --calibration")
-    heads = ExitHeads.load(args.heads, adapter)
-    thresholds = Calibration.load(args.calibration).thresholds_for(args.alpha)
+    calibration = Calibration.load(args.calibration)
+    heads = calibration.gate_heads(ExitHeads.load(args.heads, adapter))
+    thresholds = calibration.thresholds_for(args.alpha)
     if args.gate_layers is not None:
         unknown = set(args.gate_layers) - set(heads.layers)
         if unknown:

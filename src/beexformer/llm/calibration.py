@@ -26,6 +26,8 @@ from beexformer.llm.forward import trace
 from beexformer.llm.heads import ExitHeads
 from beexformer.llm.text import chunk, tokenize_file
 
+GATE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
 
 @dataclass(frozen=True)
 class Threshold:
@@ -64,6 +66,12 @@ class Calibration:
     text: str
     # Per head: agreement of its argmax with the final layer over all calibration tokens (no threshold).
     overall_agreement: dict[int, float] = field(default_factory=dict)
+    # Precision of the heads' linear weights when calibrated; gates must use the same (`gate_heads`).
+    gate_dtype: str = "float32"
+
+    def gate_heads(self, heads: ExitHeads) -> ExitHeads:
+        """`heads` in the precision these thresholds were set with."""
+        return heads.with_weight_dtype(GATE_DTYPES[self.gate_dtype]) if self.gate_dtype != "float32" else heads
 
     def thresholds_for(self, alpha: float) -> dict[int, float]:
         found = {e.layer: e.threshold for e in self.entries if math.isclose(e.alpha, alpha)}
@@ -77,6 +85,7 @@ class Calibration:
             "tokens": self.tokens,
             "text": self.text,
             "overall_agreement": self.overall_agreement,
+            "gate_dtype": self.gate_dtype,
             "entries": [asdict(e) for e in self.entries],
         }
         Path(path).write_text(json.dumps(data, indent=1))
@@ -86,14 +95,17 @@ class Calibration:
         try:
             data = json.loads(Path(path).read_text())
             overall = {int(k): float(v) for k, v in data.get("overall_agreement", {}).items()}
-            return cls([Threshold(**e) for e in data["entries"]], data["tokens"], data["text"], overall)
+            dtype = data.get("gate_dtype", "float32")
+            if dtype not in GATE_DTYPES:
+                raise ValueError(f"gate_dtype {dtype!r} is not one of {sorted(GATE_DTYPES)}")
+            return cls([Threshold(**e) for e in data["entries"]], data["tokens"], data["text"], overall, dtype)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"cannot read calibration {path}: {err}") from err
 
     def to_markdown(self) -> str:
         overall = ", ".join(f"layer {k}: {v:.3f}" for k, v in sorted(self.overall_agreement.items()))
         lines = [
-            f"calibration on {self.tokens} tokens of {self.text}",
+            f"calibration on {self.tokens} tokens of {self.text} (heads in {self.gate_dtype})",
             f"head agreement with the final layer on all tokens: {overall}",
             "",
             "| alpha | layer | entropy threshold | exit share | agreement |",
@@ -143,6 +155,13 @@ def calibrate_file(
     max_tokens: int,
     seq_len: int,
     skip_tokens: int = 0,
+    gate_dtype: str = "float32",
 ) -> Calibration:
+    """Thresholds for `alphas` on a text file, with the heads' weights in `gate_dtype`."""
+    if gate_dtype not in GATE_DTYPES:
+        raise ConfigError(f"gate dtype {gate_dtype!r}: choose one of {', '.join(GATE_DTYPES)}")
     rows = chunk(tokenize_file(tokenizer, path, max_tokens, skip_tokens), seq_len)
-    return calibrate(head_scores(adapter, heads, rows), alphas, rows.numel(), str(path))
+    gating = heads.with_weight_dtype(GATE_DTYPES[gate_dtype]) if gate_dtype != "float32" else heads
+    calib = calibrate(head_scores(adapter, gating, rows), alphas, rows.numel(), str(path))
+    calib.gate_dtype = gate_dtype
+    return calib

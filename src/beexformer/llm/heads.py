@@ -57,7 +57,12 @@ class ExitHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits [..., V'] over the head's classes (pruned vocabulary + "other", or the full vocabulary)."""
-        return nn.functional.linear(self.norm(hidden), self.weight, self.bias)
+        x = self.norm(hidden)
+        if self.weight.dtype != x.dtype:
+            # A half-precision head (`ExitHeads.with_weight_dtype`): a gate's cost is reading its weights
+            # from memory, since the decoder layers run between two gates evict them from the caches.
+            return nn.functional.linear(x.to(self.weight.dtype), self.weight, self.bias).to(x.dtype)
+        return nn.functional.linear(x, self.weight, self.bias)
 
     def class_to_token(self, classes: torch.Tensor) -> torch.Tensor:
         """Vocabulary ids of head classes; -1 for the "other" class."""
@@ -105,6 +110,16 @@ class ExitHeads(nn.Module):
 
     def head(self, layer: int) -> ExitHead:
         return self.heads[str(layer)]  # type: ignore[return-value]
+
+    def with_weight_dtype(self, dtype: torch.dtype) -> ExitHeads:
+        """A copy whose linear weights and biases are stored in `dtype` (the norms stay as they are):
+        float16 halves the bytes a gate reads per call, at a rounding of its logits. Calibrate with the same
+        copy that gates (`Calibration.gate_dtype` records which)."""
+        copied = copy.deepcopy(self)
+        for head in copied.heads.values():
+            head.weight.data = head.weight.data.to(dtype)
+            head.bias.data = head.bias.data.to(dtype)
+        return copied
 
     def save(self, path: str | Path) -> None:
         tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
