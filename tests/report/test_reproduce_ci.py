@@ -44,6 +44,25 @@ def test_stats_mean_and_sample_std():
     assert stats([None, math.nan])["mean"] is None
 
 
+def test_size_reason_names_the_full_precision_exit_mlps_with_their_real_byte_count():
+    import dataclasses
+
+    from beexformer.config import BEExformerConfig
+    from beexformer.model import BEExformer
+    from beexformer.report.render import _exit_mlp_share
+
+    config = BEExformerConfig(vocab_size=100, d_model=32, d_ff=64, n_heads=2, n_blocks=3, exit_hidden=8)
+    model = BEExformer(config)
+    fc1 = [t for name, t in model.state_dict().items() if name.startswith("exits.") and name.endswith("fc1.weight")]
+    real_bytes = sum(4 * t.numel() for t in fc1)
+    assert real_bytes == 4 * 3 * 8 * 32
+    text = _exit_mlp_share({"config": dataclasses.asdict(config)}, total=10 * real_bytes)
+    assert f"{real_bytes:,} bytes, 10.0 % of the file" in text and "3 exit MLPs" in text
+    # binarized exits, or a record without a config: nothing to say
+    assert _exit_mlp_share({"config": {**dataclasses.asdict(config), "exit_bits": 1}}, total=1000) == ""
+    assert _exit_mlp_share({}, total=1000) == ""
+
+
 def test_full_plan_has_three_seeds_ablations_on_two_tasks_and_reuses_identical_runs():
     settings = profile_settings("full")
     plan = build_plan(settings, ["sst2", "cola", "mrpc", "rte", "stsb", "wnli"])

@@ -80,6 +80,19 @@ def _entries(agg: dict[str, Any], group: str) -> list[dict[str, Any]]:
     return [e for e in agg.values() if e["group"] == group]
 
 
+def _exit_mlp_share(run: dict[str, Any], total: int) -> str:
+    """The full-precision exit MLPs' share of the packed file, when the config keeps them in float32."""
+    cfg = run.get("config") or {}
+    if cfg.get("exit_bits") != 32 or not all(k in cfg for k in ("n_blocks", "exit_hidden", "d_model")):
+        return ""
+    exit_bytes = 4 * cfg["n_blocks"] * cfg["exit_hidden"] * cfg["d_model"]  # first layer of each exit MLP
+    return (
+        f"The largest float32 part is the first layer of the {cfg['n_blocks']} exit MLPs "
+        f"({cfg['exit_hidden']} x {cfg['d_model']} each, {exit_bytes:,} bytes, {100 * exit_bytes / total:.1f} % "
+        "of the file), kept full precision as in the paper (`exit_bits=32`). "
+    )
+
+
 def _why_not(e: dict[str, Any], run: dict[str, Any]) -> list[str]:
     """Plain reasons for each goal the W1A32 model misses on one task."""
     reasons = []
@@ -100,6 +113,7 @@ def _why_not(e: dict[str, Any], run: dict[str, Any]) -> list[str]:
                 else "the float32 parts (biases, LayerNorms, segment table, full-precision exit heads) are too "
                 f"large a share for {GOAL_SIZE}x, whatever the file format; of its {total:,} bytes, {pieces}. "
             )
+            + _exit_mlp_share(run, total)
             + f"Without the tokenizer the ratio is {run['size'].get('size_ratio_without_tokenizer') or 0:.2f}x."
         )
     flops = e["flops_saved"]["mean"]
