@@ -29,6 +29,13 @@ from beexformer.llm.text import chunk, tokenize_file
 GATE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
+def heads_for_gating(heads: ExitHeads, gate_dtype: str) -> ExitHeads:
+    """`heads` with their linear weights in `gate_dtype` (the same object for float32)."""
+    if gate_dtype not in GATE_DTYPES:
+        raise ConfigError(f"gate dtype {gate_dtype!r}: choose one of {', '.join(GATE_DTYPES)}")
+    return heads if gate_dtype == "float32" else heads.with_weight_dtype(GATE_DTYPES[gate_dtype])
+
+
 @dataclass(frozen=True)
 class Threshold:
     """The calibrated threshold of one head at one level, and what it did on the calibration set."""
@@ -71,7 +78,7 @@ class Calibration:
 
     def gate_heads(self, heads: ExitHeads) -> ExitHeads:
         """`heads` in the precision these thresholds were set with."""
-        return heads.with_weight_dtype(GATE_DTYPES[self.gate_dtype]) if self.gate_dtype != "float32" else heads
+        return heads_for_gating(heads, self.gate_dtype)
 
     def thresholds_for(self, alpha: float) -> dict[int, float]:
         found = {e.layer: e.threshold for e in self.entries if math.isclose(e.alpha, alpha)}
@@ -158,10 +165,8 @@ def calibrate_file(
     gate_dtype: str = "float32",
 ) -> Calibration:
     """Thresholds for `alphas` on a text file, with the heads' weights in `gate_dtype`."""
-    if gate_dtype not in GATE_DTYPES:
-        raise ConfigError(f"gate dtype {gate_dtype!r}: choose one of {', '.join(GATE_DTYPES)}")
+    gating = heads_for_gating(heads, gate_dtype)
     rows = chunk(tokenize_file(tokenizer, path, max_tokens, skip_tokens), seq_len)
-    gating = heads.with_weight_dtype(GATE_DTYPES[gate_dtype]) if gate_dtype != "float32" else heads
     calib = calibrate(head_scores(adapter, gating, rows), alphas, rows.numel(), str(path))
     calib.gate_dtype = gate_dtype
     return calib
