@@ -62,7 +62,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--modes", nargs="+", default=None, help="subset of modes to run (hf always runs)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/llm_decoding"))
-    return p.parse_args()
+    args = p.parse_args()
+    # Fail before the model loads, not minutes later.
+    for flag, path in (("--heads", args.heads), ("--calibration", args.calibration)):
+        if not path.is_file():
+            p.error(f"{flag} {path}: no such file (make it with beex llm train-heads / beex llm calibrate)")
+    if args.calibration_instruct is not None and not args.calibration_instruct.is_file():
+        p.error(f"--calibration-instruct {args.calibration_instruct}: no such file (make it with beex llm calibrate)")
+    return args
 
 
 def choose_gate_layers(calib: Any, alpha: float, num_layers: int, min_saved: float = 0.5) -> list[int]:
@@ -409,4 +416,9 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from beexformer.errors import BeexError
+
+    try:
+        sys.exit(main())
+    except BeexError as err:  # a corrupt heads or calibration file, a bad option value: one line, no traceback
+        sys.exit(f"error: {err}")

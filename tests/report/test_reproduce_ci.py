@@ -202,3 +202,11 @@ def test_ci_profile_end_to_end(glue_dir: Path, tmp_path: Path):
 def test_render_only_without_results_fails_cleanly(tmp_path: Path, capsys):
     assert main(["--render-only", "--out", str(tmp_path / "none"), "--docs", str(tmp_path / "r.md")]) == 2
     assert "results.json" in capsys.readouterr().err
+
+
+def test_jobs_below_one_is_refused_before_any_work(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--profile", "ci", "--jobs", "0", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "w")])
+    assert exit_info.value.code == 2
+    assert "--jobs 0: give at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()

@@ -40,7 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--estimate", action="store_true", help="time a few steps of each task and model of the "
                    "plan, write OUT/estimate-PROFILE.json with the expected duration, and exit")  # fmt: skip
     p.add_argument("--estimate-steps", type=int, default=6, help="optimizer steps timed per task and model")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs {args.jobs}: give at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,8 +101,6 @@ def main(argv: list[str] | None = None) -> int:
                 "environment": environment(),
             }
             started = time.perf_counter()
-            if args.jobs < 1:
-                raise BeexError(f"--jobs {args.jobs}: give at least 1")
             results = run_plan(settings, plan, args.data_dir, work_dir, json_path, header, jobs=args.jobs)
             print(f"all runs done in {(time.perf_counter() - started) / 60:.1f} min; wrote {json_path}")
         markdown = render(results, docs, out, json_path)
