@@ -19,7 +19,10 @@ from beexformer.errors import ConfigError
 class BEExformerConfig:
     # --- sizes ---
     vocab_size: int = 8000  # WordPiece trained on the task's training text
-    max_len: int = 128  # longest input after truncation (positions are sinusoidal: nothing stored)
+    # Longest input the positions cover. Sinusoidal: the truncation length (nothing stored); learned positions
+    # from a BERT checkpoint (`--init`): its max_position_embeddings (512), the table loaded as it is, while
+    # inputs are still truncated to the run's --max-len (task.json).
+    max_len: int = 128
     d_model: int = 256
     n_heads: int = 4
     d_ff: int = 512  # hidden width of the SLFN branches
@@ -31,10 +34,24 @@ class BEExformerConfig:
     position: str = "sinusoidal"  # "sinusoidal" (no parameters) or "learned"
     combine: str = "add"  # token + position: "add" or "concat" (the paper's wording)
     norm: str = "post"  # "post" (the predecessor's form) or "pre"
-    ffn: str = "slfn"  # "slfn" (the paper) or "ffn" (plain feed-forward, ablation)
+    # "slfn" (the paper), "ffn" (plain feed-forward: BERT's, and the ablation) or "ffn_slfn": BERT's FFN plus an
+    # SLFN branch behind a per-channel gate initialised to 0, so that a pretrained start computes exactly the
+    # checkpoint's function at step 0 and the SLFN only joins in as far as training opens its gate.
+    ffn: str = "slfn"
+    # Activation of the plain FFN: "gelu" is the exact erf form, BERT's (not the tanh approximation); the one
+    # choice so far, a field so that a checkpoint asking for another one is refused instead of run wrongly.
+    ffn_activation: str = "gelu"
     share_weights: bool = False  # one block reused C times, as in the predecessor
     dropout: float = 0.1
-    layer_norm_eps: float = 1e-5
+    layer_norm_eps: float = 1e-5  # BERT checkpoints: 1e-12
+    # What the exit heads read: "mean" (masked mean over tokens; all-MiniLM-L6-v2 was trained for mean
+    # pooling) or "cls" (the first token's vector, as BERT's pooler).
+    pooling: str = "mean"
+    # The tokenizer the model was built with (informational for eval/export, which load tokenizer.json):
+    # "trained" = WordPiece learned on the task's training text, "vocab" = a checkpoint's vocab.txt, read as
+    # BERT does; lowercase = BERT-uncased normalisation (lower-case, strip accents).
+    tokenizer_kind: str = "trained"
+    lowercase: bool = True
     # --- binarization ---
     weight_bits: int = 1  # 1 or 32, for every linear layer inside the blocks
     act_bits: int = 32  # 1 (W1A1, needed for XNOR-popcount speed) or 32 (W1A32, the paper's setting)
@@ -57,7 +74,10 @@ class BEExformerConfig:
             "position": ("sinusoidal", "learned"),
             "combine": ("add", "concat"),
             "norm": ("post", "pre"),
-            "ffn": ("slfn", "ffn"),
+            "ffn": ("slfn", "ffn", "ffn_slfn"),
+            "ffn_activation": ("gelu",),
+            "pooling": ("mean", "cls"),
+            "tokenizer_kind": ("trained", "vocab"),
             "weight_quantizer": ("approx_sign", "ste", "identity"),
             "act_quantizer": ("approx_sign", "ste", "identity"),
             "weight_scale": ("row", "tensor"),
@@ -85,6 +105,8 @@ class BEExformerConfig:
             raise ConfigError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if self.combine == "concat" and self.d_model % 8:
             raise ConfigError("combine='concat' needs d_model divisible by 8")
+        if self.layer_norm_eps <= 0:
+            raise ConfigError(f"layer_norm_eps={self.layer_norm_eps}: must be > 0")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout}: must be in [0, 1)")
         return self

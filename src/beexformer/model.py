@@ -64,7 +64,9 @@ class BEExformer(nn.Module):
         n_distinct = 1 if c.share_weights else c.n_blocks
         self.blocks = nn.ModuleList(BEExBlock(c) for _ in range(n_distinct))
         self.exits = nn.ModuleList(
-            ExitHead(c.d_model, c.exit_hidden, c.n_classes, bits=c.exit_bits, pre_norm=c.norm == "pre")
+            ExitHead(
+                c.d_model, c.exit_hidden, c.n_classes, bits=c.exit_bits, pre_norm=c.norm == "pre", pooling=c.pooling
+            )
             for _ in range(c.n_blocks)
         )
 

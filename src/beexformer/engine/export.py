@@ -36,6 +36,13 @@ def packed_tensors(model) -> dict[str, np.ndarray]:
     from beexformer.binarize import weight_scale
 
     config = model.config
+    # Config choices of the pretrained start that the runtime does not compute yet: refuse them rather than
+    # write a file whose outputs would silently differ from the model's.
+    if config.pooling != "mean" or config.ffn == "ffn_slfn":
+        raise CheckpointError(
+            f"pooling={config.pooling!r}, ffn={config.ffn!r}: the packed runtime supports pooling='mean' and "
+            "ffn 'slfn' or 'ffn' only"
+        )
     out: dict[str, np.ndarray] = {}
 
     def linear(prefix: str, module) -> None:

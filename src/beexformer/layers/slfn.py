@@ -31,7 +31,8 @@ class SLFN(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """The standard transformer FFN, lin2(gelu(lin1 h)), for the "without SLFN" ablation."""
+    """The standard transformer FFN, lin2(gelu(lin1 h)): BERT's (exact erf GELU), and the "without SLFN"
+    ablation."""
 
     def __init__(self, config) -> None:
         super().__init__()
@@ -39,10 +40,27 @@ class FeedForward(nn.Module):
         self.lin2 = linear_from_config(config, config.d_ff, config.d_model)
 
     def forward(self, h: Tensor) -> Tensor:
-        return self.lin2(F.gelu(self.lin1(h)))
+        return self.lin2(F.gelu(self.lin1(h)))  # approximate="none": the erf form
 
 
-FFN_KINDS: dict[str, type[nn.Module]] = {"slfn": SLFN, "ffn": FeedForward}
+class FeedForwardWithSLFN(FeedForward):
+    """FFN(h) + g * SLFN(h), g a per-channel gate initialised to 0 (ffn="ffn_slfn").
+
+    With g = 0 the module is exactly the FFN, so a pretrained checkpoint's function is unchanged at step 0;
+    the gate (not a zero-initialised SLFN weight) starts at 0 because a 1-bit layer with W = 0 has alpha = 0
+    and gets no gradient at all, while the gate's gradient, sum(SLFN(h) * dL/dout), is non-zero at once.
+    """
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.slfn = SLFN(config)
+        self.slfn_gate = nn.Parameter(torch.zeros(config.d_model))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return super().forward(h) + self.slfn_gate * self.slfn(h)
+
+
+FFN_KINDS: dict[str, type[nn.Module]] = {"slfn": SLFN, "ffn": FeedForward, "ffn_slfn": FeedForwardWithSLFN}
 
 
 def build_ffn(config) -> nn.Module:
