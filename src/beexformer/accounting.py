@@ -4,7 +4,8 @@ Conventions (design.md section 7):
 - Size: 1 bit per binarized weight, plus one 32-bit scale per output row (or per tensor) of each binarized
   matrix; 32 bits for everything else. The float32 twin stores every parameter in 32 bits.
 - Ops per sample of T tokens. A float multiply-accumulate counts 2 FLOPs. A W1A1 multiply-accumulate is one
-  binary op (BOP; XNOR + popcount). A W1A32 multiply-accumulate is a sign-selected addition: 1 FLOP.
+  binary op (BOP; XNOR + popcount); W1A2 and W1A4 are 2 and 4 BOPs (one XNOR-popcount per bit-plane of the
+  activation codes). A W1A32 multiply-accumulate is a sign-selected addition: 1 FLOP.
   The common single figure is FLOPs + BOPs / 64 (BiBERT, BiT).
 - Expected cost with early exit: a sample leaving at block c pays the embeddings, blocks 1..c and exits
   1..c; "FLOPs saved" = 1 - sum_i F_i(exit_i) / sum_i F_i(C), each sample at its own length.
@@ -164,9 +165,19 @@ class Ops:
         return self.flops + self.bops / 64
 
 
+def bits_label(config: BEExformerConfig) -> str:
+    """ "W1A4 (LSQ)", "W1A1 (elastic)", "W1A1", "W1A32": the widths of the linear layers inside the blocks."""
+    label = f"W{config.weight_bits}A{config.act_bits}"
+    if config.act_bits in (2, 4):
+        return f"{label} (LSQ)"
+    if config.act_bits == 1 and config.act_binarizer == "elastic":
+        return f"{label} (elastic)"
+    return label
+
+
 def _linear_ops(macs: float, weight_bits: int, act_bits: int) -> Ops:
-    if weight_bits == 1 and act_bits == 1:
-        return Ops(0.0, macs)
+    if weight_bits == 1 and act_bits < 32:
+        return Ops(0.0, act_bits * macs)  # one XNOR-popcount per bit-plane of the activation codes
     if weight_bits == 1:
         return Ops(macs, 0.0)
     return Ops(2 * macs, 0.0)

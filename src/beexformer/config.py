@@ -54,7 +54,12 @@ class BEExformerConfig:
     lowercase: bool = True
     # --- binarization ---
     weight_bits: int = 1  # 1 or 32, for every linear layer inside the blocks
-    act_bits: int = 32  # 1 (W1A1, needed for XNOR-popcount speed) or 32 (W1A32, the paper's setting)
+    # Inputs of every linear layer inside the blocks: 32 (W1A32, the paper's setting), 1 (W1A1, needed for
+    # XNOR-popcount speed), or 2 / 4 (a learned-step uniform quantizer, LSQ; `beexformer.quantizers`).
+    act_bits: int = 32
+    # At act_bits=1: "mean_sign" (c + beta * sign(x - c), beta = mean|x - c| per token) or "elastic" (BiT's
+    # elastic sign: a learned step and threshold per layer, {0, 1} * s after a sigmoid / GELU).
+    act_binarizer: str = "mean_sign"
     embedding_bits: int = 1  # 1-bit token table with a per-row scale (it dominates the size otherwise)
     exit_bits: int = 32  # the exit MLP's first layer; the paper keeps exits full precision
     weight_quantizer: str = "approx_sign"  # "approx_sign" (Bi-Real Net polynomial) or "ste"
@@ -80,15 +85,18 @@ class BEExformerConfig:
             "tokenizer_kind": ("trained", "vocab"),
             "weight_quantizer": ("approx_sign", "ste", "identity"),
             "act_quantizer": ("approx_sign", "ste", "identity"),
+            "act_binarizer": ("mean_sign", "elastic"),
             "weight_scale": ("row", "tensor"),
             "loss_weighting": ("uniform", "depth", "entropy"),
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
-        for name in ("weight_bits", "act_bits", "embedding_bits", "exit_bits"):
+        for name in ("weight_bits", "embedding_bits", "exit_bits"):
             if getattr(self, name) not in (1, 32):
                 raise ConfigError(f"{name}={getattr(self, name)}: must be 1 or 32")
+        if self.act_bits not in (1, 2, 4, 32):
+            raise ConfigError(f"act_bits={self.act_bits}: must be 1, 2, 4 or 32")
         for name in (
             "vocab_size",
             "max_len",

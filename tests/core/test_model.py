@@ -117,7 +117,7 @@ def test_loading_bad_checkpoints_gives_clear_errors(tmp_path):
 
 def test_config_validation_names_the_field():
     with pytest.raises(ConfigError, match="act_bits"):
-        BEExformerConfig(act_bits=4).validate()
+        BEExformerConfig(act_bits=3).validate()
     with pytest.raises(ConfigError, match="norm"):
         BEExformerConfig(norm="sandwich").validate()
     with pytest.raises(ConfigError, match="unknown config fields: colour"):

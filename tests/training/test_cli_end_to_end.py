@@ -93,7 +93,7 @@ def test_train_refuses_to_overwrite_a_run(rte_run, capsys):
         (["train", "--task", "nosuchtask", "--data-dir", str(FIXTURES)], "nosuchtask"),
         (["train", "--task", "rte", "--data-dir", "/nonexistent/glue"], "/nonexistent/glue"),
         (["train", "--task", "rte", "--data-dir", str(FIXTURES), "--set", "colour=3"], "colour"),
-        (["train", "--task", "rte", "--data-dir", str(FIXTURES), "--set", "act_bits=4"], "act_bits"),
+        (["train", "--task", "rte", "--data-dir", str(FIXTURES), "--set", "act_bits=3"], "act_bits"),
         (["eval", "/nonexistent/run", "--data-dir", str(FIXTURES)], "/nonexistent/run"),
         (["predict", "/nonexistent/run", "text"], "/nonexistent/run"),
         (["train", "--resume", "--output", "/nonexistent/run"], "no run to resume"),

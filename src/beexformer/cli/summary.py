@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             _print_packed(info)
         return 0
-    from beexformer.accounting import size_report
+    from beexformer.accounting import bits_label, size_report
     from beexformer.cli.train import model_overrides
     from beexformer.config import BEExformerConfig
     from beexformer.model import BEExformer
@@ -56,10 +56,13 @@ def run(args: argparse.Namespace) -> int:
         ns = argparse.Namespace(model_config=None, set=args.set, act_bits=None, float_twin=False)
         model = BEExformer(BEExformerConfig(**model_overrides(ns)))
     report = size_report(model)
+    c = model.config
+    bits = f"{bits_label(c)}, embeddings {c.embedding_bits}-bit, exits {c.exit_bits}-bit"
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps({**report.to_dict(), "bits": bits}, indent=2))
     else:
         print(report.format_table(group_depth=None if args.full else 2))
+        print(f"bits: {bits}")
     return 0
 
 

@@ -52,7 +52,13 @@ def register(subparsers) -> None:
     t.add_argument("--vocab-size", type=int, help="size of the trained WordPiece vocabulary (8000)")
     t.add_argument("--max-len", type=int, help="truncate inputs to this many tokens (128)")
     m = p.add_argument_group("model (any BEExformerConfig field with --set)")
-    m.add_argument("--act-bits", type=int, choices=(1, 32), help="1 = W1A1, 32 = W1A32 (the paper's, default)")
+    m.add_argument(
+        "--act-bits",
+        type=int,
+        choices=(1, 2, 4, 32),
+        help="activation bits: 1 = W1A1, 2 / 4 = learned-step (LSQ), 32 = W1A32 (the paper's, default); "
+        "--set act_binarizer=elastic for BiT's elastic 1-bit sign",
+    )
     m.add_argument("--float-twin", action="store_true", help="no binarization at all (the float baseline)")
     m.add_argument("--model-config", help="JSON file of BEExformerConfig fields")
     m.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="e.g. --set n_blocks=4")

@@ -98,6 +98,13 @@ def export_model(
     a model directory: task, labels, max_len, exit rule) as one packed safetensors file."""
     from safetensors.numpy import save_file
 
+    c = model.config
+    if c.act_bits in (2, 4) or (c.act_bits == 1 and c.act_binarizer != "mean_sign"):
+        # The runtime would silently run these layers without their input quantizer: refuse instead.
+        raise CheckpointError(
+            f"the packed engine does not run act_bits={c.act_bits} with act_binarizer={c.act_binarizer!r} yet "
+            "(it runs W1A32 and W1A1 with the mean-sign); evaluate the run with PyTorch (beex eval RUN)"
+        )
     tokenizer_dir = Path(tokenizer_dir)
     if not (tokenizer_dir / "tokenizer.json").is_file():
         raise CheckpointError(f"{tokenizer_dir}: no tokenizer.json")

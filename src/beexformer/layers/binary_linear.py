@@ -1,4 +1,4 @@
-"""BinaryLinear: a drop-in replacement for nn.Linear with 1-bit weights and optionally 1-bit inputs."""
+"""BinaryLinear: a drop-in replacement for nn.Linear with 1-bit weights and optionally quantized inputs."""
 
 from __future__ import annotations
 
@@ -12,17 +12,55 @@ from beexformer.binarize import (
     binarize_weight,
     get_quantizer,
 )
+from beexformer.quantizers import ElasticSign, LsqQuantizer
+
+ACT_BITS = (1, 2, 4, 32)
+ACT_BINARIZERS = ("mean_sign", "elastic")
+
+
+class MeanSign(nn.Module):
+    """The plain 1-bit activation: x_q = c + beta * sign(x - c), beta = mean|x - c| per token (no parameters)."""
+
+    def __init__(self, quantizer: str, centre: float) -> None:
+        super().__init__()
+        self.quantizer, self.centre = get_quantizer(quantizer), centre
+
+    def forward(self, x: Tensor) -> Tensor:
+        return binarize_activation(x, self.quantizer, self.centre)
+
+    def extra_repr(self) -> str:
+        return f"centre={self.centre}"
+
+
+def build_input_quantizer(
+    act_bits: int, act_binarizer: str, act_quantizer: str, act_centre: float, non_negative: bool
+) -> nn.Module:
+    """The module a BinaryLinear applies to its input: identity (32 bits), the plain mean-sign or the elastic
+    sign (1 bit), or a learned-step uniform quantizer (2 or 4 bits; unsigned for non-negative inputs)."""
+    if act_bits == 32:
+        return nn.Identity()
+    if act_bits == 1:
+        if act_binarizer == "mean_sign":
+            return MeanSign(act_quantizer, act_centre)
+        if act_binarizer == "elastic":
+            return ElasticSign(signed=not non_negative)
+        raise ValueError(f"act_binarizer={act_binarizer!r}: choose one of {', '.join(ACT_BINARIZERS)}")
+    return LsqQuantizer(act_bits, signed=not non_negative)
 
 
 class BinaryLinear(nn.Linear):
-    """nn.Linear whose weight (weight_bits=1) and input (act_bits=1) are binarized in the forward pass.
+    """nn.Linear whose weight (weight_bits=1) is binarized and whose input is quantized (act_bits < 32) in
+    the forward pass.
 
     The real-valued latent weight stays float32 for the optimizer; only its sign bits and per-row scale
     matter for inference (see `beexformer.engine.export`). With weight_bits=32 and act_bits=32 the layer
     is exactly nn.Linear.
 
-    `act_centre` is the centre c of the input binarization x_q = c + beta * sign(x - c): 0.5 after a
-    sigmoid, 0 elsewhere.
+    Inputs (`beexformer.quantizers` has the exact formulas): act_bits=1 with act_binarizer="mean_sign" is
+    x_q = c + beta * sign(x - c), c = `act_centre` (0.5 after a sigmoid, 0 elsewhere); "elastic" is BiT's
+    elastic sign with a learned step and threshold; act_bits=2 or 4 is LSQ. `non_negative` marks an input
+    that is (nearly) never negative (after a sigmoid or GELU): the learned quantizers then use the unsigned
+    set {0, ..., 2^k - 1} * s (the two-set scheme); the mean-sign keeps its centre.
     """
 
     def __init__(
@@ -37,16 +75,20 @@ class BinaryLinear(nn.Linear):
         act_quantizer: str = "approx_sign",
         weight_scale: ScaleMode = "row",
         act_centre: float = 0.0,
+        act_binarizer: str = "mean_sign",
+        non_negative: bool = False,
     ) -> None:
         super().__init__(in_features, out_features, bias=bias)
-        if weight_bits not in (1, 32) or act_bits not in (1, 32):
-            raise ValueError(f"weight_bits and act_bits must be 1 or 32, got {weight_bits}, {act_bits}")
+        if weight_bits not in (1, 32) or act_bits not in ACT_BITS:
+            raise ValueError(f"weight_bits must be 1 or 32, act_bits one of {ACT_BITS}; got {weight_bits}, {act_bits}")
         self.weight_bits = weight_bits
         self.act_bits = act_bits
         self.weight_scale_mode: ScaleMode = weight_scale
         self.act_centre = act_centre
+        self.act_binarizer = act_binarizer
+        self.non_negative = non_negative
         self.weight_quantizer = get_quantizer(weight_quantizer)
-        self.act_quantizer = get_quantizer(act_quantizer)
+        self.input_quantizer = build_input_quantizer(act_bits, act_binarizer, act_quantizer, act_centre, non_negative)
 
     def effective_weight(self) -> Tensor:
         """The weight the forward pass multiplies by: alpha * sign(W) when binarized, else W."""
@@ -55,9 +97,7 @@ class BinaryLinear(nn.Linear):
         return self.weight
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.act_bits == 1:
-            x = binarize_activation(x, self.act_quantizer, self.act_centre)
-        return F.linear(x, self.effective_weight(), self.bias)
+        return F.linear(self.input_quantizer(x), self.effective_weight(), self.bias)
 
     def twin_weight(self) -> Tensor:
         """The weight of the float twin of this layer (an nn.Linear computing the same product)."""
@@ -81,8 +121,11 @@ class BinaryLinear(nn.Linear):
         return layer
 
 
-def linear_from_config(config, in_features: int, out_features: int, *, act_centre: float = 0.0) -> BinaryLinear:
-    """A BinaryLinear with the bit widths and quantizers of a `BEExformerConfig`."""
+def linear_from_config(
+    config, in_features: int, out_features: int, *, act_centre: float = 0.0, non_negative: bool = False
+) -> BinaryLinear:
+    """A BinaryLinear with the bit widths and quantizers of a `BEExformerConfig`; `non_negative` for an input
+    after a sigmoid or GELU (the unsigned set of the learned quantizers)."""
     return BinaryLinear(
         in_features,
         out_features,
@@ -92,4 +135,6 @@ def linear_from_config(config, in_features: int, out_features: int, *, act_centr
         act_quantizer=config.act_quantizer,
         weight_scale=config.weight_scale,
         act_centre=act_centre,
+        act_binarizer=config.act_binarizer,
+        non_negative=non_negative,
     )

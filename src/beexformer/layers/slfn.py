@@ -20,7 +20,7 @@ class SLFN(nn.Module):
         super().__init__()
         d, d_ff = config.d_model, config.d_ff
         self.s1 = linear_from_config(config, d, d_ff)
-        self.s2 = linear_from_config(config, d_ff, d, act_centre=0.5)  # sigmoid outputs are all > 0
+        self.s2 = linear_from_config(config, d_ff, d, act_centre=0.5, non_negative=True)  # sigmoid outputs are > 0
         self.f1 = linear_from_config(config, d, d_ff)
         self.f2 = linear_from_config(config, d_ff, d)
 
@@ -37,7 +37,8 @@ class FeedForward(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
         self.lin1 = linear_from_config(config, config.d_model, config.d_ff)
-        self.lin2 = linear_from_config(config, config.d_ff, config.d_model)
+        # GELU outputs are >= -0.17: the learned quantizers treat them as non-negative (the mean-sign does not)
+        self.lin2 = linear_from_config(config, config.d_ff, config.d_model, non_negative=True)
 
     def forward(self, h: Tensor) -> Tensor:
         return self.lin2(F.gelu(self.lin1(h)))  # approximate="none": the erf form
