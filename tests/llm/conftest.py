@@ -1,38 +1,61 @@
-"""Tiny randomly initialised LLaMA, GPT-2 and GPT-NeoX models (no download), in float64 so that grouping
-rows differently (one token vs. several in one call) cannot flip an argmax through rounding."""
+"""Tiny randomly initialised causal LMs of every architecture the adapters drive (no download), in float64 so
+that grouping rows differently (one token vs. several in one call) cannot flip an argmax through rounding.
+
+The sliding-window architectures get a window of 4 tokens, shorter than the prompts plus their continuations,
+so a mask that ignored the window would change the output."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-ARCHS = ["llama", "gpt2", "gpt_neox"]
+ARCHS = ["llama", "gpt2", "gpt_neox", "qwen2", "mistral", "phi3", "gemma2", "gemma3"]
 VOCAB = 97
+WINDOW = 4
+# Gemma normalises each sub-layer's output before adding it to the residual stream ((1 + w) RMSNorm).
+GEMMA = ("gemma2", "gemma3")
+
+
+def _llama_style_config(kind: str, layers: int):  # noqa: ANN202
+    import transformers as tf
+
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    )
+    # Mixed layer types where the architecture has them: sliding on some layers, global on the others.
+    mixed = ["sliding_attention" if i % 3 != 2 else "full_attention" for i in range(layers)]
+    if kind == "llama":
+        return tf.LlamaConfig(**common), tf.LlamaForCausalLM
+    if kind == "qwen2":
+        cfg = tf.Qwen2Config(**common, use_sliding_window=True, sliding_window=WINDOW, max_window_layers=2)
+        return cfg, tf.Qwen2ForCausalLM
+    if kind == "mistral":
+        return tf.MistralConfig(**common, sliding_window=WINDOW), tf.MistralForCausalLM
+    if kind == "phi3":
+        return tf.Phi3Config(
+            **common, sliding_window=WINDOW, pad_token_id=0, bos_token_id=1, eos_token_id=1
+        ), tf.Phi3ForCausalLM
+    if kind == "gemma2":
+        cfg = tf.Gemma2Config(**common, head_dim=8, sliding_window=WINDOW, layer_types=mixed, query_pre_attn_scalar=8)
+        return cfg, tf.Gemma2ForCausalLM
+    cfg = tf.Gemma3TextConfig(**common, head_dim=8, sliding_window=WINDOW, layer_types=mixed, query_pre_attn_scalar=8)
+    return cfg, tf.Gemma3ForCausalLM
 
 
 def tiny_model(kind: str, layers: int = 6, seed: int = 0) -> torch.nn.Module:
-    from transformers import (
-        GPT2Config,
-        GPT2LMHeadModel,
-        GPTNeoXConfig,
-        GPTNeoXForCausalLM,
-        LlamaConfig,
-        LlamaForCausalLM,
-    )
+    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(seed)
-    if kind == "llama":
-        cfg = LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            tie_word_embeddings=True,
-        )
-        model = LlamaForCausalLM(cfg)
+    if kind not in ("gpt2", "gpt_neox"):
+        cfg, cls = _llama_style_config(kind, layers)
+        model = cls(cfg)
     elif kind == "gpt2":
         cfg = GPT2Config(
             vocab_size=VOCAB,

@@ -1,13 +1,20 @@
 """Uniform access to the parts of a Hugging Face causal LM that early exit needs.
 
-Three families are supported: LLaMA-style (`model.model.layers`, RMSNorm, rotary; also Mistral, Qwen2 and
-other models laid out the same way), GPT-2 (`transformer.h`, learned positions) and GPT-NeoX / Pythia
+Three families are supported: LLaMA-style (`model.model.layers`, RMSNorm, rotary: LLaMA, Mistral, Qwen2/3,
+Phi-3, Gemma 2 and Gemma 3), GPT-2 (`transformer.h`, learned positions) and GPT-NeoX / Pythia
 (`gpt_neox.layers`, partial rotary). The adapter calls the model's own decoder-layer modules one at a time, so
 the weights and the layer code stay the model's; only the loop over layers is ours.
+
+What differs between the LLaMA-style models is handled here, once: Gemma's scaled embeddings and extra norms
+live inside its own modules; its per-layer attention types (sliding window or global) give each layer a
+window that the masks respect (Mistral and Phi-3 may slide on every layer); Gemma 3 has one rotary table per
+layer type; Gemma 2 soft-caps its final logits. Any other `model_type` is refused when the adapter is built,
+with a one-line error naming it, rather than failing (or silently differing) inside decoding.
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +23,14 @@ import torch
 from torch import nn
 
 from beexformer.errors import ConfigError
+
+# model_type values whose decoder layers the adapter drives, each checked against Hugging Face greedy decoding
+# on a tiny random model in tests/llm (Qwen3 shares Qwen2's layer call and adds the per-head key norm).
+LLAMA_STYLE = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text")
+SUPPORTED = (*LLAMA_STYLE, "gpt2", "gpt_neox")
+
+# Rotary embeddings of a set of positions: the (cos, sin) pair, or one pair per attention type (Gemma 3).
+Rotary = Any
 
 
 @dataclass(frozen=True)
@@ -30,6 +45,11 @@ class ModelAdapter:
     token_embedding: nn.Module
     position_embedding: nn.Module | None  # GPT-2's learned positions
     rotary: nn.Module | None  # LLaMA / NeoX rotary embedding module
+    # Per layer: its attention type ("full_attention" / "sliding_attention") and sliding window (None: global).
+    layer_types: tuple[str, ...] = ()
+    windows: tuple[int | None, ...] = ()
+    final_softcap: float | None = None  # Gemma 2: logits = cap * tanh(logits / cap)
+    rotary_per_type: bool = False  # Gemma 3: one rotary table per attention type
 
     @property
     def num_layers(self) -> int:
@@ -54,11 +74,22 @@ class ModelAdapter:
             hidden = hidden + self.position_embedding(positions)
         return hidden
 
-    def rotary_embeddings(self, hidden: torch.Tensor, positions: torch.Tensor) -> Any:
-        """The (cos, sin) pair the layers expect for these positions, or None without rotary."""
+    def rotary_embeddings(self, hidden: torch.Tensor, positions: torch.Tensor) -> Rotary:
+        """The (cos, sin) pair the layers expect for these positions (a dict of pairs by attention type when the
+        model has one rotary table per type, as Gemma 3 does), or None without rotary."""
         if self.rotary is None:
             return None
+        if self.rotary_per_type:
+            return {t: self.rotary(hidden, positions, t) for t in sorted(set(self.layer_types))}
         return self.rotary(hidden, positions)
+
+    def layer_rotary(self, index: int, rotary: Rotary) -> Any:
+        """The (cos, sin) pair of layer `index` out of `rotary_embeddings`' result."""
+        return rotary[self.layer_types[index]] if isinstance(rotary, dict) else rotary
+
+    def window(self, index: int) -> int | None:
+        """The sliding window of layer `index`: a query at p sees keys at p - window < k <= p; None: all."""
+        return self.windows[index] if self.windows else None
 
     def attention_module(self, index: int) -> nn.Module:
         """The self-attention sub-module of layer `index` (its output is the attention sub-layer's delta)."""
@@ -76,6 +107,7 @@ class ModelAdapter:
     ) -> torch.Tensor:
         """One decoder layer on `hidden` [B, T, d]; `cache` (if given) receives this layer's new K/V."""
         layer = self.layers[index]
+        rotary = self.layer_rotary(index, rotary)
         if self.kind == "gpt2":
             out = layer(hidden, past_key_values=cache, attention_mask=mask, use_cache=cache is not None)
         elif self.kind == "gpt_neox":
@@ -92,7 +124,7 @@ class ModelAdapter:
                 hidden,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=cache is not None,
                 position_embeddings=rotary,
             )
@@ -106,6 +138,7 @@ class ModelAdapter:
         its exit hidden state (CALM's state propagation) at the price of two small projections per layer.
         """
         layer = self.layers[index]
+        rotary = self.layer_rotary(index, rotary)
         bsz, seq, _ = hidden.shape
         if self.kind == "gpt2":
             attn = layer.attn
@@ -121,17 +154,26 @@ class ModelAdapter:
         attn = layer.self_attn
         x = layer.input_layernorm(hidden)
         shape = (bsz, seq, -1, attn.head_dim)
-        k = attn.k_proj(x).view(shape)
-        if getattr(attn, "k_norm", None) is not None:  # Qwen3-style per-head key norm
+        if hasattr(attn, "qkv_proj"):  # Phi-3: one fused projection, [q | k | v]
+            q_size = self.model.config.num_attention_heads * attn.head_dim
+            kv_size = attn.num_key_value_heads * attn.head_dim
+            qkv = attn.qkv_proj(x)
+            k, v = qkv[..., q_size : q_size + kv_size].view(shape), qkv[..., q_size + kv_size :].view(shape)
+        else:
+            k, v = attn.k_proj(x).view(shape), attn.v_proj(x).view(shape)
+        if getattr(attn, "k_norm", None) is not None:  # Qwen3 / Gemma 3 per-head key norm
             k = attn.k_norm(k)
-        k = k.transpose(1, 2)
-        v = attn.v_proj(x).view(shape).transpose(1, 2)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)
         _, k = _rotary_fn(attn)(k, k, *rotary)
         return k, v
 
     def logits(self, hidden: torch.Tensor, use_norm: bool = True) -> torch.Tensor:
-        """The model's own head on a hidden state: lm_head(final_norm(h)) (or lm_head(h) without the norm)."""
-        return self.lm_head(self.final_norm(hidden) if use_norm else hidden)
+        """The model's own head on a hidden state: lm_head(final_norm(h)) (or lm_head(h) without the norm),
+        soft-capped as the model's own forward does (Gemma 2)."""
+        logits = self.lm_head(self.final_norm(hidden) if use_norm else hidden)
+        if self.final_softcap is not None:
+            logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
+        return logits
 
 
 def _rotary_fn(attn: nn.Module) -> Any:
@@ -139,10 +181,33 @@ def _rotary_fn(attn: nn.Module) -> Any:
     return sys.modules[type(attn).__module__].apply_rotary_pos_emb
 
 
+def _windows(config: Any, num_layers: int) -> tuple[tuple[str, ...], tuple[int | None, ...]]:
+    """Attention type and sliding window of every layer, as the model's own mask functions decide them."""
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if types is None:  # Mistral, Phi-3: one window (or none) for every layer
+        return ("full_attention",) * num_layers, (window,) * num_layers
+    types = tuple(types)
+    unknown = set(types) - {"full_attention", "sliding_attention"}
+    if unknown:
+        raise ConfigError(f"unsupported attention layer types {sorted(unknown)} in {type(config).__name__}")
+    return types, tuple(window if t == "sliding_attention" else None for t in types)
+
+
 def adapter_for(model: nn.Module) -> ModelAdapter:
-    """Build the adapter for a LLaMA-style, GPT-2 or GPT-NeoX causal LM; ConfigError for anything else."""
-    if hasattr(model, "model") and hasattr(model.model, "layers") and hasattr(model.model, "norm"):
+    """Build the adapter for a supported causal LM (`SUPPORTED` model types); ConfigError naming the
+    architecture for anything else."""
+    config = model.config
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED:
+        raise ConfigError(
+            f"unsupported architecture {type(model).__name__} (model_type {model_type!r}): beex llm drives "
+            f"{', '.join(SUPPORTED)}"
+        )
+    if model_type in LLAMA_STYLE:
         inner = model.model
+        types, windows = _windows(config, len(inner.layers))
+        rotary = getattr(inner, "rotary_emb", None)
         return ModelAdapter(
             model=model,
             kind="llama",
@@ -151,9 +216,13 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
             lm_head=model.lm_head,
             token_embedding=inner.embed_tokens,
             position_embedding=None,
-            rotary=getattr(inner, "rotary_emb", None),
+            rotary=rotary,
+            layer_types=types,
+            windows=windows,
+            final_softcap=getattr(config, "final_logit_softcapping", None),
+            rotary_per_type=rotary is not None and "layer_type" in inspect.signature(rotary.forward).parameters,
         )
-    if hasattr(model, "transformer") and hasattr(model.transformer, "h"):
+    if model_type == "gpt2":
         inner = model.transformer
         return ModelAdapter(
             model=model,
@@ -165,18 +234,14 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
             position_embedding=inner.wpe,
             rotary=None,
         )
-    if hasattr(model, "gpt_neox"):
-        inner = model.gpt_neox
-        return ModelAdapter(
-            model=model,
-            kind="gpt_neox",
-            layers=inner.layers,
-            final_norm=inner.final_layer_norm,
-            lm_head=model.get_output_embeddings(),
-            token_embedding=inner.embed_in,
-            position_embedding=None,
-            rotary=inner.rotary_emb,
-        )
-    raise ConfigError(
-        f"unsupported architecture {type(model).__name__}: expected a LLaMA-style, GPT-2 or GPT-NeoX causal LM"
+    inner = model.gpt_neox
+    return ModelAdapter(
+        model=model,
+        kind="gpt_neox",
+        layers=inner.layers,
+        final_norm=inner.final_layer_norm,
+        lm_head=model.get_output_embeddings(),
+        token_embedding=inner.embed_in,
+        position_embedding=None,
+        rotary=inner.rotary_emb,
     )

@@ -15,12 +15,34 @@ import torch
 from beexformer.llm.adapters import ModelAdapter
 
 
-def position_mask(query_pos: torch.Tensor, key_pos: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Additive mask [1, 1, q, k]: row r may attend to key c iff position(c) <= position(r)."""
+def position_mask(
+    query_pos: torch.Tensor, key_pos: torch.Tensor, dtype: torch.dtype, window: int | None = None
+) -> torch.Tensor:
+    """Additive mask [1, 1, q, k]: row r may attend to key c iff position(c) <= position(r), and, in a
+    sliding-window layer, position(r) - window < position(c)."""
     allowed = key_pos[None, :] <= query_pos[:, None]
+    if window is not None:
+        allowed &= key_pos[None, :] > query_pos[:, None] - window
     mask = torch.zeros(allowed.shape, dtype=dtype)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask[None, None]
+
+
+class LayerMasks:
+    """The masks of one set of query rows at every layer, built once per distinct sliding window."""
+
+    def __init__(self, adapter: ModelAdapter, query_pos: torch.Tensor, dtype: torch.dtype) -> None:
+        self.adapter = adapter
+        self.query_pos = query_pos
+        self.dtype = dtype
+        self._by_window: dict[int | None, torch.Tensor] = {}
+
+    def full(self, index: int) -> torch.Tensor:
+        """Mask of the rows against themselves (no cache) at layer `index`."""
+        window = self.adapter.window(index)
+        if window not in self._by_window:
+            self._by_window[window] = position_mask(self.query_pos, self.query_pos, self.dtype, window)
+        return self._by_window[window]
 
 
 @dataclass
@@ -48,9 +70,10 @@ def trace(
     positions = torch.arange(seq).expand(bsz, seq)
     hidden = adapter.embed(input_ids, positions)
     rotary = adapter.rotary_embeddings(hidden, positions)
-    mask = position_mask(torch.arange(seq), torch.arange(seq), hidden.dtype)
+    masks = LayerMasks(adapter, torch.arange(seq), hidden.dtype)
     out = Trace(layers={})
     for index in range(num):
+        mask = masks.full(index)
         if sublayer:
             captured: list[torch.Tensor] = []
             handle = adapter.attention_module(index).register_forward_hook(

@@ -10,7 +10,8 @@ chosen at exits can differ. The same mechanism is the verify pass of self-specul
 are pending rows whose remaining layers run together with the first token the gate was unsure about.
 
 Invariant (see `step`): pending groups are ordered by position with strictly decreasing depth, and every key
-in layer j of the cache precedes every row that still lacks layer j, so a single row needs no mask.
+in layer j of the cache precedes every row that still lacks layer j, so a single row needs no mask (unless the
+layer slides a window and the row is far enough along for keys to fall out of it).
 
 Option `kv_fill="copy"`: instead, the exiting token's hidden state is projected through the K/V projections
 of the layers it skipped right away (CALM-style state copying). Much cheaper per exit (two small matrix
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from beexformer.llm.adapters import ModelAdapter
-from beexformer.llm.forward import position_mask
+from beexformer.llm.forward import LayerMasks, position_mask
 from beexformer.llm.kv_cache import PositionalKVCache
 
 # A gate sees (depth, hidden state of the current token after `depth` layers) and returns a token to exit
@@ -83,9 +84,10 @@ class LayerwiseDecoder:
         pos = torch.arange(seq)
         hidden = adapter.embed(input_ids.view(1, seq), pos.view(1, seq))
         rotary = adapter.rotary_embeddings(hidden, pos.view(1, seq))
-        mask = position_mask(pos, pos, hidden.dtype) if seq > 1 else None
+        masks = LayerMasks(adapter, pos, hidden.dtype)
         for j in range(adapter.num_layers):
             state.cache.add_positions(j, pos)
+            mask = masks.full(j) if seq > 1 else None
             hidden = adapter.run_layer(j, hidden, pos.view(1, seq), rotary, mask, state.cache)
         return state, hidden[0, -1]
 
@@ -123,8 +125,11 @@ class LayerwiseDecoder:
             if rotary is None:
                 rotary = adapter.rotary_embeddings(hidden, pos_t.view(1, -1))
             mask = None
-            if len(pos) > 1:
-                mask = position_mask(pos_t, torch.cat([state.cache.key_positions(j), pos_t]), hidden.dtype)
+            window = adapter.window(j)
+            # Every cache holds position 0, so a lone row at p misses a key only when p >= window.
+            if len(pos) > 1 or (window is not None and pos[-1] >= window):
+                keys = torch.cat([state.cache.key_positions(j), pos_t])
+                mask = position_mask(pos_t, keys, hidden.dtype, window)
             state.cache.add_positions(j, pos_t)
             hidden = adapter.run_layer(j, hidden, pos_t.view(1, -1), rotary, mask, state.cache)
             state.layer_calls[len(pos)] += 1
