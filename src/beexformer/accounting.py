@@ -1,8 +1,12 @@
 """What a model costs: 1-bit vs 32-bit parameters, bytes stored packed vs float32, FLOPs and binary ops.
 
-Conventions (design.md section 7):
-- Size: 1 bit per binarized weight, plus one 32-bit scale per output row (or per tensor) of each binarized
-  matrix; 32 bits for everything else. The float32 twin stores every parameter in 32 bits.
+Conventions (docs/design.md, "Accounting"):
+- Size ratio (`FileSizes.size_ratio`, the one figure called "size ratio" anywhere in the project): bytes of the
+  float32 checkpoint file (`model.safetensors`) over bytes of the packed file (`beex export`), both real files.
+- Parameter accounting (`SizeReport.accounted_ratio`, never called "size ratio"): 1 bit per binarized weight,
+  plus one 32-bit scale per output row (or per tensor) of each binarized matrix, 32 bits for everything else,
+  against 32 bits for every parameter. It leaves out what a file adds (word padding, the tokenizer, headers),
+  so it is a little higher than the size ratio; it exists for configurations that have no files yet.
 - Ops per sample of T tokens. A float multiply-accumulate counts 2 FLOPs. A W1A1 multiply-accumulate is one
   binary op (BOP; XNOR + popcount); W1A2 and W1A4 are 2 and 4 BOPs (one XNOR-popcount per bit-plane of the
   activation codes). A W1A32 multiply-accumulate is a sign-selected addition: 1 FLOP.
@@ -42,8 +46,47 @@ class ParamRow:
         return 32 * (self.binary_params + self.float_params)
 
 
+@dataclass(frozen=True)
+class FileSizes:
+    """Bytes on disk of the two files a trained model has: THE size ratio of the project is their quotient."""
+
+    float32_checkpoint_bytes: int  # model.safetensors as the trainer writes it (float32 latent weights)
+    packed_file_bytes: int  # the file `beex export` writes: bits, scales, float32 rest, tokenizer, header
+    tokenizer_bytes: int  # the zlib-compressed tokenizer inside the packed file
+    # False only for packed files written before the export recorded its checkpoint's size: then the
+    # checkpoint is taken as 4 bytes per parameter (its few KB of safetensors header left out).
+    checkpoint_measured: bool = True
+
+    @property
+    def size_ratio(self) -> float:
+        return self.float32_checkpoint_bytes / self.packed_file_bytes
+
+    @property
+    def size_ratio_without_tokenizer(self) -> float:
+        return self.float32_checkpoint_bytes / (self.packed_file_bytes - self.tokenizer_bytes)
+
+    def describe(self) -> str:
+        estimated = "" if self.checkpoint_measured else " (estimated: 4 bytes per parameter)"
+        return (
+            f"size ratio {self.size_ratio:.2f}x: float32 checkpoint {self.float32_checkpoint_bytes:,} bytes"
+            f"{estimated} / packed file {self.packed_file_bytes:,} bytes"
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "float32_checkpoint_bytes": self.float32_checkpoint_bytes,
+            "packed_file_bytes": self.packed_file_bytes,
+            "tokenizer_bytes": self.tokenizer_bytes,
+            "checkpoint_measured": self.checkpoint_measured,
+            "size_ratio": self.size_ratio,
+            "size_ratio_without_tokenizer": self.size_ratio_without_tokenizer,
+        }
+
+
 @dataclass
 class SizeReport:
+    """Parameter accounting (no files): what the parameters weigh packed against float32."""
+
     rows: list[ParamRow]
 
     @property
@@ -71,7 +114,8 @@ class SizeReport:
         return 4 * self.total_params
 
     @property
-    def ratio(self) -> float:
+    def accounted_ratio(self) -> float:
+        """Float32 bits of the parameters over their packed bits: not the size ratio (see `FileSizes`)."""
         return self.float32_bytes / self.packed_bytes
 
     @property
@@ -85,9 +129,9 @@ class SizeReport:
             "scale_params": self.scale_params,
             "total_params": self.total_params,
             "binary_share": self.binary_share,
-            "packed_bytes": self.packed_bytes,
-            "float32_bytes": self.float32_bytes,
-            "size_ratio": self.ratio,
+            "accounted_packed_bytes": self.packed_bytes,
+            "accounted_float32_bytes": self.float32_bytes,
+            "accounted_ratio": self.accounted_ratio,
         }
 
     def format_table(self, group_depth: int | None = None) -> str:
@@ -108,9 +152,9 @@ class SizeReport:
             f"  {self.scale_params:>8,}  {self.packed_bytes / 1024:>10.1f}"
         )
         lines.append(
-            f"1-bit share of parameters: {100 * self.binary_share:.2f} %   "
-            f"float32: {self.float32_bytes / 2**20:.2f} MiB   packed: {self.packed_bytes / 2**20:.3f} MiB   "
-            f"ratio: {self.ratio:.2f}x"
+            f"1-bit share of parameters: {100 * self.binary_share:.2f} %   parameter accounting: "
+            f"float32 {self.float32_bytes / 2**20:.2f} MiB / packed {self.packed_bytes / 2**20:.3f} MiB = "
+            f"{self.accounted_ratio:.2f}x (parameters only, not the size ratio of the files)"
         )
         return "\n".join(lines)
 

@@ -114,11 +114,12 @@ def format_report(report: dict[str, Any]) -> str:
         f"FLOPs saved {100 * report['flops_saved']:.1f} %   "
         f"agreement with last exit {100 * report['agreement_with_last_exit']:.1f} %"
     )
-    if "size" in report:
+    if "size" in report and "not_measured" in report["size"]:
+        lines.append(f"  size ratio not measured: {report['size']['not_measured']}")
+    elif "size" in report:
         s = report["size"]
         lines.append(
-            f"  size: float32 {s['float32_bytes'] / 2**20:.2f} MiB, "
-            f"packed {s['packed_bytes'] / 2**20:.3f} MiB, "
-            f"{s['size_ratio']:.2f}x smaller"
+            f"  size ratio {s['size_ratio']:.2f}x: float32 checkpoint {s['float32_checkpoint_bytes'] / 1e6:.2f} MB"
+            f" / packed file {s['packed_file_bytes'] / 1e6:.3f} MB"
         )
     return "\n".join(lines)

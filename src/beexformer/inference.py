@@ -11,10 +11,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from beexformer.accounting import FileSizes
 from beexformer.bundle import TaskInfo
 from beexformer.config import BEExformerConfig
 from beexformer.evaluation import ExitLogits
@@ -68,8 +68,8 @@ class Predictor(ABC):
         return out
 
     @abstractmethod
-    def size(self) -> dict[str, Any]:
-        """Parameter counts and bytes: packed vs float32 (and the file on disk)."""
+    def size(self) -> FileSizes:
+        """Bytes of the float32 checkpoint and of the packed file, whose quotient is the size ratio."""
 
     def exit_logits(self, examples) -> ExitLogits:
         ids, segs = self.encode([e.text_a for e in examples], [e.text_b for e in examples])
@@ -124,12 +124,10 @@ class TorchPredictor(Predictor):
         with torch.no_grad():
             return self.model(*self._padded(ids, segs)).exit_logits.numpy().transpose(1, 0, 2)
 
-    def size(self):
-        from beexformer.accounting import size_report
+    def size(self) -> FileSizes:
+        from beexformer.engine.export import measure_file_sizes
 
-        report = size_report(self.model).to_dict()
-        report["checkpoint_bytes_on_disk"] = (self.path / "model.safetensors").stat().st_size
-        return report
+        return measure_file_sizes(self.path)  # exports to a temporary file: the ratio is of real files
 
 
 class PackedPredictor(Predictor):
@@ -153,10 +151,10 @@ class PackedPredictor(Predictor):
     def _all_exits_batch(self, ids, segs):
         return self.packed.run(ids, segs, None).exit_logits.transpose(1, 0, 2)
 
-    def size(self):
-        from beexformer.engine import packed_summary
+    def size(self) -> FileSizes:
+        from beexformer.engine.summary import file_sizes
 
-        return packed_summary(self.path)
+        return file_sizes(self.path)
 
 
 def _packed_task_info(packed) -> TaskInfo:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,7 +79,34 @@ def test_sweep_writes_csv_and_png(rte_run, tmp_path):
 def test_summary_table(rte_run, capsys):
     assert main(["summary", str(rte_run)]) == 0
     out = capsys.readouterr().out
-    assert "1-bit params" in out and "ratio" in out
+    assert "1-bit params" in out and "parameter accounting" in out
+
+
+def _printed_ratio(out: str) -> str:
+    """The one 'size ratio N.NNx' a command prints (exactly one, or the test fails)."""
+    found = re.findall(r"size ratio (\d+\.\d\d)x", out)
+    assert len(found) == 1, out
+    return found[0]
+
+
+def test_size_ratio_is_one_number_everywhere(rte_run, tmp_path, capsys):
+    """eval (PyTorch and packed), export and summary print the same size ratio: bytes of the float32
+    checkpoint file over bytes of the packed file, both real files."""
+    packed = tmp_path / "rte.beex"
+    assert main(["export", str(rte_run), "--out", str(packed)]) == 0
+    checkpoint = rte_run / "best" / "model.safetensors"
+    expected = f"{checkpoint.stat().st_size / packed.stat().st_size:.2f}"
+    assert _printed_ratio(capsys.readouterr().out) == expected
+    report_path = tmp_path / "eval.json"
+    for model in (rte_run, packed):
+        assert main(["eval", str(model), "--data-dir", str(FIXTURES), "--json", str(report_path)]) == 0
+        assert _printed_ratio(capsys.readouterr().out) == expected
+        size = json.loads(report_path.read_text())["size"]
+        assert size["float32_checkpoint_bytes"] == checkpoint.stat().st_size and size["checkpoint_measured"]
+        assert size["packed_file_bytes"] == packed.stat().st_size
+    for model in (rte_run, packed):
+        assert main(["summary", str(model)]) == 0
+        assert _printed_ratio(capsys.readouterr().out) == expected
 
 
 def test_train_refuses_to_overwrite_a_run(rte_run, capsys):

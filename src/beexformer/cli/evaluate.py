@@ -13,6 +13,7 @@ from beexformer.cli.common import (
     load_eval_examples,
     write_json,
 )
+from beexformer.errors import CheckpointError
 
 EXAMPLE = """  beex eval runs/sst2 --data-dir ../shared/data/glue
   beex eval runs/sst2 --exit-rule patience --threshold 2 --json sst2.json
@@ -50,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
     report["runtime"] = predictor.kind
     report["split"] = args.split
     report["seconds"] = time.perf_counter() - started
-    report["size"] = predictor.size()
+    try:
+        report["size"] = predictor.size().to_dict()
+    except CheckpointError as err:  # a model the packed format cannot hold has no size ratio
+        report["size"] = {"not_measured": str(err)}
     print(format_report(report))
     if args.json:
         write_json(args.json, report)

@@ -30,14 +30,10 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from beexformer.engine.export import export_run
-    from beexformer.engine.summary import summarize
+    from beexformer.engine.summary import file_sizes
 
     path = export_run(args.run_dir, args.out)
-    info = summarize(path)
-    ratio = info["size ratio (float32 / packed file)"]
-    float_bytes = info["float32 checkpoint bytes (all parameters x 4)"]
-    size = info["bytes on disk"]
-    print(f"wrote {path}: {size:,} bytes, {ratio}x smaller than float32 ({float_bytes:,} bytes)")
+    print(f"wrote {path}: {file_sizes(path).describe()}")
     if args.check:
         from beexformer.engine.export import check_export
 

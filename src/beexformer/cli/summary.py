@@ -6,6 +6,7 @@ import argparse
 import json
 
 from beexformer.cli.common import add_parser
+from beexformer.errors import CheckpointError
 
 EXAMPLE = """  beex summary runs/sst2
   beex summary runs/sst2 --full            # one line per layer
@@ -18,9 +19,10 @@ def register(subparsers) -> None:
         subparsers,
         "summary",
         help="1-bit vs 32-bit parameters and model size",
-        description="Count 1-bit and 32-bit parameters per layer (like larq's model summary) and compare "
-        "the packed size with float32. Takes a run or model directory, a packed file, or no model at all "
-        "(then the default configuration, changed with --set).",
+        description="Count 1-bit and 32-bit parameters per layer (like larq's model summary) and print the "
+        "size ratio: bytes of the float32 checkpoint file over bytes of the packed file (`beex export`). "
+        "Takes a run or model directory, a packed file, or no model at all (then the default configuration, "
+        "changed with --set, which has no files: only its parameter accounting is printed).",
         example=EXAMPLE,
     )
     p.add_argument("model", nargs="?", help="run directory, model directory, or packed file")
@@ -35,11 +37,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model and is_packed_model(args.model):
         from beexformer.engine import packed_summary
+        from beexformer.engine.summary import file_sizes
 
         info = packed_summary(args.model)
         if args.json:
             print(json.dumps(info, indent=2, default=str))
         else:
+            print(file_sizes(args.model).describe())
             _print_packed(info)
         return 0
     from beexformer.accounting import bits_label, size_report
@@ -47,11 +51,17 @@ def run(args: argparse.Namespace) -> int:
     from beexformer.config import BEExformerConfig
     from beexformer.model import BEExformer
 
+    sizes = None
     if args.model:
         from beexformer.bundle import resolve_model_dir
+        from beexformer.engine.export import measure_file_sizes
 
         directory = resolve_model_dir(args.model)
         model = BEExformer.from_pretrained(directory)
+        try:
+            sizes = measure_file_sizes(directory)
+        except CheckpointError as err:  # the packed format cannot hold this model: no file, no size ratio
+            print(f"size ratio not measured: {err}")
     else:
         ns = argparse.Namespace(model_config=None, set=args.set, act_bits=None, float_twin=False)
         model = BEExformer(BEExformerConfig(**model_overrides(ns)))
@@ -59,10 +69,12 @@ def run(args: argparse.Namespace) -> int:
     c = model.config
     bits = f"{bits_label(c)}, embeddings {c.embedding_bits}-bit, exits {c.exit_bits}-bit"
     if args.json:
-        print(json.dumps({**report.to_dict(), "bits": bits}, indent=2))
+        print(json.dumps({**report.to_dict(), "bits": bits, **(sizes.to_dict() if sizes else {})}, indent=2))
     else:
         print(report.format_table(group_depth=None if args.full else 2))
         print(f"bits: {bits}")
+        if sizes:
+            print(sizes.describe())
     return 0
 
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from beexformer.accounting import FileSizes
 from beexformer.engine.format import (
+    CHECKPOINT_BYTES_KEY,
     FORMAT_NAME,
     FORMAT_VERSION,
     TOKENIZER_TENSOR,
@@ -95,7 +97,9 @@ def export_model(
     model, tokenizer_dir: str | Path, out_path: str | Path, source: str = "", task_info: dict | None = None
 ) -> Path:
     """Write `model` (a BEExformer), the tokenizer in `tokenizer_dir` and the task description (task.json of
-    a model directory: task, labels, max_len, exit rule) as one packed safetensors file."""
+    a model directory: task, labels, max_len, exit rule) as one packed safetensors file. When
+    `tokenizer_dir` is the model directory, the size of its float32 checkpoint is recorded, so that the
+    size ratio of the file (`accounting.FileSizes`) can be told without the checkpoint at hand."""
     from safetensors.numpy import save_file
 
     c = model.config
@@ -121,6 +125,9 @@ def export_model(
         "task": json.dumps(task_info or {}),
         "source": source,
     }
+    checkpoint = tokenizer_dir / "model.safetensors"
+    if checkpoint.is_file():
+        metadata[CHECKPOINT_BYTES_KEY] = str(checkpoint.stat().st_size)
     out_path = Path(out_path)
     if out_path.is_dir():
         raise CheckpointError(f"{out_path}: is a directory; --out takes a file name (e.g. model.beex)")
@@ -141,6 +148,16 @@ def export_run(run_dir: str | Path, out_path: str | Path) -> Path:
     model = BEExformer.from_pretrained(model_dir)
     task_info = json.loads((model_dir / TASK_FILE).read_text())
     return export_model(model, model_dir, out_path, source=str(Path(model_dir).resolve()), task_info=task_info)
+
+
+def measure_file_sizes(run_dir: str | Path) -> FileSizes:
+    """The size ratio of a run or model directory: export it to a temporary file and measure both files."""
+    import tempfile
+
+    from beexformer.engine.summary import file_sizes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return file_sizes(export_run(run_dir, Path(tmp) / "model.beex"))
 
 
 def check_export(run_dir: str | Path, packed_path: str | Path, n: int = 32, seed: int = 0) -> float:

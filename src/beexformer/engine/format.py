@@ -39,6 +39,8 @@ from beexformer.errors import BeexError, CheckpointError
 FORMAT_NAME = "beexformer-packed"
 FORMAT_VERSION = "1"
 TOKENIZER_TENSOR = "tokenizer.json.zlib"
+# Metadata: bytes of the float32 checkpoint the file was exported from (optional: older files lack it).
+CHECKPOINT_BYTES_KEY = "float32_checkpoint_bytes"
 _SAFETENSORS_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
 

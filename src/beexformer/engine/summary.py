@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from beexformer.engine.format import TOKENIZER_TENSOR, block_linears, block_names, read_packed
+from beexformer.accounting import FileSizes
+from beexformer.engine.format import CHECKPOINT_BYTES_KEY, TOKENIZER_TENSOR, block_linears, block_names, read_packed
 
 
 def _bit_shapes(config) -> dict[str, tuple[int, int]]:
@@ -17,14 +18,28 @@ def _bit_shapes(config) -> dict[str, tuple[int, int]]:
     return shapes
 
 
+def _is_scale(name: str) -> bool:
+    return name.endswith(".alpha") or name == "embeddings.token.scale"
+
+
+def _file_sizes(path: Path, packed, parts: dict[str, int], n_params: int) -> FileSizes:
+    recorded = packed.metadata.get(CHECKPOINT_BYTES_KEY)
+    return FileSizes(
+        float32_checkpoint_bytes=int(recorded) if recorded else 4 * n_params,
+        packed_file_bytes=path.stat().st_size,
+        tokenizer_bytes=parts["tokenizer (zlib)"],
+        checkpoint_measured=bool(recorded),
+    )
+
+
 def summarize(path: str | Path) -> dict:
-    """Sizes in bytes: the file, its parts, the float32 equivalent and the ratio (file vs float32)."""
+    """The file's size ratio (`accounting.FileSizes`), its bytes by kind and its parameter counts."""
+    path = Path(path)
     packed = read_packed(path)
     config, tensors = packed.config, packed.tensors
     shapes = _bit_shapes(config)
     parts = {"1-bit weights": 0, "scales (alpha)": 0, "float32 tensors": 0, "tokenizer (zlib)": 0}
-    float_params = 0
-    binary_params = 0
+    binary_params = float_params = 0  # parameters of the model stored as 1 bit / as 32 bits
     for name, arr in tensors.items():
         if name == TOKENIZER_TENSOR:
             parts["tokenizer (zlib)"] += arr.nbytes
@@ -32,53 +47,41 @@ def summarize(path: str | Path) -> dict:
             parts["1-bit weights"] += arr.nbytes
             rows, cols = shapes[name]
             binary_params += rows * cols
-            float_params += rows * cols
-        elif name.endswith(".alpha") or name == "embeddings.token.scale":
+        elif _is_scale(name):
             parts["scales (alpha)"] += arr.nbytes
         else:
             parts["float32 tensors"] += arr.nbytes
             float_params += arr.size
-    file_bytes = Path(path).stat().st_size
-    parts["header (config, metadata)"] = file_bytes - sum(parts.values())
-    float32_bytes = 4 * float_params
-    scale_params = sum(
-        arr.size for name, arr in tensors.items() if name.endswith(".alpha") or name == "embeddings.token.scale"
-    )
-    info: dict = {
-        # The keys of `accounting.SizeReport.to_dict`, so callers can treat both alike ...
-        "binary_params": binary_params,
-        "float_params": float_params - binary_params,
-        "scale_params": scale_params,
-        "total_params": float_params,
-        "binary_share": binary_params / max(1, float_params),
-        "packed_bytes": 0,  # set below: the real file size
-        "float32_bytes": 4 * float_params,
-        "size_ratio": 0.0,
-        # ... and the file's own breakdown.
+    parts["header (config, metadata)"] = path.stat().st_size - sum(parts.values())
+    total = binary_params + float_params
+    sizes = _file_sizes(path, packed, parts, total)
+    return {
         "file": str(path),
         "format": f"{packed.metadata.get('format')} v{packed.metadata.get('format_version')}",
         "task": packed.task_info.get("task", ""),
         "bits (weights / activations / embeddings / exits)": (
             f"W{config.weight_bits}A{config.act_bits} / {config.embedding_bits} / {config.exit_bits}"
         ),
-        "parameters": {"total": float_params, "1-bit": binary_params, "32-bit": float_params - binary_params},
-        "bytes on disk": file_bytes,
+        "parameters": {"total": total, "1-bit": binary_params, "32-bit": float_params},
+        "1-bit share of parameters": round(binary_params / max(1, total), 4),
+        "size ratio (float32 checkpoint file / packed file)": round(sizes.size_ratio, 2),
+        "size ratio without the tokenizer": round(sizes.size_ratio_without_tokenizer, 2),
+        "float32 checkpoint bytes": sizes.float32_checkpoint_bytes,
+        "float32 checkpoint bytes measured at export": sizes.checkpoint_measured,
+        "packed file bytes": sizes.packed_file_bytes,
         "parts (bytes)": parts,
-        "float32 checkpoint bytes (all parameters x 4)": float32_bytes,
-        "size ratio (float32 / packed file)": round(float32_bytes / file_bytes, 2),
-        "size ratio without the tokenizer": round(float32_bytes / (file_bytes - parts["tokenizer (zlib)"]), 2),
         "binarized part ratio (float32 / (bits + scales))": round(
             4 * binary_params / max(1, parts["1-bit weights"] + parts["scales (alpha)"]), 2
         ),
     }
-    info["packed_bytes"] = file_bytes
-    info["size_ratio"] = float32_bytes / file_bytes
-    source = packed.metadata.get("source")
-    if source and (Path(source) / "model.safetensors").is_file():
-        ckpt = (Path(source) / "model.safetensors").stat().st_size
-        info["source float32 checkpoint on disk"] = {
-            "path": str(Path(source) / "model.safetensors"),
-            "bytes": ckpt,
-            "ratio (checkpoint / packed file)": round(ckpt / file_bytes, 2),
-        }
-    return info
+
+
+def file_sizes(path: str | Path) -> FileSizes:
+    """The size ratio of a packed file: its bytes against those of the float32 checkpoint it came from."""
+    info = summarize(path)
+    return FileSizes(
+        float32_checkpoint_bytes=info["float32 checkpoint bytes"],
+        packed_file_bytes=info["packed file bytes"],
+        tokenizer_bytes=info["parts (bytes)"]["tokenizer (zlib)"],
+        checkpoint_measured=info["float32 checkpoint bytes measured at export"],
+    )

@@ -189,7 +189,7 @@ def evaluate_run(
     accounting = size_report(predictor.model).to_dict()
     size: dict[str, Any] = {
         "float32_checkpoint_bytes": checkpoint_bytes,
-        "accounting_ratio": accounting["size_ratio"],
+        "accounting_ratio": accounting["accounted_ratio"],
         "binary_share": accounting["binary_share"],
         "total_params": accounting["total_params"],
     }
