@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from beexformer.cli.common import add_parser
 from beexformer.errors import CheckpointError
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             sizes = measure_file_sizes(directory)
         except CheckpointError as err:  # the packed format cannot hold this model: no file, no size ratio
-            print(f"size ratio not measured: {err}")
+            print(f"size ratio not measured: {err}", file=sys.stderr)
     else:
         ns = argparse.Namespace(model_config=None, set=args.set, act_bits=None, float_twin=False)
         model = BEExformer(BEExformerConfig(**model_overrides(ns)))
