@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 
 from beexformer.engine import is_packed_model, looks_packed
 from beexformer.engine.export import export_model
+from beexformer.engine.format import CHECKSUM_KEY, PackedFile, content_digest, read_packed
 from beexformer.engine.runtime import PackedModel
 from beexformer.errors import CheckpointError, DataError
 from conftest import make_model
@@ -40,22 +40,54 @@ def test_truncated_file_gives_clear_error(packed_file, tmp_path):
             PackedModel.load(bad)
 
 
-def test_corrupt_bytes_give_clear_error(packed_file, tmp_path):
+def _same_content(a: PackedFile, b: PackedFile) -> bool:
+    return a.metadata == b.metadata and a.tensors.keys() == b.tensors.keys() and all(
+        a.tensors[n].dtype == b.tensors[n].dtype and np.array_equal(a.tensors[n], b.tensors[n]) for n in a.tensors
+    )
+
+
+@pytest.mark.parametrize("region", ["header", "data"])
+def test_corrupt_bytes_give_clear_error(packed_file, tmp_path, region):
+    """One changed byte anywhere: a CheckpointError with a one-line message, or (a change JSON cannot see,
+    such as a space turned into a tab in the header's padding) a file that reads back to exactly the same
+    tensors and metadata. A corrupted file never loads as a different model."""
     path, _ = packed_file
+    original = read_packed(path)
     data = bytearray(path.read_bytes())
     header_len = int.from_bytes(data[:8], "little")
+    lo, hi = (8, 8 + header_len) if region == "header" else (8 + header_len, len(data))
     rng = np.random.default_rng(0)
-    for trial in range(20):
+    errors = 0
+    for trial in range(40):
         bad = bytearray(data)
-        pos = int(rng.integers(8, 8 + header_len))  # inside the JSON header
-        bad[pos] = int(rng.integers(0, 256))
+        pos = int(rng.integers(lo, hi))
+        bad[pos] = (bad[pos] + int(rng.integers(1, 256))) % 256  # always a different byte
         target = tmp_path / f"bad{trial}.beex"
         target.write_bytes(bytes(bad))
-        with contextlib.suppress(CheckpointError):  # a harmless byte (a digit of the metadata) may still load
-            PackedModel.load(target)
+        try:
+            loaded = read_packed(target)
+        except CheckpointError as err:
+            assert "\n" not in str(err)
+            errors += 1
+            continue
+        assert _same_content(loaded, original), f"byte {pos} changed and the file loaded as another model"
+    assert errors >= 35
 
 
-def _rewrite(path, tmp_path, mutate) -> str:
+def test_checksum_catches_a_flipped_weight_bit(packed_file, tmp_path):
+    path, _ = packed_file
+
+    def flip(t, m):
+        t["blocks.0.attn.q.bits"][0, 0] ^= np.uint64(1)
+
+    with pytest.raises(CheckpointError, match="checksum"):
+        PackedModel.load(_rewrite(path, tmp_path, flip, keep_digest=True))
+
+
+def _rewrite(path, tmp_path, mutate, keep_digest: bool = False) -> str:
+    """Rewrite a packed file with `mutate` applied to its tensors and metadata. The checksum is recomputed
+    (a file an exporter wrote wrong, which the content checks must catch) unless `keep_digest` or the
+    mutation removed it."""
     from safetensors import safe_open
     from safetensors.numpy import load_file, save_file
 
@@ -63,6 +95,8 @@ def _rewrite(path, tmp_path, mutate) -> str:
         metadata = dict(fh.metadata())
     tensors = load_file(str(path))
     mutate(tensors, metadata)
+    if not keep_digest and CHECKSUM_KEY in metadata:
+        metadata[CHECKSUM_KEY] = content_digest(tensors, metadata)
     out = tmp_path / "mutated.beex"
     save_file(tensors, str(out), metadata=metadata)
     return out
@@ -80,6 +114,7 @@ def _rewrite(path, tmp_path, mutate) -> str:
         (lambda t, m: t["blocks.1.norm2.bias"].__setitem__(0, np.nan), "NaN"),
         (lambda t, m: m.__setitem__("format", "something-else"), "not a beexformer packed model"),
         (lambda t, m: m.__setitem__("format_version", "99"), "version"),
+        (lambda t, m: m.pop(CHECKSUM_KEY), "checksum"),
         (lambda t, m: m.__setitem__("config", json.dumps({"d_model": "x"})), "config"),
         (lambda t, m: t.__setitem__("tokenizer.json.zlib", np.zeros(10, np.uint8)), "tokenizer"),
     ],

@@ -17,10 +17,12 @@ from beexformer.accounting import FileSizes
 from beexformer.engine.format import (
     CHECKPOINT_BYTES_KEY,
     FORMAT_NAME,
+    CHECKSUM_KEY,
     FORMAT_VERSION,
     TOKENIZER_TENSOR,
     block_linears,
     block_names,
+    content_digest,
     expected_tensors,
 )
 from beexformer.engine.packing import pack_signs, pack_weight
@@ -128,6 +130,7 @@ def export_model(
     checkpoint = tokenizer_dir / "model.safetensors"
     if checkpoint.is_file():
         metadata[CHECKPOINT_BYTES_KEY] = str(checkpoint.stat().st_size)
+    metadata[CHECKSUM_KEY] = content_digest(tensors, metadata)
     out_path = Path(out_path)
     if out_path.is_dir():
         raise CheckpointError(f"{out_path}: is a directory; --out takes a file name (e.g. model.beex)")

@@ -2,7 +2,10 @@
 
 One safetensors file (no pickle). The header metadata carries
 
-- ``format`` = "beexformer-packed", ``format_version`` = "1";
+- ``format`` = "beexformer-packed", ``format_version`` = "2" (version 1, the same layout without a checksum,
+  is still read);
+- ``sha256``: a digest of every other metadata entry and every tensor (name, dtype, shape, bytes), so a
+  flipped byte anywhere in the file is an error at load time rather than a different model that runs;
 - ``config``: the `BEExformerConfig` as JSON; ``text_encoder``: the tokenizer's special tokens as JSON;
 - ``task``: the model directory's task.json (task, label list, max_len used at training, exit rule);
 - ``source``: the run directory it was exported from (informational).
@@ -25,6 +28,7 @@ shapes do not fit its config, gives a `CheckpointError` naming the problem.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from dataclasses import dataclass
@@ -37,7 +41,9 @@ from beexformer.engine.packing import n_words
 from beexformer.errors import BeexError, CheckpointError
 
 FORMAT_NAME = "beexformer-packed"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
+READABLE_VERSIONS = ("1", "2")  # version 1 files carry no checksum
+CHECKSUM_KEY = "sha256"
 TOKENIZER_TENSOR = "tokenizer.json.zlib"
 # Metadata: bytes of the float32 checkpoint the file was exported from (optional: older files lack it).
 CHECKPOINT_BYTES_KEY = "float32_checkpoint_bytes"
@@ -111,6 +117,20 @@ def expected_tensors(config: BEExformerConfig) -> dict[str, tuple[str, tuple[int
     return out
 
 
+def content_digest(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> str:
+    """sha256 of the metadata (minus the digest itself) and of every tensor's name, dtype, shape and bytes, in
+    name order: independent of where safetensors puts each tensor in the file."""
+    h = hashlib.sha256()
+    for key in sorted(metadata):
+        if key != CHECKSUM_KEY:
+            h.update(json.dumps([key, metadata[key]]).encode())
+    for name in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[name])
+        h.update(json.dumps([name, arr.dtype.str, list(arr.shape)]).encode())
+        h.update(arr.reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
 def _fail(path: Path, message: str) -> CheckpointError:
     return CheckpointError(f"{path}: {message}")
 
@@ -158,11 +178,11 @@ def read_packed(path: str | Path) -> PackedFile:
         raise _fail(path, f"cannot read the safetensors data ({err})") from None
     if metadata.get("format") != FORMAT_NAME:
         raise _fail(path, f"not a beexformer packed model (format={metadata.get('format')!r})")
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise _fail(
-            path,
-            f"packed format version {metadata.get('format_version')!r}; this runtime reads {FORMAT_VERSION}",
-        )
+    version = metadata.get("format_version")
+    if version not in READABLE_VERSIONS:
+        raise _fail(path, f"packed format version {version!r}; this runtime reads {', '.join(READABLE_VERSIONS)}")
+    if version != "1" and metadata.get(CHECKSUM_KEY) != content_digest(tensors, metadata):
+        raise _fail(path, "checksum mismatch: the file is corrupt (re-export or copy it again)")
     try:
         config = BEExformerConfig.from_dict(json.loads(metadata["config"]))
         text_encoder = json.loads(metadata.get("text_encoder", "{}"))
