@@ -16,8 +16,8 @@ import numpy as np
 from beexformer.accounting import FileSizes
 from beexformer.engine.format import (
     CHECKPOINT_BYTES_KEY,
-    FORMAT_NAME,
     CHECKSUM_KEY,
+    FORMAT_NAME,
     FORMAT_VERSION,
     TOKENIZER_TENSOR,
     block_linears,
