@@ -177,6 +177,126 @@ def test_layernorm_and_pool():
     np.testing.assert_allclose(pooled, np.stack([x[:3].mean(0), x[3:].mean(0)]), atol=1e-5)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# 1-bit weights x 2- and 4-bit activations (bit-serial)
+
+# (bits, zero): signed codes [-2^(b-1), 2^(b-1)) and unsigned codes [0, 2^b)
+CODES = [(2, -2), (2, 0), (4, -8), (4, 0), (3, -4)]
+
+
+def _reference_codes(x: np.ndarray, step: float, zero: int, bits: int) -> np.ndarray:
+    """clamp(round(x / step)) in float32 with round-half-to-even (torch.round), as int64."""
+    q = np.rint(x.astype(np.float32) / np.float32(step))
+    return np.clip(q, zero, zero + 2**bits - 1).astype(np.int64)
+
+
+def _random_codes(rng, m: int, k: int, zero: int, bits: int) -> np.ndarray:
+    return rng.integers(zero, zero + 2**bits, (m, k)).astype(np.float32)
+
+
+@pytest.mark.parametrize("ks", FLAVOURS, ids=["serial", "parallel"])
+@pytest.mark.parametrize("code", CODES, ids=str)
+def test_quantize_rows_planes(ks, code):
+    bits, zero = code
+    rng = np.random.default_rng(bits * 10 - zero)
+    step = np.float32(0.37)
+    x = (rng.standard_normal((7, 130)) * 2).astype(np.float32)
+    x[0, :8] = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, 0.0], np.float32) * step  # ties: half to even
+    planes, usum = ks.quantize_rows(x, step, zero, bits)
+    assert planes.shape == (7, bits, 3) and planes.dtype == np.uint64
+    ref = _reference_codes(x, step, zero, bits)
+    u = ref - zero
+    assert np.array_equal(usum, u.sum(axis=1))
+    for j in range(bits):
+        unpacked = np.unpackbits(planes[:, j].view(np.uint8), axis=1, count=130, bitorder="little")
+        assert np.array_equal(unpacked, (u >> j) & 1)
+    tail = planes[:, :, -1] >> np.uint64(130 % 64)
+    assert not tail.any()  # bits past K stay 0
+
+
+@pytest.mark.parametrize("ks", FLAVOURS, ids=["serial", "parallel"])
+@pytest.mark.parametrize("code", CODES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_bitserial_gemm_is_exact(ks, code, shape):
+    bits, zero = code
+    m, k, n = shape
+    rng = np.random.default_rng(m * 1000 + k + n + bits)
+    q = _random_codes(rng, m, k, zero, bits)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    w[-1, -1] = 0.0
+    planes, usum = ks.quantize_rows(q, np.float32(1.0), zero, bits)
+    zrs = zero * sign_pm1(w).astype(np.int64).sum(axis=1)
+    out = ks.bgemm_planes_int(planes, usum, pack_weight(w), zrs)
+    assert np.array_equal(out, q.astype(np.int64) @ sign_pm1(w).astype(np.int64).T)
+
+
+def test_bitserial_gemm_random_shapes():
+    rng = np.random.default_rng(11)
+    for _ in range(25):
+        m, k, n = int(rng.integers(1, 70)), int(rng.integers(1, 600)), int(rng.integers(1, 300))
+        bits, zero = CODES[int(rng.integers(len(CODES)))]
+        q = _random_codes(rng, m, k, zero, bits)
+        w = rng.standard_normal((n, k))
+        planes, usum = K.SERIAL.quantize_rows(q, np.float32(1.0), zero, bits)
+        zrs = zero * sign_pm1(w).astype(np.int64).sum(axis=1)
+        ref = q.astype(np.int64) @ sign_pm1(w).astype(np.int64).T
+        assert np.array_equal(K.SERIAL.bgemm_planes_int(planes, usum, pack_weight(w), zrs), ref)
+
+
+@pytest.mark.parametrize("ks", FLAVOURS, ids=["serial", "parallel"])
+@pytest.mark.parametrize("code", CODES[:4], ids=str)
+def test_bitserial_affine_epilogue(ks, code):
+    """y = F.linear(step * q, alpha * sign(W), b) through the packed bit planes."""
+    bits, zero = code
+    rng = np.random.default_rng(12)
+    m, k, n = 37, 150, 70
+    step = np.float32(0.21)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    alpha = np.abs(w).mean(axis=1).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    planes, usum = ks.quantize_rows(x, step, zero, bits)
+    zrs = zero * sign_pm1(w).astype(np.int64).sum(axis=1)
+    y = ks.bgemm_planes_affine(planes, usum, step, pack_weight(w), alpha, zrs, bias)
+    xq = np.float64(step) * _reference_codes(x, step, zero, bits)
+    ref = xq @ (alpha[:, None] * sign_pm1(w)).T.astype(np.float64) + bias
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("ks", FLAVOURS, ids=["serial", "parallel"])
+@pytest.mark.parametrize("acts", [[K.ACT_GELU], [K.ACT_RELU, K.ACT_IDENTITY]], ids=["gelu", "relu|identity"])
+@pytest.mark.parametrize("bits", [2, 4])
+def test_bitserial_requantize_epilogue(ks, acts, bits):
+    """The fused epilogue (scale, bias, activation, requantize, pack) equals quantizing the float output."""
+    rng = np.random.default_rng(13)
+    m, k, n_seg = 45, 96, 100  # segment width not a multiple of 64
+    n = n_seg * len(acts)
+    step, zero = np.float32(0.3), -(2 ** (bits - 1))
+    out_steps = np.array([0.11, 0.05][: len(acts)], dtype=np.float32)
+    out_zeros = np.array([0, -(2 ** (bits - 1))][: len(acts)], dtype=np.int64)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    alpha = np.abs(w).mean(axis=1).astype(np.float32)
+    bias = (0.3 * rng.standard_normal(n)).astype(np.float32)
+    planes, usum = ks.quantize_rows(x, step, zero, bits)
+    zrs = zero * sign_pm1(w).astype(np.int64).sum(axis=1)
+    wp = pack_weight(w)
+    y = ks.bgemm_planes_affine(planes, usum, step, wp, alpha, zrs, bias)
+    out, sums = ks.bgemm_planes_act_quant(
+        planes, usum, step, wp, alpha, zrs, bias, np.array(acts), out_steps, out_zeros, bits
+    )
+    assert out.shape == (len(acts), m, bits, 2) and sums.shape == (len(acts), m)
+    for s, code in enumerate(acts):
+        z = _reference_act(y[:, s * n_seg : (s + 1) * n_seg], code).astype(np.float32)
+        ref_planes, ref_sum = ks.quantize_rows(np.ascontiguousarray(z), out_steps[s], int(out_zeros[s]), bits)
+        # Exact wherever z / step is not within float rounding of a rounding boundary (x.5).
+        frac = np.abs(np.abs(z / out_steps[s]) % 1 - 0.5)
+        clear = (frac > 1e-4).all(axis=1)
+        assert clear.mean() > 0.9
+        assert np.array_equal(out[s][clear], ref_planes[clear])
+        assert np.array_equal(sums[s][clear], ref_sum[clear])
+
+
 _PORTABILITY_SCRIPT = textwrap.dedent(
     """
     import numpy as np
@@ -187,6 +307,12 @@ _PORTABILITY_SCRIPT = textwrap.dedent(
         a, w = rng.standard_normal((m, k)), rng.standard_normal((n, k))
         ref = sign_pm1(a).astype(np.int64) @ sign_pm1(w).astype(np.int64).T
         assert np.array_equal(K.SERIAL.bgemm_int(pack_signs(a), pack_weight(w), k), ref)
+        for bits, zero in [(2, -2), (4, -8), (4, 0)]:
+            q = rng.integers(zero, zero + 2**bits, (m, k)).astype(np.float32)
+            planes, usum = K.SERIAL.quantize_rows(q, np.float32(1.0), zero, bits)
+            zrs = zero * sign_pm1(w).astype(np.int64).sum(axis=1)
+            ref = q.astype(np.int64) @ sign_pm1(w).astype(np.int64).T
+            assert np.array_equal(K.SERIAL.bgemm_planes_int(planes, usum, pack_weight(w), zrs), ref)
     print("exact")
     """
 )
@@ -195,7 +321,7 @@ _PORTABILITY_SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("cpu", ["haswell", "x86-64"], ids=["avx2-only", "baseline-x86-64"])
 def test_exact_on_other_cpus(cpu, tmp_path):
     """The same source compiled for an AVX2-only CPU (no AVX-512, no VPOPCNTQ) and for baseline x86-64 (no
-    POPCNT instruction at all) still gives the exact product."""
+    POPCNT instruction at all) still gives the exact product, 1-bit and bit-serial 2-/4-bit."""
     import platform
 
     if platform.machine() not in ("x86_64", "AMD64"):
