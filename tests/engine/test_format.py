@@ -41,8 +41,12 @@ def test_truncated_file_gives_clear_error(packed_file, tmp_path):
 
 
 def _same_content(a: PackedFile, b: PackedFile) -> bool:
-    return a.metadata == b.metadata and a.tensors.keys() == b.tensors.keys() and all(
-        a.tensors[n].dtype == b.tensors[n].dtype and np.array_equal(a.tensors[n], b.tensors[n]) for n in a.tensors
+    return (
+        a.metadata == b.metadata
+        and a.tensors.keys() == b.tensors.keys()
+        and all(
+            a.tensors[n].dtype == b.tensors[n].dtype and np.array_equal(a.tensors[n], b.tensors[n]) for n in a.tensors
+        )
     )
 
 
