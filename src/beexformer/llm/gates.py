@@ -78,3 +78,32 @@ class HeadGate:
         if head.pruned:
             return int(head.token_ids[cls]) if cls < head.token_ids.numel() else None
         return cls
+
+
+class ProbeGate:
+    """Exit at layer l when probe l's score >= threshold[l] and then head l's argmax is a real token.
+
+    The probe (a d x 64 MLP) is asked at every gate layer; the exit head runs only when it fires, so a token
+    that goes on costs the probe, not the head. `head_runs` counts the head calls (for the cost model).
+    """
+
+    def __init__(self, heads: ExitHeads, thresholds: Mapping[int, float]) -> None:
+        self.heads = heads
+        self.thresholds = {int(k): float(v) for k, v in thresholds.items() if float(v) < float("inf")}
+        self.head_runs = 0
+        for layer in self.thresholds:
+            heads.probe(layer)  # fail now, not inside decoding, if the heads file has no probes
+
+    @property
+    def layers(self) -> frozenset[int]:
+        return frozenset(layer for layer in self.thresholds if layer in self.heads.layers)
+
+    def __call__(self, depth: int, hidden: torch.Tensor) -> int | None:
+        if float(self.heads.probes[str(depth)](hidden)) < self.thresholds[depth]:
+            return None
+        self.head_runs += 1
+        head = self.heads.head(depth)
+        cls = int(head(hidden).argmax())
+        if head.pruned:
+            return int(head.token_ids[cls]) if cls < head.token_ids.numel() else None
+        return cls

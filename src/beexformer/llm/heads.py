@@ -7,7 +7,8 @@ SmolLM2-135M a full 49,152-row head costs as much as 6 decoder layers, a 2,048-r
 layer. The "other" class is the exact fallback: when it wins, or the head is unsure, the token goes on to the
 full model, which can produce any token.
 
-Heads are saved as one small safetensors file with their layers, vocabulary and model name as metadata.
+Heads are saved as one small safetensors file with their layers, vocabulary and model name as metadata, and
+with the confidence probes (`probes.py`) trained for them, if any.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ class HeadsInfo:
     model: str
     num_layers: int
     vocab_size: int
+    probe_width: int | None = None  # None: no probes; 0: linear probes; else the probes' hidden width
 
 
 class ExitHeads(nn.Module):
@@ -88,6 +90,7 @@ class ExitHeads(nn.Module):
     def __init__(self, heads: list[ExitHead], model_name: str, num_layers: int, vocab_size: int) -> None:
         super().__init__()
         self.heads = nn.ModuleDict({str(h.layer): h for h in heads})
+        self.probes = nn.ModuleDict()
         self.info = HeadsInfo(sorted(h.layer for h in heads), model_name, num_layers, vocab_size)
 
     @classmethod
@@ -110,6 +113,23 @@ class ExitHeads(nn.Module):
 
     def head(self, layer: int) -> ExitHead:
         return self.heads[str(layer)]  # type: ignore[return-value]
+
+    @property
+    def has_probes(self) -> bool:
+        return len(self.probes) > 0
+
+    def probe(self, layer: int) -> nn.Module:
+        """The confidence probe of head `layer` (ConfigError if these heads have none)."""
+        if str(layer) not in self.probes:
+            raise ConfigError(f"no confidence probe for layer {layer}: retrain the heads with beex llm train-heads")
+        return self.probes[str(layer)]
+
+    def attach_probes(self, probes: dict[int, nn.Module], width: int) -> None:
+        """Store one trained probe per head layer with the heads (saved in the same file)."""
+        if sorted(probes) != self.layers:
+            raise ConfigError(f"probes for layers {sorted(probes)}, heads at {self.layers}")
+        self.probes = nn.ModuleDict({str(k): v for k, v in probes.items()})
+        self.info = HeadsInfo(**{**self.info.__dict__, "probe_width": width})
 
     def with_weight_dtype(self, dtype: torch.dtype) -> ExitHeads:
         """A copy whose linear weights and biases are stored in `dtype` (the norms stay as they are):
@@ -155,5 +175,10 @@ class ExitHeads(nn.Module):
             ids = tensors[f"heads.{layer}.token_ids"]
             heads.append(ExitHead(adapter, layer, ids if ids.numel() else None))
         obj = cls(heads, info.model, info.num_layers, info.vocab_size)
+        if info.probe_width is not None:
+            from beexformer.llm.probes import ExitProbe
+
+            width = info.probe_width
+            obj.attach_probes({k: ExitProbe(adapter.hidden_size, width) for k in info.layers}, width)
         obj.load_state_dict(tensors)
         return obj.to(adapter.dtype)

@@ -29,6 +29,7 @@ class GenerationResult:
     layer_calls: dict[int, int] = field(default_factory=dict)
     head_calls: dict[int, int] = field(default_factory=dict)
     gate_calls: int = 0
+    gate_head_runs: int = 0  # exit-head calls made by the gates (every call of an entropy gate; probe gates: fired)
     kv_projections: int = 0
 
     @property
@@ -62,9 +63,13 @@ class DecodingStrategy(ABC):
     ) -> GenerationResult:
         """Generate up to max_new_tokens after input_ids [T] (stops after eos_token_id if given); `options`
         are the strategy's own (e.g. `stats` of SelfSpeculativeDecoding)."""
+        gate = getattr(self, "gate", None)
+        runs_before = getattr(gate, "head_runs", None)
         start = time.perf_counter()
         result = self._generate(input_ids.view(-1), max_new_tokens, eos_token_id, **options)
         result.seconds = time.perf_counter() - start
+        # A probe gate counts the head calls it lets through; an entropy gate runs its head at every call.
+        result.gate_head_runs = result.gate_calls if runs_before is None else gate.head_runs - runs_before  # type: ignore[union-attr]
         return result
 
     @abstractmethod
