@@ -30,6 +30,10 @@ class BEExformerOutput:
     exit_logits: Tensor  # [C, B, K]: the logits of every exit
     loss: Tensor | None = None  # soft-routing loss, when labels were given
     exit_weights: Tensor | None = None  # [C, B] routing weights used in the loss
+    # With output_internals=True (distillation): [embeddings, block 1, ..., block C] outputs, each [B, T, d],
+    # and every block's attention probabilities [B, h, T, T].
+    hidden_states: list[Tensor] | None = None
+    attentions: list[Tensor] | None = None
 
     @property
     def logits(self) -> Tensor:
@@ -84,18 +88,22 @@ class BEExformer(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         labels: Tensor | None = None,
+        output_internals: bool = False,
     ) -> BEExformerOutput:
         mask = self._default_mask(input_ids, attention_mask)
         x = self.embeddings(input_ids, token_type_ids)
-        exit_logits = []
+        exit_logits, hidden, attentions = [], [x], []
         for c in range(self.config.n_blocks):
-            x = self.block(c)(x, mask)
+            x, probs = self.block(c)(x, mask, return_attention=True)
+            hidden.append(x)
+            attentions.append(probs)
             exit_logits.append(self.exits[c](x, mask))
         stacked = torch.stack(exit_logits)
+        internals = {"hidden_states": hidden, "attentions": attentions} if output_internals else {}
         if labels is None:
-            return BEExformerOutput(stacked)
+            return BEExformerOutput(stacked, **internals)
         loss, weights = soft_routing_loss(stacked, labels, self.config.loss_weighting, self.config.entropy_temperature)
-        return BEExformerOutput(stacked, loss, weights)
+        return BEExformerOutput(stacked, loss, weights, **internals)
 
     @torch.no_grad()
     def early_exit(

@@ -13,6 +13,7 @@ from beexformer.errors import ConfigError
 
 EXAMPLE = """  beex train --task sst2 --data-dir ../shared/data/glue --output runs/sst2
   beex train --task rte --output runs/rte --act-bits 1 --set n_blocks=4 --set d_model=128
+  beex train --task rte --output runs/rte-a4 --act-bits 4 --teacher runs/rte-float   # distillation
   beex train --resume --output runs/sst2          # continue after Ctrl-C or a crash
   accelerate launch -m beexformer.cli.main train --task sst2 --output runs/sst2   # several GPUs"""
 
@@ -62,6 +63,13 @@ def register(subparsers) -> None:
     m.add_argument("--float-twin", action="store_true", help="no binarization at all (the float baseline)")
     m.add_argument("--model-config", help="JSON file of BEExformerConfig fields")
     m.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="e.g. --set n_blocks=4")
+    k = p.add_argument_group("distillation (docs/training.md): a teacher run on the same task and tokenizer")
+    k.add_argument("--teacher", metavar="RUN", help="run or model directory of the teacher, e.g. a --float-twin run")
+    k.add_argument("--kd-task", type=float, help="weight of the loss on the labels (default 0)")
+    k.add_argument("--kd-logits", type=float, help="weight of the soft cross-entropy at every exit (1)")
+    k.add_argument("--kd-hidden", type=float, help="weight of the hidden-state squared error (1)")
+    k.add_argument("--kd-attention", type=float, help="weight of the attention KL (1)")
+    k.add_argument("--kd-temperature", type=float, help="softmax temperature of the logit term (1)")
     e = p.add_argument_group("early exit used for model selection and stored with the model")
     e.add_argument("--exit-rule", help="fractional_entropy (default), entropy, patience, max_prob")
     e.add_argument("--exit-threshold", type=float, help="the rule's threshold (fractional_entropy: 0.05)")

@@ -26,11 +26,15 @@ class BinaryMultiHeadSelfAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, self.head_dim).transpose(1, 2)  # [B, h, T, dh]
 
-    def forward(self, x: Tensor, attention_mask: Tensor) -> Tensor:
-        """x: [B, T, d]; attention_mask: [B, T] with 1 for real tokens and 0 for padding."""
+    def forward(
+        self, x: Tensor, attention_mask: Tensor, return_weights: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """x: [B, T, d]; attention_mask: [B, T] with 1 for real tokens and 0 for padding. With
+        `return_weights`, also the attention probabilities [B, h, T, T] before dropout (for distillation)."""
         q, k, v = self._split(self.q(x)), self._split(self.k(x)), self._split(self.v(x))
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
         scores = scores.masked_fill(attention_mask[:, None, None, :] == 0, float("-inf"))
-        weights = self.dropout(scores.softmax(dim=-1))
-        context = (weights @ v).transpose(1, 2).reshape(x.shape)
-        return self.o(context)
+        probs = scores.softmax(dim=-1)
+        context = (self.dropout(probs) @ v).transpose(1, 2).reshape(x.shape)
+        out = self.o(context)
+        return (out, probs) if return_weights else out

@@ -21,9 +21,15 @@ class BEExBlock(nn.Module):
         self.norm2 = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, attention_mask: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, attention_mask: Tensor, return_attention: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """The block's output [B, T, d]; with `return_attention`, also its attention probabilities."""
+        a, probs = self.attn(self.norm1(x) if self.pre_norm else x, attention_mask, return_weights=True)
         if self.pre_norm:
-            h = x + self.dropout(self.attn(self.norm1(x), attention_mask))
-            return h + self.dropout(self.ffn(self.norm2(h)))
-        h = self.norm1(x + self.dropout(self.attn(x, attention_mask)))
-        return self.norm2(h + self.dropout(self.ffn(h)))
+            h = x + self.dropout(a)
+            out = h + self.dropout(self.ffn(self.norm2(h)))
+        else:
+            h = self.norm1(x + self.dropout(a))
+            out = self.norm2(h + self.dropout(self.ffn(h)))
+        return (out, probs) if return_attention else out

@@ -40,6 +40,13 @@ class TrainingArguments:
     max_train_samples: int | None = None  # for quick experiments and tests
     num_threads: int | None = None  # torch intra-op threads on CPU; None leaves torch's default
     progress: bool = True
+    # --- distillation (training/distill.py): a teacher run on the same task and tokenizer, and the weights ---
+    teacher: str | None = None
+    kd_task: float = 0.0  # the student's own loss on the labels; 0: pure distillation (BiT, TinyBERT)
+    kd_logits: float = 1.0  # soft cross-entropy (squared error for regression) at every exit
+    kd_hidden: float = 1.0  # squared error of the embedding output and every block's output
+    kd_attention: float = 1.0  # KL of every block's attention distributions
+    kd_temperature: float = 1.0
     # --- model (BEExformerConfig fields to override) ---
     model: dict[str, Any] = field(default_factory=dict)
 
@@ -58,6 +65,12 @@ class TrainingArguments:
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio}: must be in [0, 1)")
         return self
+
+    def kd_weights(self):
+        """The distillation weights as `distill.KDWeights`."""
+        from beexformer.training.distill import KDWeights
+
+        return KDWeights(self.kd_task, self.kd_logits, self.kd_hidden, self.kd_attention, self.kd_temperature)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

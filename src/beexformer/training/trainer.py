@@ -90,6 +90,10 @@ def load_examples(task: GlueTask, split: str, args: TrainingArguments):
 def build_encoder(args: TrainingArguments, train_examples) -> TextEncoder:
     if args.tokenizer:
         return TextEncoder.from_pretrained(args.tokenizer)
+    if args.teacher:
+        from beexformer.training.distill import teacher_encoder
+
+        return teacher_encoder(args.teacher)
     return TextEncoder.train_wordpiece(iter_texts(train_examples), vocab_size=args.vocab_size)
 
 
@@ -153,12 +157,24 @@ class Trainer:
         self.train_set = encode(self.encoder, train_examples, args.max_len, "train", self.log)
         self.dev_set = encode(self.encoder, dev_examples, args.max_len, "dev", self.log)
         self.model = BEExformer(config)
+        self.distiller = self._load_teacher(config)
         self.rule = build_exit_rule(args.exit_rule, args.exit_threshold)
         self._build_optimisation()
         self.state = TrainerState()
         self._last_saved_step: int | None = None
         if resume_from is not None:
             self._restore(resume_from)
+
+    def _load_teacher(self, config: BEExformerConfig):
+        """The `--teacher` run as a frozen `distill.Distiller` on this process's device, or None."""
+        if not self.args.teacher:
+            return None
+        from beexformer.training.distill import load_distiller
+
+        args = self.args
+        distiller = load_distiller(args.teacher, self.task, self.encoder, config, args.max_len, args.kd_weights())
+        distiller.teacher.to(self.accelerator.device)
+        return distiller
 
     def _shared_encoder(self, train_examples) -> TextEncoder:
         """Build the tokenizer once, on the main process, and load that one everywhere: WordPiece training
@@ -376,14 +392,18 @@ class Trainer:
             )
 
     def _step(self, batch: dict[str, torch.Tensor]) -> float:
-        out = self.model(**batch)
-        self.accelerator.backward(out.loss)
+        if self.distiller is None:
+            loss = self.model(**batch).loss
+        else:
+            out = self.model(**batch, output_internals=self.distiller.needs_internals)
+            loss = self.distiller.loss(out, batch).total
+        self.accelerator.backward(loss)
         if self.args.clip_norm:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.clip_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(out.loss.detach())
+        return float(loss.detach())
 
     def summary(self) -> dict[str, Any]:
         s = self.state
