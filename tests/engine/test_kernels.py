@@ -178,76 +178,98 @@ def test_layernorm_and_pool():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 1-bit weights x 2- and 4-bit activations (bit-serial)
+# 1-bit weights x 1-, 2- and 4-bit quantized activations (bit-serial); the reference is the quantizer itself
 
-# (bits, zero): signed codes [-2^(b-1), 2^(b-1)) and unsigned codes [0, 2^b)
-CODES = [(2, -2), (2, 0), (4, -8), (4, 0), (3, -4)]
-
-
-def _reference_codes(x: np.ndarray, step: float, zero: int, bits: int) -> np.ndarray:
-    """clamp(round(x / step)) in float32 with round-half-to-even (torch.round), as int64."""
-    q = np.rint(x.astype(np.float32) / np.float32(step))
-    return np.clip(q, zero, zero + 2**bits - 1).astype(np.int64)
+CODES = [(2, True), (2, False), (4, True), (4, False), (1, True), (1, False), (3, True)]  # (bits, signed)
 
 
-def _random_codes(rng, m: int, k: int, zero: int, bits: int) -> np.ndarray:
-    return rng.integers(zero, zero + 2**bits, (m, k)).astype(np.float32)
+def _offset(bits: int, signed: bool) -> np.float32:
+    """z + 1/2 of `quantizers.quantize_codes`."""
+    return np.float32((2**bits - 1) / 2 + 0.5 if signed else 0.5)
+
+
+def _z2(bits: int, signed: bool) -> int:
+    return 2**bits - 1 if signed else 0
+
+
+def _torch_codes(x: np.ndarray, step: float, bits: int, signed: bool, threshold: float | None = None) -> np.ndarray:
+    """The codes PyTorch's quantizer computes (beexformer.quantizers.quantize_codes), as int64."""
+    import torch
+
+    from beexformer.quantizers import quantize_codes
+
+    thr = None if threshold is None else torch.tensor(np.float32(threshold))
+    codes = quantize_codes(torch.from_numpy(x.astype(np.float32)), torch.tensor(np.float32(step)), bits, signed, thr)
+    return codes.numpy().astype(np.int64)
+
+
+def _random_codes(rng, m: int, k: int, bits: int) -> np.ndarray:
+    return rng.integers(0, 2**bits, (m, k)).astype(np.float32)
 
 
 @pytest.mark.parametrize("ks", FLAVOURS, ids=["serial", "parallel"])
 @pytest.mark.parametrize("code", CODES, ids=str)
-def test_quantize_rows_planes(ks, code):
-    bits, zero = code
-    rng = np.random.default_rng(bits * 10 - zero)
+@pytest.mark.parametrize("threshold", [None, 0.13])
+def test_quantize_rows_equals_torch_quantizer(ks, code, threshold):
+    bits, signed = code
+    rng = np.random.default_rng(bits * 10 + signed)
     step = np.float32(0.37)
     x = (rng.standard_normal((7, 130)) * 2).astype(np.float32)
-    x[0, :8] = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, 0.0], np.float32) * step  # ties: half to even
-    planes, usum = ks.quantize_rows(x, step, zero, bits)
+    # exact level boundaries (ties go up, as floor(u + 1/2)) and values a rounding error either side of them
+    x[0, :6] = np.array([0.5, 1.5, -0.5, -1.5, 0.0, 1.0], np.float32) * step
+    x[1, :4] = np.nextafter(x[0, :4], np.float32(np.inf))
+    x[2, :4] = np.nextafter(x[0, :4], np.float32(-np.inf))
+    planes, usum = ks.quantize_rows(x, step, np.float32(threshold or 0.0), _offset(bits, signed), bits)
     assert planes.shape == (7, bits, 3) and planes.dtype == np.uint64
-    ref = _reference_codes(x, step, zero, bits)
-    u = ref - zero
-    assert np.array_equal(usum, u.sum(axis=1))
+    ref = _torch_codes(x, step, bits, signed, threshold)
+    assert np.array_equal(usum, ref.sum(axis=1))
     for j in range(bits):
         unpacked = np.unpackbits(planes[:, j].view(np.uint8), axis=1, count=130, bitorder="little")
-        assert np.array_equal(unpacked, (u >> j) & 1)
-    tail = planes[:, :, -1] >> np.uint64(130 % 64)
-    assert not tail.any()  # bits past K stay 0
+        assert np.array_equal(unpacked, (ref >> j) & 1)
+    assert not (planes[:, :, -1] >> np.uint64(130 % 64)).any()  # bits past K stay 0
+
+
+def _planes_of_codes(ks, n: np.ndarray, bits: int):
+    """Planes and sums of given integer codes n (quantizing n itself with step 1, no offset shift)."""
+    return ks.quantize_rows(n, np.float32(1.0), np.float32(0.0), np.float32(0.5), bits)
 
 
 @pytest.mark.parametrize("ks", FLAVOURS, ids=["serial", "parallel"])
 @pytest.mark.parametrize("code", CODES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_bitserial_gemm_is_exact(ks, code, shape):
-    bits, zero = code
+    bits, signed = code
     m, k, n = shape
     rng = np.random.default_rng(m * 1000 + k + n + bits)
-    q = _random_codes(rng, m, k, zero, bits)
+    codes = _random_codes(rng, m, k, bits)
     w = rng.standard_normal((n, k)).astype(np.float32)
     w[-1, -1] = 0.0
-    planes, usum = ks.quantize_rows(q, np.float32(1.0), zero, bits)
-    zrs = zero * sign_pm1(w).astype(np.int64).sum(axis=1)
-    out = ks.bgemm_planes_int(planes, usum, pack_weight(w), zrs)
-    assert np.array_equal(out, q.astype(np.int64) @ sign_pm1(w).astype(np.int64).T)
+    planes, usum = _planes_of_codes(ks, codes, bits)
+    assert np.array_equal(usum, codes.sum(axis=1).astype(np.int64))
+    corr = _z2(bits, signed) * sign_pm1(w).astype(np.int64).sum(axis=1)
+    out = ks.bgemm_planes_int(planes, usum, pack_weight(w), corr)
+    ref = (2 * codes.astype(np.int64) - _z2(bits, signed)) @ sign_pm1(w).astype(np.int64).T  # 2 (n - z) . w
+    assert np.array_equal(out, ref)
 
 
 def test_bitserial_gemm_random_shapes():
     rng = np.random.default_rng(11)
     for _ in range(25):
         m, k, n = int(rng.integers(1, 70)), int(rng.integers(1, 600)), int(rng.integers(1, 300))
-        bits, zero = CODES[int(rng.integers(len(CODES)))]
-        q = _random_codes(rng, m, k, zero, bits)
+        bits, signed = CODES[int(rng.integers(len(CODES)))]
+        codes = _random_codes(rng, m, k, bits)
         w = rng.standard_normal((n, k))
-        planes, usum = K.SERIAL.quantize_rows(q, np.float32(1.0), zero, bits)
-        zrs = zero * sign_pm1(w).astype(np.int64).sum(axis=1)
-        ref = q.astype(np.int64) @ sign_pm1(w).astype(np.int64).T
-        assert np.array_equal(K.SERIAL.bgemm_planes_int(planes, usum, pack_weight(w), zrs), ref)
+        planes, usum = _planes_of_codes(K.SERIAL, codes, bits)
+        corr = _z2(bits, signed) * sign_pm1(w).astype(np.int64).sum(axis=1)
+        ref = (2 * codes.astype(np.int64) - _z2(bits, signed)) @ sign_pm1(w).astype(np.int64).T
+        assert np.array_equal(K.SERIAL.bgemm_planes_int(planes, usum, pack_weight(w), corr), ref)
 
 
 @pytest.mark.parametrize("ks", FLAVOURS, ids=["serial", "parallel"])
-@pytest.mark.parametrize("code", CODES[:4], ids=str)
+@pytest.mark.parametrize("code", CODES[:6], ids=str)
 def test_bitserial_affine_epilogue(ks, code):
-    """y = F.linear(step * q, alpha * sign(W), b) through the packed bit planes."""
-    bits, zero = code
+    """y = F.linear(s * (n - z), alpha * sign(W), b) through the packed bit planes."""
+    bits, signed = code
     rng = np.random.default_rng(12)
     m, k, n = 37, 150, 70
     step = np.float32(0.21)
@@ -255,46 +277,45 @@ def test_bitserial_affine_epilogue(ks, code):
     w = rng.standard_normal((n, k)).astype(np.float32)
     alpha = np.abs(w).mean(axis=1).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
-    planes, usum = ks.quantize_rows(x, step, zero, bits)
-    zrs = zero * sign_pm1(w).astype(np.int64).sum(axis=1)
-    y = ks.bgemm_planes_affine(planes, usum, step, pack_weight(w), alpha, zrs, bias)
-    xq = np.float64(step) * _reference_codes(x, step, zero, bits)
+    planes, usum = ks.quantize_rows(x, step, np.float32(0.0), _offset(bits, signed), bits)
+    corr = _z2(bits, signed) * sign_pm1(w).astype(np.int64).sum(axis=1)
+    y = ks.bgemm_planes_affine(planes, usum, step / 2, pack_weight(w), alpha, corr, bias)
+    xq = np.float64(step) * (_torch_codes(x, step, bits, signed) - _z2(bits, signed) / 2)
     ref = xq @ (alpha[:, None] * sign_pm1(w)).T.astype(np.float64) + bias
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("ks", FLAVOURS, ids=["serial", "parallel"])
-@pytest.mark.parametrize("acts", [[K.ACT_GELU], [K.ACT_RELU, K.ACT_IDENTITY]], ids=["gelu", "relu|identity"])
-@pytest.mark.parametrize("bits", [2, 4])
-def test_bitserial_requantize_epilogue(ks, acts, bits):
+@pytest.mark.parametrize("act", [K.ACT_GELU, K.ACT_SIGMOID, K.ACT_TANH], ids=["gelu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_bitserial_requantize_epilogue(ks, act, bits):
     """The fused epilogue (scale, bias, activation, requantize, pack) equals quantizing the float output."""
     rng = np.random.default_rng(13)
-    m, k, n_seg = 45, 96, 100  # segment width not a multiple of 64
-    n = n_seg * len(acts)
-    step, zero = np.float32(0.3), -(2 ** (bits - 1))
-    out_steps = np.array([0.11, 0.05][: len(acts)], dtype=np.float32)
-    out_zeros = np.array([0, -(2 ** (bits - 1))][: len(acts)], dtype=np.int64)
+    m, k, n = 45, 96, 100  # output width not a multiple of 64
+    step, signed_out = np.float32(0.3), act == K.ACT_TANH
+    out_step, out_thr = np.float32(0.11), np.float32(0.02)
     x = rng.standard_normal((m, k)).astype(np.float32)
     w = rng.standard_normal((n, k)).astype(np.float32)
     alpha = np.abs(w).mean(axis=1).astype(np.float32)
     bias = (0.3 * rng.standard_normal(n)).astype(np.float32)
-    planes, usum = ks.quantize_rows(x, step, zero, bits)
-    zrs = zero * sign_pm1(w).astype(np.int64).sum(axis=1)
+    planes, usum = ks.quantize_rows(x, step, np.float32(0.0), _offset(bits, True), bits)
+    corr = _z2(bits, True) * sign_pm1(w).astype(np.int64).sum(axis=1)
     wp = pack_weight(w)
-    y = ks.bgemm_planes_affine(planes, usum, step, wp, alpha, zrs, bias)
+    y = ks.bgemm_planes_affine(planes, usum, step / 2, wp, alpha, corr, bias)
     out, sums = ks.bgemm_planes_act_quant(
-        planes, usum, step, wp, alpha, zrs, bias, np.array(acts), out_steps, out_zeros, bits
+        planes, usum, step / 2, wp, alpha, corr, bias, act, out_step, out_thr, _offset(bits, signed_out), bits
     )
-    assert out.shape == (len(acts), m, bits, 2) and sums.shape == (len(acts), m)
-    for s, code in enumerate(acts):
-        z = _reference_act(y[:, s * n_seg : (s + 1) * n_seg], code).astype(np.float32)
-        ref_planes, ref_sum = ks.quantize_rows(np.ascontiguousarray(z), out_steps[s], int(out_zeros[s]), bits)
-        # Exact wherever z / step is not within float rounding of a rounding boundary (x.5).
-        frac = np.abs(np.abs(z / out_steps[s]) % 1 - 0.5)
-        clear = (frac > 1e-4).all(axis=1)
-        assert clear.mean() > 0.9
-        assert np.array_equal(out[s][clear], ref_planes[clear])
-        assert np.array_equal(sums[s][clear], ref_sum[clear])
+    assert out.shape == (m, bits, 2) and sums.shape == (m,)
+    z = _reference_act(y, act).astype(np.float32)
+    ref = _torch_codes(z, out_step, bits, signed_out, out_thr)
+    # Exact wherever the level coordinate is not within float rounding of a level boundary.
+    u = (z - out_thr) / out_step + _offset(bits, signed_out)
+    clear = (np.abs(u - np.round(u)) < 0.5 - 1e-4).all(axis=1)
+    assert clear.mean() > 0.9
+    assert np.array_equal(sums[clear], ref[clear].sum(axis=1))
+    for j in range(bits):
+        unpacked = np.unpackbits(out[:, j].view(np.uint8), axis=1, count=n, bitorder="little")
+        assert np.array_equal(unpacked[clear], ((ref >> j) & 1)[clear])
 
 
 _PORTABILITY_SCRIPT = textwrap.dedent(
@@ -307,12 +328,12 @@ _PORTABILITY_SCRIPT = textwrap.dedent(
         a, w = rng.standard_normal((m, k)), rng.standard_normal((n, k))
         ref = sign_pm1(a).astype(np.int64) @ sign_pm1(w).astype(np.int64).T
         assert np.array_equal(K.SERIAL.bgemm_int(pack_signs(a), pack_weight(w), k), ref)
-        for bits, zero in [(2, -2), (4, -8), (4, 0)]:
-            q = rng.integers(zero, zero + 2**bits, (m, k)).astype(np.float32)
-            planes, usum = K.SERIAL.quantize_rows(q, np.float32(1.0), zero, bits)
-            zrs = zero * sign_pm1(w).astype(np.int64).sum(axis=1)
-            ref = q.astype(np.int64) @ sign_pm1(w).astype(np.int64).T
-            assert np.array_equal(K.SERIAL.bgemm_planes_int(planes, usum, pack_weight(w), zrs), ref)
+        for bits in (1, 2, 4):
+            n = rng.integers(0, 2**bits, (m, k)).astype(np.float32)
+            planes, usum = K.SERIAL.quantize_rows(n, np.float32(1.0), np.float32(0.0), np.float32(0.5), bits)
+            corr = (2**bits - 1) * sign_pm1(w).astype(np.int64).sum(axis=1)
+            ref = (2 * n.astype(np.int64) - (2**bits - 1)) @ sign_pm1(w).astype(np.int64).T
+            assert np.array_equal(K.SERIAL.bgemm_planes_int(planes, usum, pack_weight(w), corr), ref)
     print("exact")
     """
 )
@@ -321,7 +342,7 @@ _PORTABILITY_SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("cpu", ["haswell", "x86-64"], ids=["avx2-only", "baseline-x86-64"])
 def test_exact_on_other_cpus(cpu, tmp_path):
     """The same source compiled for an AVX2-only CPU (no AVX-512, no VPOPCNTQ) and for baseline x86-64 (no
-    POPCNT instruction at all) still gives the exact product, 1-bit and bit-serial 2-/4-bit."""
+    POPCNT instruction at all) still gives the exact product, 1-bit and bit-serial 1-/2-/4-bit."""
     import platform
 
     if platform.machine() not in ("x86_64", "AMD64"):

@@ -326,15 +326,17 @@ def _act_pack_row(y, acts, centres, words, betas):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 1-bit weights x 2- and 4-bit activations, bit-serial over the activation's bit planes
+# 1-bit weights x 1-, 2- and 4-bit quantized activations, bit-serial over the code's bit planes
 #
-# A b-bit activation is q = u + zero with an unsigned code u in [0, 2^b) (zero = -2^(b-1) for a signed
-# quantizer, 0 for an unsigned one) and the value step * q. The code's bit planes are packed like signs:
-# planes[m, j, kw] holds bit j of u for the 64 inputs of word kw (tails 0). With w = 2 * bit(W) - 1:
-#     sum_k q_k w_k = sum_k u_k w_k + zero * rowsum(w)
-#     sum_k u_k w_k = 2 * sum_j 2^j popcount(u_j & W) - sum_k u_k
-# so one accumulator per output column collects popcount(plane_j & W) << j, and the epilogue adds the two
-# integer corrections (usum per row, zero * rowsum per column): the dot product is exact in integers.
+# `beexformer.quantizers` defines a k-bit activation (LSQ at k = 2, 4; the elastic sign at k = 1) as the
+# integer code n = clamp(floor((x - b) / s + (z + 1/2)), 0, 2^k - 1) and the value s * (n - z), with the
+# zero point z = (2^k - 1) / 2 (signed: half-integer levels) or 0 (non-negative inputs). The code's bit planes
+# are packed like signs: planes[m, j, kw] holds bit j of n for the 64 inputs of word kw (tails 0). With
+# w = 2 * bit(W) - 1 and z2 = 2z (an integer):
+#     2 * sum_k (n_k - z) w_k = 2 * (2 * sum_j 2^j popcount(n_j & W) - sum_k n_k) - z2 * rowsum(w)
+# so one accumulator per output column collects popcount(plane_j & W) << j, and the epilogue adds two
+# integer corrections (the code sum per row, z2 * rowsum per column): twice the dot product, exact in
+# integers; the float output is alpha * ((s / 2) * dot2) + bias (s / 2 is exact).
 
 
 @njit(cache=True, inline="always")
@@ -342,7 +344,7 @@ def _plane_tile(arow, w, n0, n1, acc):
     """acc[i] = sum_j 2^j sum_kw popcount(arow[j, kw] & w[kw, n0 + i]) for i < n1 - n0; arow: [B, KW].
 
     As `_popcount_tile`, the inner loop runs over output columns on 1-D views; each weight word is loaded once
-    for all planes (B = 2 and 4 are spelled out so LLVM keeps the planes in registers)."""
+    for all planes (B = 1, 2 and 4 are spelled out so LLVM keeps the planes in registers)."""
     B = arow.shape[0]
     KW = w.shape[0]
     width = n1 - n0
@@ -350,7 +352,11 @@ def _plane_tile(arow, w, n0, n1, acc):
         acc[i] = 0
     for kw in range(KW):
         wrow = w[kw, n0:n1]
-        if B == 2:
+        if B == 1:
+            a0 = arow[0, kw]
+            for i in range(width):
+                acc[i] += popcount64(a0 & wrow[i])
+        elif B == 2:
             a0, a1 = arow[0, kw], arow[1, kw]
             for i in range(width):
                 wv = wrow[i]
@@ -374,43 +380,43 @@ def _plane_tile(arow, w, n0, n1, acc):
 
 
 @njit(cache=True, inline="always")
-def _quantize_row(x, step, zero, planes):
-    """Codes u = clamp(round(x / step), zero, zero + 2^B - 1) - zero of one row x [K], written as bit planes
-    [B, KW] (tails 0); returns sum(u). round() is half-to-even, as torch.round. No fastmath here: the
-    division and the rounding must be the IEEE operations PyTorch performs."""
+def _quantize_row(x, step, threshold, offset, planes):
+    """Codes n = clamp(floor((x - threshold) / step + offset), 0, 2^B - 1) of one row x [K] (offset = z + 1/2),
+    written as bit planes [B, KW] (tails 0); returns sum(n). Computed in float32 in the order of
+    `quantizers.quantize_codes`, with no fastmath: the division and the floor must be the IEEE operations
+    PyTorch performs (x - 0 is x exactly, so layers without a threshold pass 0)."""
     K = x.shape[0]
     B, KW = planes.shape
-    step = np.float32(step)
-    top = np.float32(zero + (1 << B) - 1)
-    low = np.float32(zero)
+    step, threshold, offset = np.float32(step), np.float32(threshold), np.float32(offset)
+    top = np.float32((1 << B) - 1)
     total = 0
     for kw in range(KW):
         part = x[kw * 64 : min(K, kw * 64 + 64)]
         for j in range(B):
             planes[j, kw] = 0
         for i in range(part.shape[0]):
-            q = min(max(np.rint(part[i] / step), low), top)
-            u = np.int64(q) - zero
-            total += u
+            q = min(max(np.floor((part[i] - threshold) / step + offset), np.float32(0.0)), top)
+            n = np.int64(q)
+            total += n
             for j in range(B):
-                planes[j, kw] |= np.uint64((u >> j) & 1) << np.uint64(i)
+                planes[j, kw] |= np.uint64((n >> j) & 1) << np.uint64(i)
     return total
 
 
-def _quantize_rows(x, step, zero, bits):
-    """Quantize float32 rows x [M, K] to `bits`-bit codes: planes uint64 [M, bits, KW] and code sums int64 [M]."""
+def _quantize_rows(x, step, threshold, offset, bits):
+    """Quantize float32 rows x [M, K] to `bits`-bit codes: planes uint64 [M, bits, KW], code sums int64 [M]."""
     M, K = x.shape
     KW = (K + 63) // 64
     planes = np.empty((M, bits, KW), dtype=np.uint64)
     usum = np.empty(M, dtype=np.int64)
     for m in prange(M):
-        usum[m] = _quantize_row(x[m], step, zero, planes[m])
+        usum[m] = _quantize_row(x[m], step, threshold, offset, planes[m])
     return planes, usum
 
 
-def _bgemm_planes_int(a, usum, w, zrs):
-    """The integer product Q @ sign(W)^T from bit planes a [M, B, KW], code sums usum [M] and
-    zrs[n] = zero * rowsum(sign W[n]) (int64): int32 [M, N]."""
+def _bgemm_planes_int(a, usum, w, corr):
+    """Twice the integer product (N - z) @ sign(W)^T from bit planes a [M, B, KW], code sums usum [M] and
+    corr[n] = z2 * rowsum(sign W[n]) (int64): int32 [M, N]."""
     M = a.shape[0]
     N = w.shape[1]
     out = np.empty((M, N), dtype=np.int32)
@@ -418,72 +424,69 @@ def _bgemm_planes_int(a, usum, w, zrs):
         acc = np.empty(COL_TILE, dtype=np.uint64)
         for n0 in range(0, N, COL_TILE):
             n1 = min(N, n0 + COL_TILE)
-            zr = zrs[n0:n1]
+            cr = corr[n0:n1]
             for m in range(mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)):
                 _plane_tile(a[m], w, n0, n1, acc)
-                us = usum[m]
+                us = 2 * usum[m]
                 orow = out[m, n0:n1]
                 for i in range(n1 - n0):
-                    orow[i] = np.int32(2 * np.int64(acc[i]) - us + zr[i])
+                    orow[i] = np.int32(4 * np.int64(acc[i]) - us - cr[i])
     return out
 
 
-def _bgemm_planes_affine(a, usum, step, w, alpha, zrs, bias):
-    """y[m, n] = alpha[n] * (step * dot[m, n]) + bias[n], float32 [M, N]: what the PyTorch layer computes as
-    F.linear(step * q, alpha * sign(W), bias)."""
+def _bgemm_planes_affine(a, usum, half_step, w, alpha, corr, bias):
+    """y[m, n] = alpha[n] * (half_step * dot2[m, n]) + bias[n], float32 [M, N]: what the PyTorch layer computes
+    as F.linear(s * (n - z), alpha * sign(W), bias), with half_step = s / 2."""
     M = a.shape[0]
     N = w.shape[1]
-    st = np.float32(step)
+    hs = np.float32(half_step)
     out = np.empty((M, N), dtype=np.float32)
     for mb in prange((M + ROW_BLOCK - 1) // ROW_BLOCK):
         acc = np.empty(COL_TILE, dtype=np.uint64)
         for n0 in range(0, N, COL_TILE):
             n1 = min(N, n0 + COL_TILE)
-            al, zr, bi = alpha[n0:n1], zrs[n0:n1], bias[n0:n1]
+            al, cr, bi = alpha[n0:n1], corr[n0:n1], bias[n0:n1]
             for m in range(mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)):
                 _plane_tile(a[m], w, n0, n1, acc)
-                us = usum[m]
+                us = 2 * usum[m]
                 orow = out[m, n0:n1]
                 for i in range(n1 - n0):
-                    dot = np.float32(2 * np.int64(acc[i]) - us + zr[i])
-                    orow[i] = al[i] * (st * dot) + bi[i]
+                    dot2 = np.float32(4 * np.int64(acc[i]) - us - cr[i])
+                    orow[i] = al[i] * (hs * dot2) + bi[i]
     return out
 
 
-def _bgemm_planes_act_quant(a, usum, step, w, alpha, zrs, bias, acts, out_steps, out_zeros, out_bits):
-    """A bit-serial linear whose output feeds bit-serial linears: N splits into S = len(acts) segments;
-    segment s gets act_s(y) quantized with (out_steps[s], out_zeros[s]) to `out_bits`-bit codes, written as
-    planes [S, M, out_bits, ceil(N/S / 64)] with code sums [S, M] instead of the float output."""
+def _bgemm_planes_act_quant(
+    a, usum, half_step, w, alpha, corr, bias, act, out_step, out_threshold, out_offset, out_bits
+):
+    """A bit-serial linear whose output feeds a bit-serial linear: y -> act(y) -> that layer's codes, written
+    as planes [M, out_bits, ceil(N / 64)] with code sums [M] instead of the float output."""
     M = a.shape[0]
     N = w.shape[1]
-    S = acts.shape[0]
-    NS = N // S
-    NW = (NS + 63) // 64
-    st = np.float32(step)
-    planes = np.empty((S, M, out_bits, NW), dtype=np.uint64)
-    usums = np.empty((S, M), dtype=np.int64)
+    NW = (N + 63) // 64
+    hs = np.float32(half_step)
+    planes = np.empty((M, out_bits, NW), dtype=np.uint64)
+    usums = np.empty(M, dtype=np.int64)
     for mb in prange((M + ROW_BLOCK - 1) // ROW_BLOCK):
         m0, m1 = mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)
         acc = np.empty(COL_TILE, dtype=np.uint64)
         ys = np.empty((m1 - m0, N), dtype=np.float32)
         for n0 in range(0, N, COL_TILE):
             n1 = min(N, n0 + COL_TILE)
-            al, zr, bi = alpha[n0:n1], zrs[n0:n1], bias[n0:n1]
+            al, cr, bi = alpha[n0:n1], corr[n0:n1], bias[n0:n1]
             for m in range(m0, m1):
                 _plane_tile(a[m], w, n0, n1, acc)
-                us = usum[m]
+                us = 2 * usum[m]
                 yrow = ys[m - m0, n0:n1]
                 for i in range(n1 - n0):
-                    dot = np.float32(2 * np.int64(acc[i]) - us + zr[i])
-                    yrow[i] = al[i] * (st * dot) + bi[i]
+                    dot2 = np.float32(4 * np.int64(acc[i]) - us - cr[i])
+                    yrow[i] = al[i] * (hs * dot2) + bi[i]
         for m in range(m0, m1):
             yrow = ys[m - m0]
-            for s in range(S):
-                seg = yrow[s * NS : (s + 1) * NS]
-                if acts[s] != ACT_IDENTITY:
-                    for i in range(NS):
-                        seg[i] = _activation(seg[i], acts[s])
-                usums[s, m] = _quantize_row(seg, out_steps[s], out_zeros[s], planes[s, m])
+            if act != ACT_IDENTITY:
+                for i in range(N):
+                    yrow[i] = _activation(yrow[i], act)
+            usums[m] = _quantize_row(yrow, out_step, out_threshold, out_offset, planes[m])
     return planes, usums
 
 
