@@ -261,6 +261,26 @@ def build_exit_rule(name: str, threshold: float | None = None, **kwargs) -> Exit
     return cls(**kwargs)
 
 
+REGRESSION_RULES = ("regression_patience",)
+
+
+def check_rule_fits(name: str, is_regression: bool) -> None:
+    """Refuse a rule that cannot judge this kind of head (ValueError, one line).
+
+    A one-output regression head has softmax([x]) = 1, so its entropy is always 0: an entropy rule lets every
+    sample leave at the earliest block it may, and reports the largest "FLOPs saved" for nothing. Score
+    patience reads the first output as a score, which means nothing for class logits."""
+    if name == NeverExit.name:
+        return
+    if is_regression and name not in REGRESSION_RULES:
+        raise ValueError(
+            f"exit rule {name!r} reads class probabilities, but this is a regression task (one output, entropy "
+            f"always 0): use {' or '.join(REGRESSION_RULES)}"
+        )
+    if not is_regression and name in REGRESSION_RULES:
+        raise ValueError(f"exit rule {name!r} is for regression tasks; choose one of {', '.join(CLASSIFICATION_RULES)}")
+
+
 def default_exit_rule(is_regression: bool) -> ExitRule:
     """The paper's rule for classification (delta = 0.05); score patience for regression."""
     return RegressionPatience() if is_regression else FractionalEntropy()

@@ -59,14 +59,17 @@ def add_exit_args(parser: argparse.ArgumentParser) -> None:
 
 
 def exit_rule_from_args(args: argparse.Namespace, predictor):
-    from beexformer.exits import build_exit_rule
+    """The rule given on the command line, else the one stored with the model; refused (one line) when it
+    cannot judge the model's head, e.g. an entropy rule on a regression task."""
+    from beexformer.exits import build_exit_rule, check_rule_fits
 
-    if args.exit_rule is None and args.threshold is None:
-        rule = predictor.default_rule()
-        rule.returns = args.returns
-        return rule
     name = args.exit_rule or predictor.info.exit_rule
     try:
+        check_rule_fits(name, predictor.config.is_regression)
+        if args.exit_rule is None and args.threshold is None:
+            rule = predictor.default_rule()
+            rule.returns = args.returns
+            return rule
         return build_exit_rule(name, args.threshold, returns=args.returns)
     except (TypeError, ValueError) as err:
         raise ConfigError(str(err)) from None

@@ -75,7 +75,7 @@ def plot_sweep(rows: list[dict], metric_name: str, title: str, path: Path) -> No
 
 def run(args: argparse.Namespace) -> int:
     from beexformer.errors import ConfigError
-    from beexformer.exits import CLASSIFICATION_RULES, SWEEP_GRIDS
+    from beexformer.exits import CLASSIFICATION_RULES, SWEEP_GRIDS, check_rule_fits
     from beexformer.inference import load_predictor
 
     predictor = load_predictor(args.model)
@@ -85,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
         unknown = [r for r in rules if r not in SWEEP_GRIDS]
         if unknown:
             raise ConfigError(f"unknown rule(s) {unknown}; choose from {', '.join(SWEEP_GRIDS)}")
+        for rule in rules:
+            try:
+                check_rule_fits(rule, predictor.config.is_regression)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
     else:
         rules = ["regression_patience"] if predictor.config.is_regression else list(CLASSIFICATION_RULES)
     data = predictor.exit_logits(examples)

@@ -71,7 +71,11 @@ def register(subparsers) -> None:
     k.add_argument("--kd-attention", type=float, help="weight of the attention KL (1)")
     k.add_argument("--kd-temperature", type=float, help="softmax temperature of the logit term (1)")
     e = p.add_argument_group("early exit used for model selection and stored with the model")
-    e.add_argument("--exit-rule", help="fractional_entropy (default), entropy, patience, max_prob")
+    e.add_argument(
+        "--exit-rule",
+        help="fractional_entropy, entropy, patience, max_prob; regression_patience for STS-B "
+        "(default: fractional_entropy, or regression_patience on a regression task)",
+    )
     e.add_argument("--exit-threshold", type=float, help="the rule's threshold (fractional_entropy: 0.05)")
     p.set_defaults(func=run)
 

@@ -35,8 +35,8 @@ class TrainingArguments:
     save_every_steps: int = 200  # checkpoint (atomic) every this many steps; also at epoch ends and Ctrl-C
     keep_checkpoints: int = 2
     patience: int | None = None  # stop after this many evaluations without improvement
-    exit_rule: str = "fractional_entropy"
-    exit_threshold: float | None = None  # None: the rule's default (delta = 0.05)
+    exit_rule: str | None = None  # None: the task's rule (fractional_entropy; regression_patience on STS-B)
+    exit_threshold: float | None = None  # None: the rule's default (delta = 0.05, tol = 0.1)
     max_train_samples: int | None = None  # for quick experiments and tests
     num_threads: int | None = None  # torch intra-op threads on CPU; None leaves torch's default
     progress: bool = True

@@ -26,7 +26,7 @@ from beexformer.data.glue import GlueTask, get_task, iter_texts, load_split, loa
 from beexformer.data.tokenizer import TextEncoder
 from beexformer.errors import BeexError, ConfigError
 from beexformer.evaluation import collect_exit_logits, evaluation_report
-from beexformer.exits import build_exit_rule
+from beexformer.exits import ExitRule, build_exit_rule, check_rule_fits, default_exit_rule
 from beexformer.model import BEExformer
 from beexformer.training import checkpoint as ckpt
 from beexformer.training.arguments import TrainingArguments
@@ -158,7 +158,7 @@ class Trainer:
         self.dev_set = encode(self.encoder, dev_examples, args.max_len, "dev", self.log)
         self.model = BEExformer(config)
         self.distiller = self._load_teacher(config)
-        self.rule = build_exit_rule(args.exit_rule, args.exit_threshold)
+        self.rule = _exit_rule_for(self.task, args.exit_rule, args.exit_threshold)
         self._build_optimisation()
         self.state = TrainerState()
         self._last_saved_step: int | None = None
@@ -443,3 +443,15 @@ def resume_arguments(output: str | Path, overrides: dict[str, Any]) -> TrainingA
 def train(args: TrainingArguments, resume: bool = False, log=print) -> dict[str, Any]:
     """Train (or resume) a run and return its summary; the best model is in `args.output`/best."""
     return Trainer(args, resume=resume, log=log).train()
+
+
+def _exit_rule_for(task, name: str | None, threshold: float | None) -> ExitRule:
+    """The rule that picks the best checkpoint and is stored with the model: the task's own by default; one
+    that cannot judge the task's head (an entropy rule on regression) is refused, since it would pick the
+    checkpoint by the earliest exit alone."""
+    name = name or default_exit_rule(task.is_regression).name
+    try:
+        check_rule_fits(name, task.is_regression)
+        return build_exit_rule(name, threshold)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{task.name}: {err}") from None
