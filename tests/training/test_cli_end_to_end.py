@@ -67,6 +67,25 @@ def test_predict_prints_one_json_line_per_input(rte_run, tmp_path, capsys):
         assert 0.5 <= record["score"] <= 1.0 and 1 <= record["exit_block"] <= 3
 
 
+def test_predict_answers_every_input_line_in_order_blank_ones_too(rte_run, tmp_path, capsys):
+    """Output line N answers input line N: a blank line is the empty text, not a line to skip."""
+    inputs = tmp_path / "pairs.tsv"
+    inputs.write_text("A man sleeps.\tSomeone sleeps.\n\nIt rains.\tThe sun shines.\r\n\n")
+    packed = tmp_path / "rte.beex"
+    assert main(["export", str(rte_run), "--out", str(packed)]) == 0
+    capsys.readouterr()
+    for model in (rte_run, packed):
+        assert main(["predict", str(model), "--file", str(inputs)]) == 0
+        lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert [r["input"] for r in lines] == ["A man sleeps.\tSomeone sleeps.", "", "It rains.\tThe sun shines.", ""]
+        assert all(r["label"] in ("entailment", "not_entailment") for r in lines)
+        assert main(["predict", str(model), ""]) == 0  # an empty argument is a text
+        (record,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert record["input"] == "" and 1 <= record["exit_block"] <= 3
+    assert main(["predict", str(rte_run)]) == 2
+    assert "no input" in capsys.readouterr().err
+
+
 def test_sweep_writes_csv_and_png(rte_run, tmp_path):
     out = tmp_path / "sweep"
     assert main(["sweep", str(rte_run), "--data-dir", str(FIXTURES), "--out", str(out)]) == 0

@@ -20,14 +20,15 @@ def register(subparsers) -> None:
         "predict",
         help="label texts, one JSON line per input",
         description="Run a trained model (directory or packed file) on texts given as arguments or in a "
-        "file (one per line; for sentence-pair tasks 'first<TAB>second'). Prints one JSON line per input "
-        "with the label, its score (probability, or the predicted value for regression) and the block the "
-        "input left at.",
+        "file (one per line; for sentence-pair tasks 'first<TAB>second'). Prints one JSON line per input, in "
+        "input order, with the label, its score (probability, or the predicted value for regression) and the "
+        "block the input left at: output line N answers input line N. Every line is an input, a blank one "
+        'too (it is the empty text and gets a result like any other), and so is an empty argument "".',
         example=EXAMPLE,
     )
     p.add_argument("model", help="run directory, model directory, or packed model file")
     p.add_argument("texts", nargs="*", help="texts to label (or use --file)")
-    p.add_argument("--file", help="file with one input per line ('-' for standard input)")
+    p.add_argument("--file", help="file with one input per line, blank lines included ('-' for standard input)")
     p.add_argument("--batch-size", type=int, default=64, help="inputs per batch")
     add_exit_args(p)
     p.set_defaults(func=run)
@@ -37,7 +38,7 @@ def _read_lines(path: str) -> list[str]:
     try:
         if path == "-":
             return [line.rstrip("\n") for line in sys.stdin]
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:  # universal newlines: \r\n and \r end a line too
             return [line.rstrip("\n") for line in f]
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
@@ -51,11 +52,13 @@ def run(args: argparse.Namespace) -> int:
     from beexformer.exits import log_softmax
     from beexformer.inference import load_predictor
 
-    lines = list(args.texts) + (_read_lines(args.file) if args.file else [])
-    lines = [line for line in lines if line.strip()]
-    if not lines:
+    if not args.texts and not args.file:
         raise DataError("no input: give texts as arguments or --file FILE")
+    # Every line is an input, blank ones too, so that output line N always answers input line N.
+    lines = list(args.texts) + (_read_lines(args.file) if args.file else [])
     predictor = load_predictor(args.model)
+    if not lines:
+        return 0  # an empty file: no input lines, no output lines
     split = [line.split("\t", 1) for line in lines]
     texts_a = [parts[0] for parts in split]
     texts_b = [parts[1] if len(parts) > 1 else None for parts in split]
