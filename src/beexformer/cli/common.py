@@ -10,8 +10,18 @@ from typing import Any
 from beexformer.errors import ConfigError
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the examples in the epilog as written."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples in the epilog as written and shows each option's default once: appended as
+    "(default: X)" when the option has a real default and its help does not already say it. An option whose
+    default is None (decided later, e.g. by TrainingArguments) states its default in its help text."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        unset = default is None or default is False or default == [] or default is argparse.SUPPRESS
+        if unset or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def add_parser(subparsers, name: str, help: str, description: str, example: str) -> argparse.ArgumentParser:

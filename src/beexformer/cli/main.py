@@ -24,13 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"beexformer.cli.{name}")
-        except ModuleNotFoundError as err:
-            if err.name == f"beexformer.cli.{name}":
-                continue  # subcommand not built yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"beexformer.cli.{name}").register(sub)
     return parser
 
 

@@ -34,24 +34,24 @@ def register(subparsers) -> None:
     p.add_argument("--source", choices=("files", "hf"), help="GLUE files or Hugging Face datasets (online)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=float, help="epochs to train (default 1)")
+    g.add_argument("--epochs", type=float, help="epochs to train (default: 1)")
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (overrides --epochs)")
-    g.add_argument("--batch-size", type=int, help="examples per step (default 64)")
-    g.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 1e-3)")
-    g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.01)")
-    g.add_argument("--warmup-ratio", type=float, help="share of steps of linear warm-up (default 0.06)")
-    g.add_argument("--seed", type=int, help="random seed (default 42)")
+    g.add_argument("--batch-size", type=int, help="examples per step (default: 64)")
+    g.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: 1e-3)")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0.01)")
+    g.add_argument("--warmup-ratio", type=float, help="share of steps of linear warm-up (default: 0.06)")
+    g.add_argument("--seed", type=int, help="random seed (default: 42)")
     g.add_argument("--patience", type=int, help="stop after this many evaluations without improvement")
     g.add_argument("--eval-every", type=int, dest="eval_every_steps", help="also evaluate every N steps")
-    g.add_argument("--save-every", type=int, dest="save_every_steps", help="checkpoint every N steps (200)")
-    g.add_argument("--keep-checkpoints", type=int, help="how many recent checkpoints to keep (2)")
+    g.add_argument("--save-every", type=int, dest="save_every_steps", help="checkpoint every N steps (default: 200)")
+    g.add_argument("--keep-checkpoints", type=int, help="how many recent checkpoints to keep (default: 2)")
     g.add_argument("--max-train-samples", type=int, help="use only the first N training examples")
     g.add_argument("--threads", type=int, dest="num_threads", help="torch CPU threads (default: torch's)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     t = p.add_argument_group("tokenizer")
     t.add_argument("--tokenizer", help="Hugging Face tokenizer name or path (default: train a WordPiece)")
-    t.add_argument("--vocab-size", type=int, help="size of the trained WordPiece vocabulary (8000)")
-    t.add_argument("--max-len", type=int, help="truncate inputs to this many tokens (128)")
+    t.add_argument("--vocab-size", type=int, help="size of the trained WordPiece vocabulary (default: 8000)")
+    t.add_argument("--max-len", type=int, help="truncate inputs to this many tokens (default: 128)")
     m = p.add_argument_group("model (any BEExformerConfig field with --set)")
     m.add_argument(
         "--act-bits",
@@ -65,18 +65,20 @@ def register(subparsers) -> None:
     m.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="e.g. --set n_blocks=4")
     k = p.add_argument_group("distillation (docs/training.md): a teacher run on the same task and tokenizer")
     k.add_argument("--teacher", metavar="RUN", help="run or model directory of the teacher, e.g. a --float-twin run")
-    k.add_argument("--kd-task", type=float, help="weight of the loss on the labels (default 0)")
-    k.add_argument("--kd-logits", type=float, help="weight of the soft cross-entropy at every exit (1)")
-    k.add_argument("--kd-hidden", type=float, help="weight of the hidden-state squared error (1)")
-    k.add_argument("--kd-attention", type=float, help="weight of the attention KL (1)")
-    k.add_argument("--kd-temperature", type=float, help="softmax temperature of the logit term (1)")
+    k.add_argument("--kd-task", type=float, help="weight of the loss on the labels (default: 0)")
+    k.add_argument("--kd-logits", type=float, help="weight of the soft cross-entropy at every exit (default: 1)")
+    k.add_argument("--kd-hidden", type=float, help="weight of the hidden-state squared error (default: 1)")
+    k.add_argument("--kd-attention", type=float, help="weight of the attention KL (default: 1)")
+    k.add_argument("--kd-temperature", type=float, help="softmax temperature of the logit term (default: 1)")
     e = p.add_argument_group("early exit used for model selection and stored with the model")
     e.add_argument(
         "--exit-rule",
         help="fractional_entropy, entropy, patience, max_prob; regression_patience for STS-B "
         "(default: fractional_entropy, or regression_patience on a regression task)",
     )
-    e.add_argument("--exit-threshold", type=float, help="the rule's threshold (fractional_entropy: 0.05)")
+    e.add_argument(
+        "--exit-threshold", type=float, help="the rule's threshold (default: the rule's own, e.g. delta = 0.05)"
+    )
     p.set_defaults(func=run)
 
 
