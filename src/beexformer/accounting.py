@@ -1,6 +1,6 @@
 """What a model costs: 1-bit vs 32-bit parameters, bytes stored packed vs float32, FLOPs and binary ops.
 
-Conventions (docs/design.md, "Accounting"):
+Conventions (docs/design.md section 7):
 - Size ratio (`FileSizes.size_ratio`, the one figure called "size ratio" anywhere in the project): bytes of the
   float32 checkpoint file (`model.safetensors`) over bytes of the packed file (`beex export`), both real files.
 - Parameter accounting (`SizeReport.accounted_ratio`, never called "size ratio"): 1 bit per binarized weight,
@@ -278,7 +278,7 @@ class ExitCost:
 
 
 def expected_cost(config: BEExformerConfig, exit_blocks: Iterable[int], seq_lens: Iterable[int]) -> ExitCost:
-    """Cost of a set of samples, each at its own length and exit block (design.md section 7)."""
+    """Cost of a set of samples, each at its own length and exit block (docs/design.md section 7)."""
     blocks = np.asarray(list(exit_blocks), dtype=np.int64)
     lens = np.asarray(list(seq_lens), dtype=np.int64)
     cache: dict[int, OpsBreakdown] = {}

@@ -3,7 +3,7 @@
 Quantizers are small named classes, selectable by name in the config (`QUANTIZERS`):
 
 - ``approx_sign``: forward sign(x) with sign(0) = +1; backward through Bi-Real Net's second-order
-  piecewise polynomial g(x), whose derivative is g'(x) = max(0, 2 - 2|x|) (design.md section 4).
+  piecewise polynomial g(x), whose derivative is g'(x) = max(0, 2 - 2|x|) (docs/design.md section 4).
 - ``ste``: forward sign(x); backward the straight-through estimator clipped to [-1, 1] (ablation).
 - ``identity``: no quantization (the float twin).
 

@@ -1,6 +1,6 @@
 """BEExformerConfig: every architectural and binarization choice, with the default and why.
 
-Where the paper is silent the default is our choice (design.md tags it [inferred] or [open]); each such choice
+Where the paper is silent the default is our choice (docs/design.md tags it [inferred] or [open]); each such choice
 is a field here so it can be changed and reported.
 """
 

@@ -6,7 +6,7 @@ exactly the same decisions. Every rule is a small class with one method,
     should_exit(history) -> bool[B]      history: float array [B, c, K], the logits of blocks 1..c
 
 and the block whose prediction is returned at exit (`returns`: "current" = block c, the default, or
-"previous" = block c-1; design.md section 5 leaves this open). The last block always answers. Exit
+"previous" = block c-1; docs/design.md section 5 leaves this open). The last block always answers. Exit
 decisions are per sample and never stored on the model.
 """
 
@@ -239,7 +239,7 @@ EXIT_RULES: dict[str, type[ExitRule]] = {
     r.name: r for r in (FractionalEntropy, AbsoluteEntropy, MaxProbability, Patience, RegressionPatience, NeverExit)
 }
 
-# Thresholds a sweep tries per rule (design.md section 5 for the paper's delta).
+# Thresholds a sweep tries per rule (docs/design.md section 5 for the paper's delta).
 SWEEP_GRIDS: dict[str, list[float]] = {
     "fractional_entropy": [-0.5, -0.2, 0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5],
     "entropy": [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],

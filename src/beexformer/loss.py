@@ -1,4 +1,4 @@
-"""The soft-routing loss: a weighted sum of the task loss at every exit (design.md section 6).
+"""The soft-routing loss: a weighted sum of the task loss at every exit (docs/design.md section 6).
 
     L = sum_c w_c * loss(y, z_c)
 

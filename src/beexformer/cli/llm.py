@@ -106,7 +106,7 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser(
         "calibrate",
-        help="per-head entropy thresholds for target agreement levels (design.md 8b)",
+        help="per-head entropy thresholds for target agreement levels (docs/design.md 8b)",
         epilog=_EPILOG_CALIBRATE,
         formatter_class=fmt,
     )

@@ -112,7 +112,7 @@ _METRICS = {
 
 
 def compute_metrics(task: GlueTask, predictions: ArrayLike, labels: ArrayLike) -> dict[str, float]:
-    """The task's official metrics (design.md section 7) as fractions, plus ``"main"``.
+    """The task's official metrics (docs/design.md section 7) as fractions, plus ``"main"``.
 
     Args:
         task: the GLUE task (its ``metric_names`` and ``main_metric`` are used).

@@ -2,7 +2,7 @@
 
 Every encoder builds the same BERT-style layout, whatever the tokenizer's own post-processing:
 ``[CLS] a [SEP]`` for one sentence and ``[CLS] a [SEP] b [SEP]`` for a pair, with segment (token type) ids
-0 for ``[CLS] a [SEP]`` and 1 for ``b [SEP]`` (design.md section 2). For a pretrained tokenizer without
+0 for ``[CLS] a [SEP]`` and 1 for ``b [SEP]`` (docs/design.md section 2). For a pretrained tokenizer without
 ``[CLS]``/``[SEP]`` (GPT-2, Llama, ...) its BOS/EOS tokens take their place.
 
 Over-long inputs are truncated "longest first" (as in Hugging Face): tokens are removed one at a time from

@@ -1,4 +1,4 @@
-"""The Selective Learn-Forget Network (design.md section 3) and the plain feed-forward it replaces.
+"""The Selective Learn-Forget Network (docs/design.md section 3) and the plain feed-forward it replaces.
 
 Both follow one interface, `module(h: [B, T, d]) -> [B, T, d]`, so a variant (for example the "two forget
 gates and one selective learning gate" reading of the paper) can be added without touching the block.

@@ -1,4 +1,4 @@
-"""Calibrating per-head entropy thresholds to a target agreement level (design.md 8b, arXiv 2407.21082).
+"""Calibrating per-head entropy thresholds to a target agreement level (docs/design.md 8b, arXiv 2407.21082).
 
 For a head and a level alpha: sort the calibration tokens by the head's entropy (most confident first); let
 A(k) be the share of the k most confident whose head token equals the full model's greedy token; the

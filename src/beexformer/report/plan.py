@@ -195,7 +195,7 @@ def profile_settings(profile: str, tasks: tuple[str, ...] | None = None) -> Prof
             tasks=PAPER_TASKS,
             seeds={},
             training=_common_training(),
-            # Dev accuracy on SST-2 peaks after about one epoch (prior measurements); the small tasks get
+            # One epoch of SST-2, the budget of docs/training.md's runs; the small tasks get
             # a comparable number of optimizer steps' worth of passes, fixed in advance, not tuned on dev.
             epochs={
                 "sst2": 1.0,

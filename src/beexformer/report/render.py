@@ -15,7 +15,7 @@ from beexformer.report import plots
 from beexformer.report.aggregate import aggregate
 from beexformer.report.plan import ABLATION_NOTES, MAIN_VARIANTS
 
-# design.md section 1: the BEExformer paper's headline claims.
+# docs/design.md section 1: the BEExformer paper's headline claims.
 PAPER_CLAIMS = [
     ("v1", "18.44x", "54.85 %", "+5.98 %", "GLUE"),
     ("v2", "21.30x", "52.08 %", "+2.89 %", "six GLUE tasks"),
@@ -23,7 +23,7 @@ PAPER_CLAIMS = [
 ]
 GOAL_SIZE = 21.30
 GOAL_FLOPS = 0.5208
-# anchors.md: GLUE dev scores of the binarized BERTs (facebookresearch/bit README), all distilled from a
+# docs/anchors.md: GLUE dev scores of the binarized BERTs (facebookresearch/bit README), all distilled from a
 # fine-tuned BERT-base; bits are weights-embeddings-activations.
 PEERS: list[tuple[str, str, float, dict[str, float]]] = [
     ("BERT-base float", "32-32-32", 418,

@@ -22,7 +22,7 @@ class TrainingArguments:
     vocab_size: int = 8000
     max_len: int = 128
     # --- optimisation (AdamW, linear warm-up then linear decay) ---
-    epochs: float = 1.0  # dev accuracy peaks after about one epoch on SST-2 (prior measurements)
+    epochs: float = 1.0  # one epoch: the budget of the measured runs in docs/training.md
     max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
     batch_size: int = 64
     lr: float = 1e-3
