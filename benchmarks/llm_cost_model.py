@@ -6,6 +6,11 @@ K/V projections of the copy fill). Predicted decode time of a mode = sum over th
 costs; the plain baseline does L one-row layer calls and one one-row head call per token. The predicted ratio
 is compared with the measured one; the gap is per-call Python overhead and machine noise.
 
+`predict_before_run` predicts each mode's speed-up over this package's full decoding *before* the run, from
+the unit costs measured at its start and the calibration's first-exit shares and agreement at the mode's level
+(closed forms below: early exit with the exact lazy fill, and self-speculation with dynamic drafts); the
+benchmark prints the prediction beside the measurement.
+
 `fit` then fits the measured wall time of every mode against `full` (this package's decoder without exits,
 on the same items, so prefill and per-token bookkeeping cancel):
     seconds(mode) - seconds(full) = a * (work(mode) - work(full), priced at the unit costs) + b * gate calls
@@ -43,6 +48,9 @@ LLAMA_7B = Shape("LLaMA-2-7B", 32, 4096, 11008, 4096, 32000)
 LLAMA3_8B = Shape("LLaMA-3-8B", 32, 4096, 14336, 1024, 128256)
 
 
+GEMMA3_270M = Shape("Gemma-3-270M", 18, 640, 2048, 256, 262144, 4097)
+
+
 def _interp(table: dict[int, float], k: int) -> float:
     keys = sorted(table)
     if k in table:
@@ -62,14 +70,93 @@ class UnitCosts:
     head: dict[int, float]  # ms per final norm + head call with k rows
     gate: float
     kv: float
+    probe: float = 0.0  # a probe gate's call that does not fire
+    probe_fired: float = 0.0  # the exit head a probe gate runs when it fires
 
     def work_ms(self, work: dict[str, Any]) -> float:
         total = sum(n * _interp(self.layer, int(k)) for k, n in work["layer_calls"].items())
         total += sum(n * _interp(self.head, int(k)) for k, n in work["head_calls"].items())
-        return total + work["gate_calls"] * self.gate + work["kv_projections"] * self.kv
+        if work.get("gate_kind") == "probe":
+            total += work["gate_calls"] * self.probe + work["gate_head_runs"] * self.probe_fired
+        else:
+            total += work["gate_calls"] * self.gate
+        return total + work["kv_projections"] * self.kv
 
     def plain_ms(self, tokens: int, layers: int) -> float:
         return tokens * (layers * self.layer[1] + self.head[1])
+
+
+@dataclass(frozen=True)
+class GateCosts:
+    """ms per gate call that does not fire (entropy gate: head + entropy; probe gate: the probe) and the extra
+    ms of one that fires (a probe gate then runs the exit head; an entropy gate has run it already)."""
+
+    call: float
+    fired: float
+
+
+@dataclass(frozen=True)
+class ExitProfile:
+    """Per gate layer (depth order): share of tokens that first exit there and their agreement, from the
+    calibration with every one of these layers gating."""
+
+    layers: list[int]
+    shares: list[float]
+    agreement: list[float]
+
+    @property
+    def exit_share(self) -> float:
+        return sum(self.shares)
+
+    @property
+    def mean_exit_layer(self) -> float:
+        total = self.exit_share
+        return sum(layer * s for layer, s in zip(self.layers, self.shares, strict=True)) / total if total else 0.0
+
+    @property
+    def mean_agreement(self) -> float:
+        total = self.exit_share
+        pairs = zip(self.shares, self.agreement, strict=True)
+        return sum(s * a for s, a in pairs if s > 0) / total if total else 0.0
+
+    def gate_calls_until_exit(self) -> tuple[float, float]:
+        """(expected gate calls of a token that exits, of one that does not): a token is asked at every gate
+        layer it reaches."""
+        total = self.exit_share
+        exiting = sum((i + 1) * s for i, s in enumerate(self.shares)) / total if total else 0.0
+        return exiting, float(len(self.layers))
+
+
+def predict_early_exit(unit: UnitCosts, layers: int, gate: GateCosts, prof: ExitProfile) -> float:
+    """Speed-up of early exit (lazy recompute) over full decoding: an exited token runs its first l layers
+    and later rides along as an extra row in the next full pass for the other L - l (at c(2) - c(1) each); a
+    full token runs L layers and the head; every token pays the gate calls up to where it stops."""
+    c1, extra_row = unit.layer[1], unit.layer[2] - unit.layer[1]
+    calls_exit, calls_full = prof.gate_calls_until_exit()
+    cost = (1 - prof.exit_share) * (layers * c1 + unit.head[1] + calls_full * gate.call)
+    for layer, share in zip(prof.layers, prof.shares, strict=True):
+        cost += share * (layer * c1 + (layers - layer) * extra_row + gate.fired)
+    cost += prof.exit_share * calls_exit * gate.call
+    return unit.plain_ms(1, layers) / cost
+
+
+def predict_self_speculative(unit: UnitCosts, layers: int, gate: GateCosts, prof: ExitProfile, max_draft: int) -> float:
+    """Speed-up of self-speculation over full decoding. A cycle drafts n tokens (each token is drafted with
+    probability q = exit share, independently; n stops at the first token that is not, or at max_draft),
+    then verifies them in one pass of n + 1 rows from their mean exit depth on. Drafts are accepted as a
+    prefix, each with the calibrated agreement a: tokens per cycle = 1 + a + ... + a^n."""
+    q, a, depth = prof.exit_share, prof.mean_agreement, prof.mean_exit_layer
+    calls_exit, calls_full = prof.gate_calls_until_exit()
+    c1 = unit.layer[1]
+    tokens = cost = 0.0
+    for n in range(max_draft + 1):
+        prob = q**n * (1 - q) if n < max_draft else q**max_draft
+        drafts = n * (depth * c1 + calls_exit * gate.call + gate.fired)
+        unsure_gates = calls_full * gate.call if n < max_draft else 0.0
+        verify = layers * c1 + (layers - depth) * (_interp(unit.layer, n + 1) - c1) + _interp(unit.head, n + 1)
+        tokens += prob * (1 + sum(a**i for i in range(1, n + 1)))
+        cost += prob * (drafts + unsure_gates + verify)
+    return tokens * unit.plain_ms(1, layers) / cost
 
 
 def measured_costs(costs: dict[str, Any], gate_dtype: str = "float32") -> UnitCosts:
@@ -78,7 +165,14 @@ def measured_costs(costs: dict[str, Any], gate_dtype: str = "float32") -> UnitCo
     layer = {int(k): v for k, v in costs["layer_ms"].items()}
     head = {1: costs["full_head_ms"], 5: costs["full_head_ms_5rows"]}
     cold_key = "gate_ms_cold" if gate_dtype == "float32" else f"gate_ms_cold_{gate_dtype}"
-    return UnitCosts(layer, head, costs.get(cold_key, costs["gate_ms"]), costs.get("kv_ms", 0.0))
+    return UnitCosts(
+        layer,
+        head,
+        costs.get(cold_key, costs["gate_ms"]),
+        costs.get("kv_ms", 0.0),
+        costs.get("probe_call_ms_cold", 0.0),
+        costs.get("gate_head_ms_cold", 0.0),
+    )
 
 
 def _gate_dtype(report: dict[str, Any], workload: str) -> str:
@@ -106,6 +200,8 @@ def rescale_work(work: dict[str, Any], base: Shape, shape: Shape) -> dict[str, A
 
 
 def predict(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each mode's work priced at the run's unit costs (after the run), and extrapolated to 7B shapes."""
+    base = SMOLLM2_135M if report.get("num_layers", 30) == SMOLLM2_135M.layers else GEMMA3_270M
     rows = []
     for wname, modes in report["workloads"].items():
         unit = measured_costs(report["costs_ms"], _gate_dtype(report, wname))
@@ -118,11 +214,11 @@ def predict(report: dict[str, Any]) -> list[dict[str, Any]]:
                 "workload": wname,
                 "mode": name,
                 "measured_ratio": r["ratio"],
-                "predicted_ratio": unit.plain_ms(tokens, SMOLLM2_135M.layers) / mode_ms,
+                "predicted_ratio": unit.plain_ms(tokens, base.layers) / mode_ms,
             }
             for shape in (LLAMA_7B, LLAMA3_8B):
-                su = scaled_costs(unit, shape, SMOLLM2_135M)
-                work = rescale_work(r["work"], SMOLLM2_135M, shape)
+                su = scaled_costs(unit, shape, base)
+                work = rescale_work(r["work"], base, shape)
                 row[f"predicted_{shape.name}"] = su.plain_ms(tokens, shape.layers) / su.work_ms(work)
             rows.append(row)
     return rows

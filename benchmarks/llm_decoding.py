@@ -1,5 +1,7 @@
 """Benchmark (not a test): early-exit and self-speculative decoding against plain Hugging Face greedy decoding
-with the KV cache, on SmolLM2-135M-Instruct, in one run with all modes interleaved per item.
+with the KV cache, on SmolLM2-135M-Instruct or Gemma-3-270M (`--model`), in one run with all modes interleaved
+per item. Gates are entropy gates (the exit head at every gate layer) or confidence probes (`-probe` modes: the
+head runs only when the probe fires).
 
 Workloads: continuations of WikiText-2 test passages, and the 20 EVAL_PROMPTS of llm_prompts.py (chat
 template). Ratios are tokens per second of a mode divided by that of `model.generate(do_sample=False)` over
@@ -9,8 +11,10 @@ output: the share of generated tokens equal to the full model's greedy token on 
     python benchmarks/llm_decoding.py --heads runs/llm/heads.safetensors \\
         --calibration runs/llm/calibration.json --threads 1 --out benchmarks/results/llm_decoding
 
-Also measures the costs the closing note's cost model needs: one decoder layer for k rows, the full head, the
-pruned gate.
+Also measures the costs the cost model needs (one decoder layer for k rows, the full head, a gate call, a probe
+call, an exit-head run), prints each mode's speed-up over full decoding predicted from them and from the
+calibration *before* the items run, and the measured one after. The report records the sha256 of the heads
+and calibration files (made by benchmarks/llm_rebuild.py).
 """
 
 from __future__ import annotations
@@ -54,12 +58,19 @@ def parse_args() -> argparse.Namespace:
         "--spec-gate-layers", type=int, nargs="+", default=None, help="extra self-speculative modes gated only here"
     )
     p.add_argument("--copy-alphas", type=float, nargs="*", default=[0.9], help="levels for the KV-copy fill")
+    p.add_argument(
+        "--probe-alphas", type=float, nargs="*", default=[], help="early exit gated by the confidence probes"
+    )
+    p.add_argument(
+        "--probe-spec-alphas", type=float, nargs="*", default=[], help="self-speculative with probe-gated drafts"
+    )
     p.add_argument("--max-draft", type=int, default=8)
     p.add_argument("--passages", type=int, default=10)
     p.add_argument("--context", type=int, default=128, help="tokens of each WikiText passage")
     p.add_argument("--prompts", type=int, default=20)
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cost-reps", type=int, default=30, help="repetitions of each unit-cost timing")
     p.add_argument("--modes", nargs="+", default=None, help="subset of modes to run (hf always runs)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/llm_decoding"))
     args = p.parse_args()
@@ -103,6 +114,7 @@ def measure_costs(adapter: Any, heads: Any, reps: int = 30) -> dict[str, Any]:
     import torch
 
     from beexformer.llm.forward import position_mask
+    from beexformer.llm.gates import HeadGate, ProbeGate
     from beexformer.llm.generation.engine import LayerwiseDecoder
 
     dec = LayerwiseDecoder(adapter)
@@ -142,7 +154,7 @@ def measure_costs(adapter: Any, heads: Any, reps: int = 30) -> dict[str, Any]:
     # after touching a buffer twice the size of this CPU's last-level cache, in float32 and in float16.
     evict = torch.ones(16 * 2**20)  # 64 MB
 
-    def cold(fn: Any, reps: int = 30) -> float:
+    def cold(fn: Any) -> float:
         total = 0.0
         for _ in range(reps):
             evict.sum()
@@ -154,6 +166,42 @@ def measure_costs(adapter: Any, heads: Any, reps: int = 30) -> dict[str, Any]:
     half_head = heads.with_weight_dtype(torch.float16).head(heads.layers[0])
     out["gate_ms_cold"] = cold(lambda: torch.log_softmax(gate_head(h1), -1).max())
     out["gate_ms_cold_float16"] = cold(lambda: torch.log_softmax(half_head(h1), -1).max())
+    # Whole gate calls as the decoder makes them (Python included), cold, none of them firing: the entropy gate
+    # runs its head every time; the probe gate only its probe, plus the head when it fires.
+    first = heads.layers[0]
+    out["gate_call_ms_cold"] = cold(lambda: HeadGate(heads, {first: -1.0})(first, h1))
+    if heads.has_probes:
+        probe_gate = ProbeGate(heads, {first: 1e30})
+        out["probe_call_ms_cold"] = cold(lambda: probe_gate(first, h1))
+        out["probe_call_ms"] = timed(lambda: probe_gate(first, h1))
+        out["gate_head_ms_cold"] = cold(lambda: int(gate_head(h1).argmax()))
+    return out
+
+
+def predict_modes(
+    strategies: dict[str, Any], calib: Any, unit: Any, gate_costs: dict[str, Any], num: int, args: Any
+) -> dict[str, float]:
+    """Speed-up of each gated mode over full decoding, from the unit costs measured at the start and the
+    calibration's first exits at the mode's level (see llm_cost_model.py). Layers a mode does not gate are
+    dropped from the profile, with the tokens that would first have exited there (an approximation)."""
+    from llm_cost_model import ExitProfile, predict_early_exit, predict_self_speculative
+
+    out: dict[str, float] = {}
+    for name, strat in strategies.items():
+        if not hasattr(strat, "gate") or "copy" in name or "adaptive" in name:
+            continue
+        kind = "probe" if "-probe" in name else "entropy"
+        alpha = float(name.split("a=")[1].split()[0])
+        level = [e for e in calib.level(alpha, kind) if e.layer in strat.gate.layers]
+        prof = ExitProfile(
+            [e.layer for e in level],
+            [e.first_exit_share for e in level],
+            [e.first_exit_agreement if e.first_exit_share > 0 else 0.0 for e in level],
+        )
+        if name.startswith("early-exit"):
+            out[name] = predict_early_exit(unit, num, gate_costs[kind], prof)
+        else:
+            out[name] = predict_self_speculative(unit, num, gate_costs[kind], prof, args.max_draft)
     return out
 
 
@@ -176,7 +224,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     from beexformer.llm.adapters import adapter_for
     from beexformer.llm.calibration import Calibration
-    from beexformer.llm.gates import HeadGate
+    from beexformer.llm.gates import HeadGate, ProbeGate
     from beexformer.llm.generation import DraftStatistics, EarlyExitDecoding, FullDecoding, SelfSpeculativeDecoding
     from beexformer.llm.generation.strategies import break_even_acceptance
     from beexformer.llm.heads import ExitHeads
@@ -191,7 +239,7 @@ def main() -> int:
 
     # Measured before the runs so that the adaptive policy uses this run's costs.
     with torch.no_grad():
-        costs = measure_costs(adapter, heads)
+        costs = measure_costs(adapter, heads, args.cost_reps)
     c1 = costs["layer_ms"][1]
     row_cost = (costs["layer_ms"][2] - c1) / c1
     head_cost = costs["full_head_ms"] / c1
@@ -207,6 +255,11 @@ def main() -> int:
             thr = {k: v for k, v in calib.thresholds_for(alpha).items() if k in layers}
             return HeadGate(gating, thr)
 
+        def probe_gate_for(alpha: float) -> ProbeGate:
+            # A probe call is cheap, so every calibrated layer gates unless --gate-layers says otherwise.
+            thr = calib.thresholds_for(alpha, "probe")
+            return ProbeGate(gating, {k: v for k, v in thr.items() if not args.gate_layers or k in args.gate_layers})
+
         strategies: dict[str, Any] = {"full": FullDecoding(adapter)}
         for alpha in args.alphas:
             strategies[f"early-exit a={alpha}"] = EarlyExitDecoding(adapter, gate_for(alpha))
@@ -215,6 +268,12 @@ def main() -> int:
         for alpha in args.spec_alphas:
             strategies[f"self-speculative a={alpha}"] = SelfSpeculativeDecoding(
                 adapter, gate_for(alpha), max_draft=args.max_draft
+            )
+        for alpha in args.probe_alphas:
+            strategies[f"early-exit-probe a={alpha}"] = EarlyExitDecoding(adapter, probe_gate_for(alpha))
+        for alpha in args.probe_spec_alphas:
+            strategies[f"self-speculative-probe a={alpha}"] = SelfSpeculativeDecoding(
+                adapter, probe_gate_for(alpha), max_draft=args.max_draft
             )
         if args.spec_gate_layers:
             only = set(args.spec_gate_layers)
@@ -251,8 +310,24 @@ def main() -> int:
             out = model.generate(ids[None], max_new_tokens=args.new_tokens, do_sample=False, eos_token_id=eos)
         return out[0, ids.numel() :].tolist(), time.perf_counter() - start
 
+    from llm_cost_model import GateCosts, measured_costs
+    from llm_rebuild import sha256
+
+    gate_costs = {
+        "entropy": GateCosts(costs["gate_call_ms_cold"], 0.0),
+        "probe": GateCosts(costs.get("probe_call_ms_cold", 0.0), costs.get("gate_head_ms_cold", 0.0)),
+    }
+    predicted = {
+        w: predict_modes(strats, calibs[w], measured_costs(costs, calibs[w].gate_dtype), gate_costs, num, args)
+        for w, (strats, _) in per_workload.items()
+    }
     report: dict[str, Any] = {
         "model": loaded.source,
+        "num_layers": num,
+        "heads": str(args.heads),
+        "heads_sha256": sha256(args.heads),
+        "calibration_sha256": {w: sha256(path) for w, path in calib_paths.items()},
+        "predicted_before_run": predicted,
         "threads": args.threads,
         "new_tokens": args.new_tokens,
         "calibration": {w: str(path) for w, path in calib_paths.items()},
@@ -266,6 +341,8 @@ def main() -> int:
         "workloads": {},
     }
     print(f"model: {loaded.source}; torch threads: {args.threads}; gates: {report['gate_layers']}", flush=True)
+    print(f"heads sha256 {report['heads_sha256']}; costs (ms): {json.dumps(costs)}", flush=True)
+    print("predicted speed-up over full decoding, before the run: " + json.dumps(predicted), flush=True)
     all_items = workloads(tok, args)
     # Warm-up (allocator, first-call overheads) on one item, not timed.
     warm = next(iter(all_items.values()))[0]
@@ -295,6 +372,9 @@ def main() -> int:
                 acc[name]["seconds"] += secs
             print(f"{wname} {i + 1}/{len(items)}", flush=True)
         report["workloads"][wname] = summarize(acc, items, adapter, num, teacher_forced_agreement)
+        for name, row in report["workloads"][wname].items():
+            if name in predicted[wname]:
+                row["predicted_vs_full"] = predicted[wname][name]
         for name, st in draft_stats.items():
             report["workloads"][wname][name]["layer_acceptance"] = {
                 layer: {"drafted": st.tried[layer], "acceptance": st.acceptance(layer)} for layer in sorted(st.tried)
@@ -340,7 +420,9 @@ def summarize(acc: dict[str, Any], items: list[Any], adapter: Any, num: int, agr
                 for k, n in getattr(r, key).items():
                     work[key][k] = work[key].get(k, 0) + n
             work["gate_calls"] += r.gate_calls
+            work["gate_head_runs"] = work.get("gate_head_runs", 0) + r.gate_head_runs
             work["kv_projections"] += r.kv_projections
+        work["gate_kind"] = "probe" if "-probe" in name else "entropy"
         # Tokens produced by decode steps (the first token of each item comes from the prefill).
         work["decode_tokens"] = a["tokens"] - len(results)
         work["head_calls"][1] = work["head_calls"].get(1, 0) - len(results)
@@ -370,6 +452,7 @@ def summarize(acc: dict[str, Any], items: list[Any], adapter: Any, num: int, agr
 
 
 def to_markdown(report: dict[str, Any]) -> str:
+    num = report.get("num_layers", 30)
     lines = [
         f"model: {report['model']}; torch threads: {report['threads']}; up to {report['new_tokens']} new tokens "
         f"per item; gate layers per mode: {report['gate_layers']}",
@@ -388,10 +471,23 @@ def to_markdown(report: dict[str, Any]) -> str:
             acc_txt = f"{r['acceptance_rate']:.3f}" if "acceptance_rate" in r else ""
             lines.append(
                 f"| {wname} | {name} | {r['tokens_per_s']:.2f} | {r['ratio']:.3f} | {ident} | {agree} | "
-                f"{r.get('mean_exit_layer', 30):.2f} | {r.get('layers_skipped_at_exit', 0):.2f} | "
+                f"{r.get('mean_exit_layer', num):.2f} | {r.get('layers_skipped_at_exit', 0):.2f} | "
                 f"{r.get('exit_share', 0):.3f} | {acc_txt} | "
                 f"{round(r['mean_draft_length'], 2) if 'mean_draft_length' in r else ''} |"
             )
+    lines += [
+        "",
+        "| workload | mode | predicted vs full (before the run) | measured vs full | measured vs HF greedy |",
+        "|---|---|---|---|---|",
+    ]
+    for wname, rows in report["workloads"].items():
+        full_ratio = rows["full"]["ratio"] if "full" in rows else float("nan")
+        for name, r in rows.items():
+            if "predicted_vs_full" in r:
+                lines.append(
+                    f"| {wname} | {name} | {r['predicted_vs_full']:.3f} | {r['ratio'] / full_ratio:.3f} | "
+                    f"{r['ratio']:.3f} |"
+                )
     per_layer = [
         f"{wname} {name}: "
         + ", ".join(f"L{layer} {v['acceptance']:.2f} of {v['drafted']}" for layer, v in r["layer_acceptance"].items())
@@ -410,7 +506,11 @@ def to_markdown(report: dict[str, Any]) -> str:
             + f"; full norm+head {c['full_head_ms']:.3f} (5 rows {c['full_head_ms_5rows']:.3f}); "
             f"pruned gate ({c['gate_classes']} classes) {c['gate_ms']:.3f} with its weights in cache, "
             f"{c.get('gate_ms_cold', float('nan')):.3f} cold (float16 weights: "
-            f"{c.get('gate_ms_cold_float16', float('nan')):.3f})",
+            f"{c.get('gate_ms_cold_float16', float('nan')):.3f}); whole gate call, cold: entropy gate "
+            f"{c.get('gate_call_ms_cold', float('nan')):.3f}, probe gate not firing "
+            f"{c.get('probe_call_ms_cold', float('nan')):.3f} ({c.get('probe_call_ms', float('nan')):.3f} warm), "
+            f"exit head after a probe fires {c.get('gate_head_ms_cold', float('nan')):.3f}; one decoder layer "
+            f"{c['layer_ms'][1]:.3f}",
         ]
     return "\n".join(lines)
 

@@ -20,14 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llm_prompts import CALIB_PROMPTS, TRAIN_PROMPTS  # noqa: E402
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--prompts", choices=("train", "calib"), default="train", help="which prompt list")
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument("--limit", type=int, default=None, help="answer only the first N prompts of the list")
+    args = parser.parse_args(argv)
 
     import torch
 
@@ -38,7 +39,7 @@ def main() -> int:
     loaded = load_model(args.model)
     samples = []
     start = time.time()
-    prompts = TRAIN_PROMPTS if args.prompts == "train" else CALIB_PROMPTS
+    prompts = (TRAIN_PROMPTS if args.prompts == "train" else CALIB_PROMPTS)[: args.limit]
     for i, prompt in enumerate(prompts):
         text = chat_prompt(loaded.tokenizer, prompt)
         ids = loaded.tokenizer(text, return_tensors="pt").input_ids
