@@ -57,6 +57,9 @@ class ExitRule(ABC):
 
     name = "base"
     threshold_name = "threshold"
+    # The earliest block at which `should_exit` can fire (rules that compare blocks need a history): a model
+    # whose every sample leaves there has not used early exit to tell easy inputs from hard ones.
+    first_exit_block = 1
 
     def __init__(self, returns: str = "current") -> None:
         if returns not in ("current", "previous"):
@@ -144,6 +147,7 @@ class FractionalEntropy(ExitRule):
 
     name = "fractional_entropy"
     threshold_name = "delta"
+    first_exit_block = 2
 
     def __init__(self, delta: float = 0.05, eps: float = 1e-8, returns: str = "current") -> None:
         super().__init__(returns)
@@ -196,6 +200,7 @@ class Patience(ExitRule):
         if patience < 1:
             raise ValueError("patience must be >= 1")
         self.patience = int(patience)
+        self.first_exit_block = self.patience + 1
 
     def should_exit(self, history: np.ndarray) -> np.ndarray:
         if history.shape[1] <= self.patience:
@@ -214,6 +219,7 @@ class RegressionPatience(ExitRule):
     def __init__(self, tol: float = 0.1, patience: int = 1, returns: str = "current") -> None:
         super().__init__(returns)
         self.tol, self.patience = tol, int(patience)
+        self.first_exit_block = self.patience + 1
 
     def should_exit(self, history: np.ndarray) -> np.ndarray:
         if history.shape[1] <= self.patience:

@@ -121,3 +121,14 @@ def test_build_exit_rule_by_name():
     assert build_exit_rule("max_prob", 0.7).confidence == 0.7
     with pytest.raises(ValueError, match="fractional_entropy"):
         build_exit_rule("oracle")
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [FractionalEntropy(0.05), AbsoluteEntropy(0.2), MaxProbability(0.9), Patience(1), Patience(3),
+     RegressionPatience(0.1, 1), RegressionPatience(0.1, 2)],
+)  # fmt: skip
+def test_first_exit_block_is_where_a_constant_certain_input_leaves(rule):
+    # The same confident logits at every block: every rule fires as soon as it is able to, and no earlier.
+    logits = [5.0] if isinstance(rule, RegressionPatience) else two_class(0.999)
+    assert run(rule, [[logits] * 6]).exit_block.tolist() == [rule.first_exit_block]

@@ -161,6 +161,11 @@ def test_ci_profile_end_to_end(glue_dir: Path, tmp_path: Path):
             elif not r.get("reused_from"):
                 assert "latency" not in r
             assert not (work / run_id / "model.beex").exists()
+    # the bars every result is set against, on the same 200 train and 160 dev samples as the runs
+    assert set(results["baselines"]) == {"sst2", "stsb"}
+    assert results["baselines"]["stsb"]["trivial"]["value"] == 0.0
+    assert results["baselines"]["sst2"]["tfidf"]["n_train"] == 200
+    assert results["baselines"]["sst2"]["trivial"]["n_dev"] == 160
     reused = results["runs"]["ablation-sst2-w1a32-s1"]
     assert reused["reused_from"] == "main-sst2-w1a32-s1"
     assert reused["metric_no_exit"] == results["runs"]["main-sst2-w1a32-s1"]["metric_no_exit"]
@@ -174,6 +179,9 @@ def test_ci_profile_end_to_end(glue_dir: Path, tmp_path: Path):
     assert positions == sorted(positions)
     assert "CI profile" in markdown
     assert "Where a goal is not reached, and why" in markdown
+    trivial = 100 * results["baselines"]["sst2"]["trivial"]["value"]
+    assert f"| SST-2 | accuracy | 1 | {trivial:.2f} |" in markdown
+    assert "† not above the task's trivial baseline" in markdown
     for name in ("summary_metric", "sweep_sst2", "sweep_stsb", "exits_sst2", "exits_stsb", "ablations_sst2"):
         png = out / f"{name}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC, name

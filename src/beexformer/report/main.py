@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process with "
                    "--threads threads (2 on a 2-core machine; latency is timed afterwards, alone)")  # fmt: skip
     p.add_argument("--render-only", action="store_true", help="only re-render markdown and plots from the JSON")
+    p.add_argument("--add-baselines", action="store_true", help="compute the trivial and TF-IDF baselines "
+                   "of the JSON's tasks into it (no training; needs --data-dir), then render")  # fmt: skip
     p.add_argument("--plan-only", action="store_true", help="print the plan and exit")
     p.add_argument("--estimate", action="store_true", help="time a few steps of each task and model of the "
                    "plan, write OUT/estimate-PROFILE.json with the expected duration, and exit")  # fmt: skip
@@ -44,6 +46,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.jobs < 1:
         p.error(f"--jobs {args.jobs}: give at least 1")
     return args
+
+
+def _baselines(profile: dict, tasks: list[str], data_dir: str, cache_dir: Path | None = None) -> dict:
+    """Trivial and TF-IDF baselines on the train and dev examples the profile's runs see."""
+    from beexformer.report.baselines import report_baselines
+
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise BeexError("the TF-IDF baselines need scikit-learn: pip install -e '.[bench]'") from None
+    max_train = profile.get("training", {}).get("max_train_samples")
+    return report_baselines(tasks, data_dir, max_train, profile.get("max_dev_samples"), cache_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     json_path = out / "results.json"
     docs = Path(args.docs)
     try:
-        if args.render_only:
+        if args.render_only or args.add_baselines:
             results = json.loads(json_path.read_text())
+            if args.add_baselines:
+                results["baselines"] = _baselines(results["profile"], results["tasks"], args.data_dir)
+                json_path.write_text(json.dumps(results, indent=1) + "\n")
         else:
             from beexformer.report.runner import command_line, environment, run_plan
 
@@ -99,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 "tasks": tasks,
                 "missing_tasks": missing,
                 "environment": environment(),
+                "baselines": _baselines(settings.to_dict(), tasks, args.data_dir, work_dir),
             }
             started = time.perf_counter()
             results = run_plan(settings, plan, args.data_dir, work_dir, json_path, header, jobs=args.jobs)
