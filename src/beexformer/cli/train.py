@@ -14,6 +14,7 @@ from beexformer.errors import ConfigError
 EXAMPLE = """  beex train --task sst2 --data-dir ../shared/data/glue --output runs/sst2
   beex train --task rte --output runs/rte --act-bits 1 --set n_blocks=4 --set d_model=128
   beex train --task rte --output runs/rte-a4 --act-bits 4 --teacher runs/rte-float   # distillation
+  beex train --task rte --output runs/rte-staged --stages float,a4,a2,a1   # BiT's multi-step schedule
   beex train --resume --output runs/sst2          # continue after Ctrl-C or a crash
   accelerate launch -m beexformer.cli.main train --task sst2 --output runs/sst2   # several GPUs"""
 
@@ -70,6 +71,11 @@ def register(subparsers) -> None:
     k.add_argument("--kd-hidden", type=float, help="weight of the hidden-state squared error (default: 1)")
     k.add_argument("--kd-attention", type=float, help="weight of the attention KL (default: 1)")
     k.add_argument("--kd-temperature", type=float, help="softmax temperature of the logit term (default: 1)")
+    k.add_argument(
+        "--stages",
+        help="staged schedule in OUTPUT/<stage>, e.g. float,a4,a2,a1: each stage starts from and is taught by "
+        "the previous one; --resume --output OUTPUT continues it",
+    )
     e = p.add_argument_group("early exit used for model selection and stored with the model")
     e.add_argument(
         "--exit-rule",
@@ -117,6 +123,7 @@ def model_overrides(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from beexformer.training.arguments import TrainingArguments
+    from beexformer.training.staged import PLAN_FILE, StagedRun, parse_stages
     from beexformer.training.trainer import RESUMABLE_OVERRIDES as RESUMABLE
     from beexformer.training.trainer import train
 
@@ -130,6 +137,9 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         from beexformer.training.trainer import RUN_ARGS, resume_arguments
 
+        if (Path(args.output) / PLAN_FILE).is_file():
+            StagedRun.load(args.output, {**values, "progress": not args.no_progress}).run()
+            return 0
         if not (Path(args.output) / RUN_ARGS).is_file():
             raise ConfigError(f"{args.output}: no {RUN_ARGS}, so no run to resume (train without --resume)")
         values["progress"] = not args.no_progress
@@ -141,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
     values.setdefault("output", f"runs/{args.task.lower()}")
     values["progress"] = not args.no_progress
     values["model"] = model_overrides(args)
+    if args.stages:
+        StagedRun.create(TrainingArguments(**values), parse_stages(args.stages)).run()
+        return 0
     return _report(train(TrainingArguments(**values)))
 
 

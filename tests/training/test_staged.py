@@ -1,0 +1,99 @@
+"""Staged training (training/staged.py): float -> A4 -> A2 -> A1 in one command, killed and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from beexformer.cli.main import main
+from beexformer.config import BEExformerConfig
+from beexformer.errors import ConfigError
+from beexformer.model import BEExformer
+from beexformer.quantizers import ActivationQuantizer
+from beexformer.training.staged import parse_stages, stage_overrides, start_from
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "glue"
+SRC = Path(__file__).resolve().parents[2] / "src"
+TINY = ["--set", "d_model=32", "--set", "d_ff=64", "--set", "n_heads=2", "--set", "n_blocks=3",
+        "--set", "exit_hidden=8", "--vocab-size", "200", "--no-progress", "--batch-size", "2"]  # fmt: skip
+
+
+def test_staged_run_is_killed_between_stages_and_resumes_without_redoing_the_done_ones(tmp_path, capsys):
+    out = tmp_path / "staged"
+    argv = [sys.executable, "-m", "beexformer.cli.main", "train", "--task", "rte", "--data-dir", str(FIXTURES),
+            "--output", str(out), "--stages", "float,a4,a2,a1", "--max-steps", "2",
+            *TINY]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "a4" / "stage.json").is_file() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)  # between stages, or early in a2: no chance to save anything
+    finally:
+        proc.wait()
+    assert (out / "a4" / "stage.json").is_file(), "the run died before its second stage"
+    assert not (out / "stages.json").exists(), "the run finished before the kill: nothing was resumed"
+    before = {name: (out / name / "stage.json").read_text() for name in ("float", "a4")}
+    weights_mtime = (out / "a4" / "best" / "model.safetensors").stat().st_mtime_ns
+
+    assert main(["train", "--resume", "--output", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "stage float: done before" in printed and "stage a4: done before" in printed
+    assert {name: (out / name / "stage.json").read_text() for name in ("float", "a4")} == before
+    assert (out / "a4" / "best" / "model.safetensors").stat().st_mtime_ns == weights_mtime
+
+    stages = json.loads((out / "stages.json").read_text())
+    assert [s["stage"] for s in stages] == ["float", "a4", "a2", "a1"]
+    assert all(s["steps"] == 2 and s["minutes"] >= 0 and s["cpu_minutes"] > 0 for s in stages)
+    assert stages[0]["teacher"] is None and stages[0]["started_from"] is None
+    for previous, stage in zip(stages, stages[1:], strict=False):
+        assert stage["teacher"] == stage["started_from"] == str(out / previous["stage"])
+    configs = {s["stage"]: BEExformer.from_pretrained(out / s["stage"] / "best").config for s in stages}
+    assert (configs["float"].weight_bits, configs["float"].act_bits) == (32, 32)
+    assert [(configs[n].weight_bits, configs[n].act_bits) for n in ("a4", "a2", "a1")] == [(1, 4), (1, 2), (1, 1)]
+    assert configs["a1"].act_binarizer == "elastic"
+    assert "CPU min" in printed  # the per-stage table
+
+
+def test_a_stage_starts_from_the_previous_weights_with_fresh_activation_quantizers(tmp_path):
+    shape = dict(vocab_size=60, d_model=32, n_heads=2, d_ff=64, n_blocks=2)
+    torch.manual_seed(0)
+    previous = BEExformer(BEExformerConfig(**stage_overrides("a4", shape)))
+    ids = torch.randint(5, 60, (4, 9))
+    previous(ids)  # initialises the 4-bit quantizers from a batch
+    previous.save_pretrained(tmp_path / "a4" / "best")
+    student = BEExformer(BEExformerConfig(**stage_overrides("a2", shape)))
+    start_from(student, tmp_path / "a4")
+    theirs = previous.state_dict()
+    for key, value in student.state_dict().items():
+        if ".input_quantizer." not in key:
+            assert torch.equal(value, theirs[key]), key
+    quantizers = [m for m in student.modules() if isinstance(m, ActivationQuantizer)]
+    assert quantizers and not any(bool(q.initialized) for q in quantizers)
+    wider = BEExformer(BEExformerConfig(**stage_overrides("a2", {**shape, "d_model": 64})))
+    with pytest.raises(ConfigError, match="do not fit"):
+        start_from(wider, tmp_path / "a4")
+
+
+def test_stage_lists_are_checked():
+    assert parse_stages("float, A4,a2,a1") == ["float", "a4", "a2", "a1"]
+    for bad in ("a1,a4", "float,a3", "a4,a4", ""):
+        with pytest.raises(ConfigError, match="--stages"):
+            parse_stages(bad)
+
+
+def test_staged_run_without_float_stage_needs_a_teacher(tmp_path, capsys):
+    code = main(["train", "--task", "rte", "--data-dir", str(FIXTURES), "--output", str(tmp_path / "s"),
+                 "--stages", "a4,a1", *TINY])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs --teacher" in err and len(err.splitlines()) == 1
