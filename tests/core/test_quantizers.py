@@ -171,13 +171,14 @@ def test_model_wiring_trains_every_quantizer(fields, kind, unsigned_layers):
     assert not any(bool(q.initialized) for q in quantizers.values())
 
 
-def test_packed_export_refuses_what_the_engine_cannot_run(tmp_path):
-    from beexformer.engine.export import export_model
+def test_packed_export_refuses_a_quantizer_that_never_ran():
+    """The engine runs W1A4 (tests/engine), but a step that was never initialised is no model to export."""
+    from beexformer.engine.export import packed_tensors
     from beexformer.errors import CheckpointError
 
     model = BEExformer(BEExformerConfig(vocab_size=50, d_model=16, n_heads=2, d_ff=32, n_blocks=2, act_bits=4))
-    with pytest.raises(CheckpointError, match="act_bits=4"):
-        export_model(model, tmp_path, tmp_path / "m.beex")
+    with pytest.raises(CheckpointError, match="never initialised"):
+        packed_tensors(model.eval())
 
 
 def test_accounting_counts_k_binary_ops_per_multiply_accumulate_and_labels_the_bits():

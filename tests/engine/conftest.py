@@ -19,6 +19,11 @@ def make_model(seed: int = 0, **overrides):
     base = dict(d_model=64, d_ff=96, n_heads=4, n_blocks=3, vocab_size=200, max_len=48, exit_hidden=16)
     base.update(overrides)
     model = BEExformer(BEExformerConfig(**base))
+    if model.config.act_bits != 32:
+        # Learned activation quantizers set their step from the first batch they see (LSQ's rule).
+        ids, segs = random_batch(8, model.config.vocab_size, model.config.max_len, seed=seed)
+        with torch.no_grad():
+            model.eval()(*padded(ids, segs))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))

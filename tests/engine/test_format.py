@@ -6,19 +6,26 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from beexformer.engine import is_packed_model, looks_packed
 from beexformer.engine.export import export_model
 from beexformer.engine.format import CHECKSUM_KEY, PackedFile, content_digest, read_packed
 from beexformer.engine.runtime import PackedModel
 from beexformer.errors import CheckpointError, DataError
-from conftest import make_model
+from conftest import make_model, padded, random_batch
+
+LAYOUTS = {
+    "w1a1": dict(act_bits=1),
+    # the layout of the pretrained start with learned input quantizers and the gated SLFN
+    "w1a4-bert": dict(act_bits=4, ffn="ffn_slfn", position="learned", layer_norm_eps=1e-12, pooling="cls"),
+}
 
 
-@pytest.fixture
-def packed_file(tmp_path, tiny_tokenizer_dir):
+@pytest.fixture(params=list(LAYOUTS))
+def packed_file(request, tmp_path, tiny_tokenizer_dir):
     tok_dir, encoder = tiny_tokenizer_dir
-    model = make_model(act_bits=1, vocab_size=encoder.vocab_size, d_model=128, d_ff=256)
+    model = make_model(vocab_size=encoder.vocab_size, d_model=128, d_ff=256, **LAYOUTS[request.param])
     return export_model(model, tok_dir, tmp_path / "model.beex"), model
 
 
@@ -141,6 +148,38 @@ def test_padding_bits_are_checked(tmp_path, tiny_tokenizer_dir):
 
     with pytest.raises(CheckpointError, match="bits set beyond"):
         PackedModel.load(_rewrite(path, tmp_path, set_tail))
+
+
+@pytest.mark.parametrize(
+    "mutation,message",
+    [
+        (lambda t, m: t["blocks.0.ffn.lin2.act_step"].__setitem__(0, 0.0), "step must be > 0"),
+        (lambda t, m: t["blocks.1.attn.k.act_step"].__setitem__(0, -1.0), "step must be > 0"),
+        (lambda t, m: t.pop("blocks.0.attn.q.act_threshold"), "missing tensors"),
+        (lambda t, m: t.__setitem__("blocks.0.ffn.slfn_gate", t["blocks.0.ffn.slfn_gate"][:3]), "expected"),
+    ],
+)
+def test_invalid_quantizer_tensors_give_clear_error(tmp_path, tiny_tokenizer_dir, mutation, message):
+    tok_dir, encoder = tiny_tokenizer_dir
+    model = make_model(vocab_size=encoder.vocab_size, **LAYOUTS["w1a4-bert"])
+    path = export_model(model, tok_dir, tmp_path / "q.beex")
+    with pytest.raises(CheckpointError, match=message):
+        PackedModel.load(_rewrite(path, tmp_path, mutation))
+
+
+def test_learned_positions_cut_to_the_task_length(tmp_path, tiny_tokenizer_dir):
+    """A 48-row position table exported for a task truncated at 16 tokens keeps 16 rows; same logits."""
+    tok_dir, encoder = tiny_tokenizer_dir
+    model = make_model(vocab_size=encoder.vocab_size, act_bits=2, ffn="ffn", position="learned")
+    path = export_model(model, tok_dir, tmp_path / "cut.beex", task_info={"max_len": 16})
+    packed = PackedModel.load(path)
+    assert packed.config.max_len == 16 and packed.positions.shape == (16, model.config.d_model)
+    ids, segs = random_batch(5, model.config.vocab_size, 16, seed=2)
+    with torch.no_grad():
+        ref = model(*padded(ids, segs)).exit_logits.numpy()
+    np.testing.assert_allclose(packed.run(ids, segs).exit_logits, ref, atol=1e-3)
+    with pytest.raises(DataError, match="at most 16"):
+        packed.run([list(range(17))])
 
 
 def test_bad_inputs_give_clear_errors(packed_file):

@@ -1,4 +1,4 @@
-"""A whole W1A1 block as one compiled call.
+"""A whole quantized block (W1A1 mean-sign, or bit-serial W1A1/W1A2/W1A4) as one compiled call.
 
 At batch size 1 a block is a dozen small kernels of a few microseconds each; calling them one by one from
 Python costs as much again in dispatch (argument type checks, boxing of the results). `binary_block` chains
@@ -24,6 +24,14 @@ bgemm_act_pack = K.SERIAL.bgemm_act_pack
 attention = K.SERIAL.attention
 add = K.SERIAL.add
 gated_add = K.SERIAL.gated_add
+quantize_rows = K.SERIAL.quantize_rows
+bgemm_planes_affine = K.SERIAL.bgemm_planes_affine
+bgemm_planes_act_quant = K.SERIAL.bgemm_planes_act_quant
+_KERNEL_NAMES = ("layernorm", "pack_rows", "bgemm_affine", "bgemm_act_pack", "attention", "add", "gated_add",
+                 "quantize_rows", "bgemm_planes_affine", "bgemm_planes_act_quant")  # fmt: skip
+
+# ffn kinds of the bit-serial block
+FFN_SLFN, FFN_PLAIN, FFN_PLAIN_WITH_SLFN = 0, 1, 2
 
 
 def _binary_block(
@@ -57,23 +65,92 @@ def _binary_block(
     return out if pre_norm else layernorm(out, g2, b2, eps)
 
 
-def _flavour(kernels: K.KernelSet, name: str):
+# A bit-serial linear is a tuple (bits [KW, N], alpha [N], corr [N] int64, bias [N], step, threshold, offset):
+# its weights, the epilogue's constants (corr = z2 * rowsum), and its input quantizer (offset = z + 1/2).
+
+
+def _qlinear(x, lin, bits):
+    """y = lin(quantize(x)): the input's code planes, then the bit-serial GEMM with the affine epilogue."""
+    w, alpha, corr, bias, step, threshold, offset = lin
+    planes, sums = quantize_rows(x, step, threshold, offset, bits)
+    return bgemm_planes_affine(planes, sums, step * np.float32(0.5), w, alpha, corr, bias)
+
+
+def _qlinear_act_qlinear(x, first, act, second, bits):
+    """second(act(first(x))), the activation and second's input quantizer fused into first's epilogue: the
+    hidden layer exists only as code planes."""
+    w, alpha, corr, bias, step, threshold, offset = first
+    w2, alpha2, corr2, bias2, step2, threshold2, offset2 = second
+    planes, sums = quantize_rows(x, step, threshold, offset, bits)
+    hidden, hsums = bgemm_planes_act_quant(
+        planes, sums, step * np.float32(0.5), w, alpha, corr, bias, act, step2, threshold2, offset2, bits
+    )
+    return bgemm_planes_affine(hidden, hsums, step2 * np.float32(0.5), w2, alpha2, corr2, bias2)
+
+
+# Replaced in each flavour's globals by its compiled copies (`_flavours`).
+qlinear, qlinear_act_qlinear = _qlinear, _qlinear_act_qlinear
+
+
+def _planes_block(
+    x, offsets, n_heads, pre_norm, ffn_kind, eps, bits,
+    q, k, v, o, lin1, lin2, s1, s2, f1, f2, gate, g1, b1, g2, b2,
+):  # fmt: skip
+    """The block of `_binary_block` with every linear bit-serial on its input's learned k-bit codes
+    (`beexformer.quantizers`); ffn_kind: the SLFN, BERT's FFN lin2(gelu(lin1 .)), or that FFN plus
+    gate * SLFN (layers.slfn.FeedForwardWithSLFN)."""
+    attn_in = layernorm(x, g1, b1, eps) if pre_norm else x
+    qkv = np.concatenate((qlinear(attn_in, q, bits), qlinear(attn_in, k, bits), qlinear(attn_in, v, bits)), axis=1)
+    ctx = attention(qkv, offsets, n_heads)
+    summed = add(x, qlinear(ctx, o, bits))
+    h = summed if pre_norm else layernorm(summed, g1, b1, eps)
+    ffn_in = layernorm(h, g2, b2, eps) if pre_norm else h
+    if ffn_kind == FFN_SLFN:
+        s = qlinear_act_qlinear(ffn_in, s1, K.ACT_SIGMOID, s2, bits)
+        f = qlinear_act_qlinear(ffn_in, f1, K.ACT_TANH, f2, bits)
+        out = gated_add(h, s, f)
+    else:
+        delta = qlinear_act_qlinear(ffn_in, lin1, K.ACT_GELU, lin2, bits)
+        if ffn_kind == FFN_PLAIN_WITH_SLFN:
+            s = qlinear_act_qlinear(ffn_in, s1, K.ACT_SIGMOID, s2, bits)
+            f = qlinear_act_qlinear(ffn_in, f1, K.ACT_TANH, f2, bits)
+            for m in range(delta.shape[0]):  # ffn + gate * (s * f), in PyTorch's order
+                for j in range(delta.shape[1]):
+                    delta[m, j] = delta[m, j] + gate[j] * (s[m, j] * f[m, j])
+        out = add(h, delta)
+    return out if pre_norm else layernorm(out, g2, b2, eps)
+
+
+def _copy(fn, scope: dict, name: str):
+    """fn compiled with `scope` as its globals, cached under its own name (one cache entry per flavour)."""
+    copy = types.FunctionType(fn.__code__, scope, name, fn.__defaults__)
+    copy.__qualname__ = name
+    copy.__module__ = __name__
+    return njit(cache=True, nogil=True)(copy)
+
+
+def _flavours(kernels: K.KernelSet, suffix: str):
+    """The fused blocks compiled against one kernel flavour (the helpers they call too)."""
     scope = dict(globals())
-    for attr in ("layernorm", "pack_rows", "bgemm_affine", "bgemm_act_pack", "attention", "add", "gated_add"):
+    for attr in _KERNEL_NAMES:
         scope[attr] = getattr(kernels, attr)
-    fn = types.FunctionType(_binary_block.__code__, scope, name, _binary_block.__defaults__)
-    fn.__qualname__ = name  # the on-disk cache is keyed by qualified name: one entry per flavour
-    fn.__module__ = __name__
-    return njit(cache=True, nogil=True)(fn)
+    scope["qlinear"] = _copy(_qlinear, scope, f"qlinear_{suffix}")
+    scope["qlinear_act_qlinear"] = _copy(_qlinear_act_qlinear, scope, f"qlinear_act_qlinear_{suffix}")
+    return _copy(_binary_block, scope, f"binary_block_{suffix}"), _copy(_planes_block, scope, f"planes_block_{suffix}")
 
 
-binary_block_serial = _flavour(K.SERIAL, "binary_block_serial")
-binary_block_parallel = _flavour(K.PARALLEL, "binary_block_parallel")
+binary_block_serial, planes_block_serial = _flavours(K.SERIAL, "serial")
+binary_block_parallel, planes_block_parallel = _flavours(K.PARALLEL, "parallel")
 
 
 def binary_block(kernels: K.KernelSet):
-    """The fused block compiled against this kernel flavour."""
+    """The fused mean-sign W1A1 block compiled against this kernel flavour."""
     return binary_block_parallel if kernels.parallel else binary_block_serial
+
+
+def planes_block(kernels: K.KernelSet):
+    """The fused bit-serial block compiled against this kernel flavour."""
+    return planes_block_parallel if kernels.parallel else planes_block_serial
 
 
 mean_pool = K.SERIAL.mean_pool
@@ -81,10 +158,11 @@ float_linear = K.SERIAL.float_linear
 
 
 @njit(cache=True, nogil=True)
-def exit_head(x, offsets, has_norm, g, b, w1t, b1, w2t, b2):
-    """An exit, one call: masked mean-pool of each sample's rows -> (LayerNorm, pre-LN models) -> Linear ->
-    ReLU -> Linear. Float32 throughout (the exits are full precision); tiny, so always serial."""
-    pooled = mean_pool(x, offsets)
+def exit_head(x, offsets, cls, has_norm, g, b, w1t, b1, w2t, b2):
+    """An exit, one call: masked mean-pool of each sample's rows (or its first, [CLS], row) -> (LayerNorm,
+    pre-LN models) -> Linear -> ReLU -> Linear. Float32 throughout (the exits are full precision); tiny, so
+    always serial."""
+    pooled = np.ascontiguousarray(x[offsets[:-1]]) if cls else mean_pool(x, offsets)
     if has_norm:
         pooled = layernorm(pooled, g, b, np.float32(1e-5))  # nn.LayerNorm's default eps, as in ExitHead
     hidden = float_linear(pooled, w1t, b1)

@@ -7,6 +7,7 @@ optimizer needed are dropped (the peers' "binary model that is not smaller" comp
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import zlib
 from pathlib import Path
@@ -14,12 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from beexformer.accounting import FileSizes
+from beexformer.config import BEExformerConfig
 from beexformer.engine.format import (
     CHECKPOINT_BYTES_KEY,
     CHECKSUM_KEY,
     FORMAT_NAME,
     FORMAT_VERSION,
     TOKENIZER_TENSOR,
+    act_mode,
     block_linears,
     block_names,
     content_digest,
@@ -33,20 +36,29 @@ def _np(t) -> np.ndarray:
     return t.detach().to("cpu").contiguous().numpy()
 
 
-def packed_tensors(model) -> dict[str, np.ndarray]:
-    """The packed tensors of a BEExformer (in eval mode), named as `format.expected_tensors` says."""
+def packed_config(model, task_info: dict | None = None) -> BEExformerConfig:
+    """The config written into the packed file: the model's, with max_len cut to the task's truncation length
+    when positions are learned (a BERT checkpoint's 512-row table, of which inputs truncated to the run's
+    --max-len use the first rows): the function on every input the model accepts is unchanged."""
+    config = model.config
+    task_len = int((task_info or {}).get("max_len") or 0)
+    if config.position == "learned" and 0 < task_len < config.max_len:
+        return dataclasses.replace(config, max_len=task_len)
+    return config
+
+
+def packed_tensors(model, config: BEExformerConfig | None = None) -> dict[str, np.ndarray]:
+    """The packed tensors of a BEExformer (in eval mode), named as `format.expected_tensors(config)` says
+    (`config`: `packed_config`'s, the model's by default)."""
     import torch
 
     from beexformer.binarize import weight_scale
 
-    config = model.config
-    # Config choices of the pretrained start that the runtime does not compute yet: refuse them rather than
-    # write a file whose outputs would silently differ from the model's.
-    if config.pooling != "mean" or config.ffn == "ffn_slfn":
-        raise CheckpointError(
-            f"pooling={config.pooling!r}, ffn={config.ffn!r}: the packed runtime supports pooling='mean' and "
-            "ffn 'slfn' or 'ffn' only"
-        )
+    config = config or model.config
+    max_len = config.max_len
+    planes = act_mode(config) == "planes"
+    if config.weight_bits == 32 and config.act_bits != 32:
+        raise CheckpointError(f"weight_bits=32 with act_bits={config.act_bits}: the packed engine has no such layer")
     out: dict[str, np.ndarray] = {}
 
     def linear(prefix: str, module) -> None:
@@ -61,6 +73,15 @@ def packed_tensors(model) -> dict[str, np.ndarray]:
         bias = module.bias if module.bias is not None else torch.zeros(w.shape[0])
         out[f"{prefix}.bias"] = _np(bias.detach().float())
 
+    def input_quantizer(prefix: str, module) -> None:
+        """The learned step (clamped as in `ActivationQuantizer.forward`) and threshold of a layer's input."""
+        quantizer = module.input_quantizer
+        if not bool(quantizer.initialized):
+            raise CheckpointError(f"{prefix}: its activation quantizer was never initialised (the model never ran)")
+        out[f"{prefix}.act_step"] = _np(quantizer.step.detach().float().clamp_min(1e-8).reshape(1))
+        threshold = quantizer.threshold if quantizer.threshold is not None else torch.zeros(())
+        out[f"{prefix}.act_threshold"] = _np(threshold.detach().float().reshape(1))
+
     emb = model.embeddings
     table = emb.token.weight.detach().float()
     output_scale = getattr(emb.token, "output_scale", 1.0)
@@ -72,7 +93,8 @@ def packed_tensors(model) -> dict[str, np.ndarray]:
     else:
         out["embeddings.token.weight"] = _np(table * output_scale)
     if emb.position_kind == "learned":
-        out["embeddings.position.weight"] = _np(emb.position.weight.float())
+        # Only the rows of the positions inputs can reach (max_len of the packed config, see export_model).
+        out["embeddings.position.weight"] = _np(emb.position.weight.float()[:max_len])
     if emb.segment is not None:
         out["embeddings.segment.weight"] = _np(emb.segment.weight.float())
     out["embeddings.norm.weight"] = _np(emb.norm.weight.float())
@@ -81,6 +103,10 @@ def packed_tensors(model) -> dict[str, np.ndarray]:
         block = model.blocks[index]
         for name, _, _ in block_linears(config):
             linear(f"{prefix}.{name}", block.get_submodule(name))
+            if planes:
+                input_quantizer(f"{prefix}.{name}", block.get_submodule(name))
+        if config.ffn == "ffn_slfn":
+            out[f"{prefix}.ffn.slfn_gate"] = _np(block.ffn.slfn_gate.float())
         for norm in ("norm1", "norm2"):
             out[f"{prefix}.{norm}.weight"] = _np(getattr(block, norm).weight.float())
             out[f"{prefix}.{norm}.bias"] = _np(getattr(block, norm).bias.float())
@@ -104,25 +130,19 @@ def export_model(
     size ratio of the file (`accounting.FileSizes`) can be told without the checkpoint at hand."""
     from safetensors.numpy import save_file
 
-    c = model.config
-    if c.act_bits in (2, 4) or (c.act_bits == 1 and c.act_binarizer != "mean_sign"):
-        # The runtime would silently run these layers without their input quantizer: refuse instead.
-        raise CheckpointError(
-            f"the packed engine does not run act_bits={c.act_bits} with act_binarizer={c.act_binarizer!r} yet "
-            "(it runs W1A32 and W1A1 with the mean-sign); evaluate the run with PyTorch (beex eval RUN)"
-        )
     tokenizer_dir = Path(tokenizer_dir)
     if not (tokenizer_dir / "tokenizer.json").is_file():
         raise CheckpointError(f"{tokenizer_dir}: no tokenizer.json")
     tokenizer_json = (tokenizer_dir / "tokenizer.json").read_bytes()
     encoder_cfg_path = tokenizer_dir / "text_encoder.json"
     text_encoder = json.loads(encoder_cfg_path.read_text()) if encoder_cfg_path.is_file() else {}
-    tensors = packed_tensors(model.eval())
+    config = packed_config(model, task_info)
+    tensors = packed_tensors(model.eval(), config)
     tensors[TOKENIZER_TENSOR] = np.frombuffer(zlib.compress(tokenizer_json, 9), dtype=np.uint8).copy()
     metadata = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "config": json.dumps(model.config.to_dict()),
+        "config": json.dumps(config.to_dict()),
         "text_encoder": json.dumps(text_encoder),
         "task": json.dumps(task_info or {}),
         "source": source,

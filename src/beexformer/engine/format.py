@@ -18,6 +18,8 @@ Tensors (C = n_blocks, or 1 distinct block with shared weights; d = d_model; KW(
 - a float linear: ``L.weight`` float32 [N, K] and ``L.bias``;
 - a 1-bit token table: ``embeddings.token.bits`` uint64 [V, KW(d_tok)] (row-major: a lookup reads one row)
   and ``embeddings.token.scale`` float32 [V]; a float table: ``embeddings.token.weight``;
+- the input quantizer of a block linear ``L`` when its inputs are learned k-bit codes (`act_mode` "planes"):
+  ``L.act_step``, ``L.act_threshold`` float32 [1];  ``blocks.i.ffn.slfn_gate`` float32 [d] for ffn="ffn_slfn";
 - LayerNorms, learned positions, segment embeddings: float32, under their PyTorch names;
 - ``tokenizer.json.zlib``: uint8, the zlib-compressed tokenizer.json (compressed because an 8k WordPiece
   vocabulary is a sizeable share of a 1-bit model).
@@ -71,9 +73,30 @@ def block_linears(config: BEExformerConfig) -> list[tuple[str, int, int]]:
     """(name inside a block, in_features, out_features) of every linear layer of one block."""
     d, f = config.d_model, config.d_ff
     attn = [(f"attn.{p}", d, d) for p in ("q", "k", "v", "o")]
+    slfn = [("s1", d, f), ("s2", f, d), ("f1", d, f), ("f2", f, d)]
     if config.ffn == "slfn":
-        return attn + [("ffn.s1", d, f), ("ffn.s2", f, d), ("ffn.f1", d, f), ("ffn.f2", f, d)]
-    return attn + [("ffn.lin1", d, f), ("ffn.lin2", f, d)]
+        return attn + [(f"ffn.{name}", k, n) for name, k, n in slfn]
+    ffn = [("ffn.lin1", d, f), ("ffn.lin2", f, d)]
+    if config.ffn == "ffn_slfn":  # BERT's FFN plus the gated SLFN branch (layers.slfn.FeedForwardWithSLFN)
+        return attn + ffn + [(f"ffn.slfn.{name}", k, n) for name, k, n in slfn]
+    return attn + ffn
+
+
+def act_mode(config: BEExformerConfig) -> str:
+    """How the inputs of a block's linears are represented at run time: "float" (act_bits 32), "sign" (the
+    1-bit mean-sign, XNOR-popcount) or "planes" (the learned k-bit codes of `beexformer.quantizers`: LSQ at 2
+    and 4 bits, the elastic sign at 1; bit-serial popcount)."""
+    if config.act_bits == 32:
+        return "float"
+    if config.act_bits == 1 and config.act_binarizer == "mean_sign":
+        return "sign"
+    return "planes"
+
+
+def non_negative_input(name: str) -> bool:
+    """Whether the linear `name` (inside a block) reads a sigmoid or GELU output, which the learned quantizers
+    code with the unsigned set (`layers.slfn`: s2 after the sigmoid, lin2 after the GELU)."""
+    return name.endswith("s2") or name.endswith("lin2")
 
 
 def expected_tensors(config: BEExformerConfig) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -102,9 +125,15 @@ def expected_tensors(config: BEExformerConfig) -> dict[str, tuple[str, tuple[int
         out["embeddings.segment.weight"] = ("float32", (c.n_segments, c.d_model))
     out["embeddings.norm.weight"] = ("float32", (c.d_model,))
     out["embeddings.norm.bias"] = ("float32", (c.d_model,))
+    planes = act_mode(c) == "planes"
     for block in block_names(c):
         for name, k, n in block_linears(c):
             linear(f"{block}.{name}", k, n, c.weight_bits)
+            if planes:  # the input quantizer's learned step and threshold (0 for LSQ, which has none)
+                out[f"{block}.{name}.act_step"] = ("float32", (1,))
+                out[f"{block}.{name}.act_threshold"] = ("float32", (1,))
+        if c.ffn == "ffn_slfn":
+            out[f"{block}.ffn.slfn_gate"] = ("float32", (c.d_model,))
         for norm in ("norm1", "norm2"):
             out[f"{block}.{norm}.weight"] = ("float32", (c.d_model,))
             out[f"{block}.{norm}.bias"] = ("float32", (c.d_model,))
@@ -199,6 +228,8 @@ def read_packed(path: str | Path) -> PackedFile:
             raise _fail(path, f"tensor {name} is {arr.dtype}{list(arr.shape)}, expected {dtype}{list(shape)}")
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise _fail(path, f"tensor {name} holds NaN or infinite values")
+        if name.endswith(".act_step") and not (arr > 0).all():
+            raise _fail(path, f"tensor {name}: a quantizer step must be > 0")
     _check_padding_bits(path, config, tensors)
     blob = tensors.get(TOKENIZER_TENSOR)
     if blob is None or blob.dtype != np.uint8 or blob.ndim != 1:

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from beexformer.config import BEExformerConfig
+from beexformer.engine import blocks as B
 from beexformer.engine import kernels as K
-from beexformer.engine.blocks import binary_block, exit_head
-from beexformer.engine.format import block_names, read_packed
+from beexformer.engine.blocks import binary_block, exit_head, planes_block
+from beexformer.engine.format import act_mode, block_linears, block_names, non_negative_input, read_packed
 from beexformer.engine.packing import unpack_signs, unpack_weight
 from beexformer.engine.text import PackedTokenizer
 from beexformer.engine.threads import kernels_for
@@ -58,6 +59,14 @@ class _Binary:
     crs: np.ndarray  # float32 [N]: centre * rowsum(sign W), the correction for centred inputs
     bias: np.ndarray  # float32 [N]
     k: int
+
+
+@dataclass
+class _Planes:
+    """A bit-serial linear (1-bit weights, k-bit learned-step input codes), as the tuple the fused block takes:
+    (bits [KW, N], alpha [N], corr [N] = z2 * rowsum(sign W) int64, bias [N], step, threshold, offset = z + 1/2)."""
+
+    args: tuple
 
 
 @dataclass
@@ -114,10 +123,13 @@ class PackedModel:
         self.task_info = dict(task_info or {})
         # Texts are truncated as at training time (task.json's max_len), never beyond the position table.
         self.max_len = min(int(self.task_info.get("max_len") or config.max_len), config.max_len)
-        if c.weight_bits == 32 and c.act_bits == 1:
-            raise ConfigError("float weights with 1-bit activations are not a supported combination")
+        if c.weight_bits == 32 and c.act_bits != 32:
+            raise ConfigError(f"float weights with {c.act_bits}-bit activations are not a supported combination")
         self.tokenizer = tokenizer
-        self.binary_acts = c.weight_bits == 1 and c.act_bits == 1
+        self.mode = act_mode(c)  # "float" (W1A32 or float), "sign" (W1A1 mean-sign) or "planes" (bit-serial)
+        if self.mode == "sign" and c.ffn == "ffn_slfn":
+            raise ConfigError("ffn='ffn_slfn' with the 1-bit mean-sign is not supported by the packed runtime")
+        self.cls_pooling = c.pooling == "cls"
         self.pre_norm = c.norm == "pre"
         self.eps = np.float32(c.layer_norm_eps)
         t = tensors
@@ -161,6 +173,15 @@ class PackedModel:
             w = t[f"{name}.weight"]
         return _Dense(np.ascontiguousarray(w.T, dtype=np.float32), t[f"{name}.bias"])
 
+    def _planes(self, t: dict[str, np.ndarray], block: str, name: str, k: int) -> _Planes:
+        bits, z2 = self.config.act_bits, 0 if non_negative_input(name) else 2**self.config.act_bits - 1
+        words = t[f"{block}.{name}.bits"]
+        rowsum = unpack_signs(words.T, k, np.float32).sum(axis=1).astype(np.int64)
+        offset = np.float32(0.5 if z2 == 0 else 2 ** (bits - 1))  # z + 1/2, exact
+        step, threshold = t[f"{block}.{name}.act_step"][0], t[f"{block}.{name}.act_threshold"][0]
+        corr = (z2 * rowsum).astype(np.int64)
+        return _Planes((words, t[f"{block}.{name}.alpha"], corr, t[f"{block}.{name}.bias"], step, threshold, offset))
+
     @staticmethod
     def _binary(t: dict[str, np.ndarray], name: str, k: int, centre: float = 0.0) -> _Binary:
         bits = t[f"{name}.bits"]
@@ -174,7 +195,7 @@ class PackedModel:
             "norm1": (t[f"{p}.norm1.weight"], t[f"{p}.norm1.bias"]),
             "norm2": (t[f"{p}.norm2.weight"], t[f"{p}.norm2.bias"]),
         }
-        if self.binary_acts:
+        if self.mode == "sign":
             b = self._binary
             block["qkv"] = _concat_binary([b(t, f"{p}.attn.{n}", d) for n in ("q", "k", "v")])
             block["o"] = b(t, f"{p}.attn.o", d)
@@ -185,15 +206,16 @@ class PackedModel:
             else:
                 block["up"] = b(t, f"{p}.ffn.lin1", d)
                 block["down"] = b(t, f"{p}.ffn.lin2", f)
+        elif self.mode == "planes":
+            for name, k, _ in block_linears(c):
+                block[name] = self._planes(t, p, name, k)
+            block["gate"] = t.get(f"{p}.ffn.slfn_gate", np.zeros(1, dtype=np.float32))
         else:
             dn = self._dense
-            block["qkv"] = _concat_dense([dn(t, f"{p}.attn.{n}", d) for n in ("q", "k", "v")])
-            block["o"] = dn(t, f"{p}.attn.o", d)
-            if c.ffn == "slfn":
-                block["s1"], block["s2"] = dn(t, f"{p}.ffn.s1", d), dn(t, f"{p}.ffn.s2", f)
-                block["f1"], block["f2"] = dn(t, f"{p}.ffn.f1", d), dn(t, f"{p}.ffn.f2", f)
-            else:
-                block["lin1"], block["lin2"] = dn(t, f"{p}.ffn.lin1", d), dn(t, f"{p}.ffn.lin2", f)
+            for name, k, _ in block_linears(c):
+                block[name] = dn(t, f"{p}.{name}", k)
+            block["qkv"] = _concat_dense([block.pop(f"attn.{n}") for n in ("q", "k", "v")])
+            block["gate"] = t.get(f"{p}.ffn.slfn_gate")
         return block
 
     # ------------------------------------------------------------------------------------------------------
@@ -231,38 +253,64 @@ class PackedModel:
             *blk["norm1"], *blk["norm2"], c.d_model, d1.k,
         )  # fmt: skip
 
+    def _block_planes(self, blk: dict, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Bit-serial block (W1A2, W1A4, elastic W1A1), one compiled call (`blocks.planes_block`)."""
+        c = self.config
+        ffn_kind = {"slfn": B.FFN_SLFN, "ffn": B.FFN_PLAIN, "ffn_slfn": B.FFN_PLAIN_WITH_SLFN}[c.ffn]
+        slfn = "ffn" if c.ffn == "slfn" else "ffn.slfn"
+        names = ("attn.q", "attn.k", "attn.v", "attn.o", "ffn.lin1", "ffn.lin2")
+        names += tuple(f"{slfn}.{n}" for n in ("s1", "s2", "f1", "f2"))
+        # Layers this FFN kind does not have get a placeholder of the same types (never called).
+        lins = [blk.get(n, blk.get("attn.q")).args for n in names]
+        fused = planes_block(kernels_for(len(x)))
+        return fused(
+            x, offsets, c.n_heads, self.pre_norm, ffn_kind, self.eps, c.act_bits, *lins, blk["gate"],
+            *blk["norm1"], *blk["norm2"],
+        )  # fmt: skip
+
     def _block_dense(self, blk: dict, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """W1A32 (or float) block: BLAS on the unpacked weights, numba for attention and LayerNorm."""
         c = self.config
         ks = kernels_for(len(x))
         attn_in = ks.layernorm(x, *blk["norm1"], self.eps) if self.pre_norm else x
         ctx = ks.attention(blk["qkv"](attn_in), offsets, c.n_heads)
-        attn = blk["o"](ctx)
+        attn = blk["attn.o"](ctx)
         h = ks.add(x, attn) if self.pre_norm else ks.layernorm(ks.add(x, attn), *blk["norm1"], self.eps)
         ffn_in = ks.layernorm(h, *blk["norm2"], self.eps) if self.pre_norm else h
         if c.ffn == "slfn":
-            a = blk["s1"](ffn_in)
-            np.negative(a, out=a)
-            np.exp(a, out=a)
-            a += np.float32(1.0)
-            s = blk["s2"](np.reciprocal(a, out=a))
-            f = blk["f2"](np.tanh(blk["f1"](ffn_in)))
-            out = ks.gated_add(h, s, f)
+            out = ks.gated_add(h, *self._slfn_dense(blk, ffn_in, "ffn"))
         else:
-            u = blk["lin1"](ffn_in).astype(np.float64)
+            u = blk["ffn.lin1"](ffn_in).astype(np.float64)
             g = (0.5 * u * (1.0 + _erf(u / math.sqrt(2.0)))).astype(np.float32)
-            out = ks.add(h, blk["lin2"](g))
+            delta = blk["ffn.lin2"](g)
+            if c.ffn == "ffn_slfn":  # FFN + gate * SLFN, in PyTorch's order
+                s, f = self._slfn_dense(blk, ffn_in, "ffn.slfn")
+                delta = delta + blk["gate"] * (s * f)
+            out = ks.add(h, delta)
         return out if self.pre_norm else ks.layernorm(out, *blk["norm2"], self.eps)
+
+    @staticmethod
+    def _slfn_dense(blk: dict, ffn_in: np.ndarray, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+        """The SLFN's two branches s2(sigmoid(s1 .)) and f2(tanh(f1 .)), float."""
+        a = blk[f"{prefix}.s1"](ffn_in)
+        np.negative(a, out=a)
+        np.exp(a, out=a)
+        a += np.float32(1.0)
+        s = blk[f"{prefix}.s2"](np.reciprocal(a, out=a))
+        f = blk[f"{prefix}.f2"](np.tanh(blk[f"{prefix}.f1"](ffn_in)))
+        return s, f
 
     def _exit(self, index: int, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         norm, fc1, fc2 = self.exits[index]
         g, b = norm if norm is not None else (self.emb_norm[0], self.emb_norm[1])  # unused without a norm
-        return exit_head(x, offsets, norm is not None, g, b, fc1.wt, fc1.bias, fc2.wt, fc2.bias)
+        return exit_head(x, offsets, self.cls_pooling, norm is not None, g, b, fc1.wt, fc1.bias, fc2.wt, fc2.bias)
 
     def _block(self, index: int, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         blk = self.blocks[0 if self.config.share_weights else index]
-        if self.binary_acts:
+        if self.mode == "sign":
             return self._block_binary(blk, x, offsets)
+        if self.mode == "planes":
+            return self._block_planes(blk, x, offsets)
         return self._block_dense(blk, x, offsets)
 
     # ------------------------------------------------------------------------------------------------------
