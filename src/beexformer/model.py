@@ -105,6 +105,17 @@ class BEExformer(nn.Module):
         loss, weights = soft_routing_loss(stacked, labels, self.config.loss_weighting, self.config.entropy_temperature)
         return BEExformerOutput(stacked, loss, weights, **internals)
 
+    def hidden_states(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> list[Tensor]:
+        """[embeddings output, block 1 output, ..., block C output], each [B, T, d] (as Hugging Face's
+        output_hidden_states): what the pretrained-start test compares with BertModel layer by layer."""
+        mask = self._default_mask(input_ids, attention_mask)
+        states = [self.embeddings(input_ids, token_type_ids)]
+        for c in range(self.config.n_blocks):
+            states.append(self.block(c)(states[-1], mask))
+        return states
+
     @torch.no_grad()
     def early_exit(
         self,

@@ -12,6 +12,8 @@ from beexformer.cli.common import add_parser
 from beexformer.errors import ConfigError
 
 EXAMPLE = """  beex train --task sst2 --data-dir ../shared/data/glue --output runs/sst2
+  beex train --task sst2 --init minilm --output runs/sst2-minilm     # start from all-MiniLM-L6-v2, 1-bit
+  beex train --task sst2 --init minilm --float-twin --output runs/sst2-float   # its float fine-tuning
   beex train --task rte --output runs/rte --act-bits 1 --set n_blocks=4 --set d_model=128
   beex train --task rte --output runs/rte-a4 --act-bits 4 --teacher runs/rte-float   # distillation
   beex train --task rte --output runs/rte-staged --stages float,a4,a2,a1   # BiT's multi-step schedule
@@ -24,9 +26,11 @@ def register(subparsers) -> None:
         subparsers,
         "train",
         help="train a BEExformer on a GLUE task",
-        description="Train a BEExformer from scratch on a GLUE task (soft-routing loss over all exits). "
-        "Evaluates on the dev set at every epoch end, keeps the best model in OUTPUT/best, writes atomic "
-        "checkpoints to OUTPUT/checkpoints (Ctrl-C saves one before stopping) and resumes with --resume.",
+        description="Train a BEExformer on a GLUE task (soft-routing loss over all exits), from scratch or, "
+        "with --init, from a pretrained BERT-family encoder whose linear layers are then binarized. "
+        "Evaluates at every epoch end, keeps the best model in OUTPUT/best (picked on dev from scratch; with "
+        "--init on a held-out slice of train, which also sets the exit threshold), writes atomic checkpoints "
+        "to OUTPUT/checkpoints (Ctrl-C saves one before stopping) and resumes with --resume.",
         example=EXAMPLE,
     )
     p.add_argument("--task", help="GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli")
@@ -34,12 +38,24 @@ def register(subparsers) -> None:
     p.add_argument("--data-dir", help="GLUE directory in the download script's layout (default: $GLUE_DIR)")
     p.add_argument("--source", choices=("files", "hf"), help="GLUE files or Hugging Face datasets (online)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    p.add_argument(
+        "--init",
+        metavar="DIR|minilm|HUB_NAME",
+        help="start from a Hugging Face BERT checkpoint: a local directory (config.json, model.safetensors, "
+        "vocab.txt), 'minilm' (all-MiniLM-L6-v2 from requirements-models.txt, offline) or a hub name (online)",
+    )
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=float, help="epochs to train (default: 1)")
+    g.add_argument("--epochs", type=float, help="epochs to train (default: 1; 3 with --init)")
+    g.add_argument("--step-cap", type=int, help="at most this many steps when training by epochs "
+                   "(default: 0 = no cap; 2000 with --init)")  # fmt: skip
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (overrides --epochs)")
-    g.add_argument("--batch-size", type=int, help="examples per step (default: 64)")
-    g.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: 1e-3)")
-    g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0.01)")
+    g.add_argument("--batch-size", type=int, help="examples per step (default: 64; 32 with --init)")
+    g.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: 1e-3; 5e-5 with --init)")
+    g.add_argument("--binary-lr", type=float, help="learning rate of the latent 1-bit weights (default: --lr)")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0.01; 0.01 with --init)")
+    g.add_argument("--binary-weight-decay", type=float, help="of the latent 1-bit weights (default: --weight-decay)")
+    g.add_argument("--holdout", type=float, help="share of train held out to pick the best model and the exit "
+                   "threshold, at most 2000 examples (default: 0 = pick on dev; 0.1 with --init)")  # fmt: skip
     g.add_argument("--warmup-ratio", type=float, help="share of steps of linear warm-up (default: 0.06)")
     g.add_argument("--seed", type=int, help="random seed (default: 42)")
     g.add_argument("--patience", type=int, help="stop after this many evaluations without improvement")
@@ -160,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
 def _report(summary: dict) -> int:
     best = summary["best_metric"]
     print(
-        f"done: {summary['steps']} steps in {summary['elapsed_seconds'] / 60:.1f} min; best dev "
+        f"done: {summary['steps']} steps in {summary['elapsed_seconds'] / 60:.1f} min; best {summary['selected_on']} "
         f"{summary['history'][-1]['metric'] if summary['history'] else 'metric'} with early exit "
         f"{'-' if best is None else f'{100 * best:.2f}'} at step {summary['best_step']}; "
         f"model in {summary['output']}/best"

@@ -21,12 +21,21 @@ class TrainingArguments:
     tokenizer: str | None = None  # None: train a WordPiece on the training text; else a HF name or path
     vocab_size: int = 8000
     max_len: int = 128
+    # --- start: from scratch (None) or from a BERT-family checkpoint: a directory, "minilm" or a hub name ---
+    init: str | None = None
     # --- optimisation (AdamW, linear warm-up then linear decay) ---
-    epochs: float = 1.0  # one epoch: the budget of the measured runs in docs/training.md
-    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs)
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.01
+    # Fields left at None take the default of the start (FROM_SCRATCH / PRETRAINED below) in validate().
+    epochs: float | None = None
+    max_steps: int | None = None  # stop after this many optimizer steps (overrides epochs and step_cap)
+    step_cap: int | None = None  # at most this many steps when training by epochs; 0: no cap
+    batch_size: int | None = None
+    lr: float | None = None
+    binary_lr: float | None = None  # learning rate of the latent weights of 1-bit layers; None: lr
+    weight_decay: float | None = None
+    binary_weight_decay: float | None = None  # of the latent weights of 1-bit layers; None: weight_decay
+    # Share of the training set held out (at most HOLDOUT_CAP examples) to pick the best model and the exit
+    # threshold, so that neither looks at the dev set that is reported; 0: select on dev as before.
+    holdout: float | None = None
     warmup_ratio: float = 0.06
     clip_norm: float = 1.0
     seed: int = 42
@@ -51,6 +60,18 @@ class TrainingArguments:
     model: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> TrainingArguments:
+        """Fill the start-dependent defaults, then check ranges."""
+        for name, value in (PRETRAINED if self.init else FROM_SCRATCH).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        if self.binary_lr is None:
+            self.binary_lr = self.lr
+        if self.binary_weight_decay is None:
+            self.binary_weight_decay = self.weight_decay
+        if not 0 <= self.holdout < 1:
+            raise ConfigError(f"holdout={self.holdout}: must be in [0, 1)")
+        if self.binary_lr <= 0:
+            raise ConfigError(f"binary_lr={self.binary_lr}: must be > 0")
         if self.source not in ("files", "hf"):
             raise ConfigError(f"source={self.source!r}: choose 'files' or 'hf'")
         for name in ("batch_size", "max_len", "vocab_size", "save_every_steps", "keep_checkpoints"):
@@ -86,3 +107,19 @@ class TrainingArguments:
             raise ConfigError(f"{path}: cannot read training arguments ({err})") from None
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+# The defaults of a run from scratch: what they were before the pretrained start existed (one epoch: the budget
+# of the measured runs in docs/training.md); runs saved before these fields existed load the same.
+FROM_SCRATCH: dict[str, Any] = {
+    "epochs": 1.0, "step_cap": 0, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.01, "holdout": 0.0,
+}  # fmt: skip
+
+# The defaults of a pretrained start (--init), chosen by the SST-2 recipe runs of docs/training.md
+# ("Pretrained start", benchmarks/results/pretrained_recipe/).
+PRETRAINED: dict[str, Any] = {
+    "epochs": 3.0, "step_cap": 2000, "batch_size": 32, "lr": 5e-5, "weight_decay": 0.01, "holdout": 0.1,
+}  # fmt: skip
+# BEExformerConfig choices of a pretrained start (the checkpoint fixes the shapes); --set overrides them.
+PRETRAINED_MODEL: dict[str, Any] = {}
+HOLDOUT_CAP = 2000  # held-out examples at most: enough to pick a threshold, few enough to evaluate often

@@ -27,9 +27,11 @@ from beexformer.data.tokenizer import TextEncoder
 from beexformer.errors import BeexError, ConfigError
 from beexformer.evaluation import collect_exit_logits, evaluation_report
 from beexformer.exits import ExitRule, build_exit_rule, check_rule_fits, default_exit_rule
-from beexformer.model import BEExformer
+from beexformer.model import BEExformer, binary_modules
+from beexformer.pretrained import load_bert_weights, read_checkpoint
 from beexformer.training import checkpoint as ckpt
-from beexformer.training.arguments import TrainingArguments
+from beexformer.training.arguments import HOLDOUT_CAP, PRETRAINED_MODEL, TrainingArguments
+from beexformer.training.holdout import ThresholdChoice, choose_threshold, split_holdout
 
 RUN_ARGS = "run.json"
 LOG_FILE = "log.jsonl"
@@ -116,11 +118,19 @@ def _lr_lambda(warmup: int, total: int):
     return factor
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases, norms and position/segment tables (1-D parameters)."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
+def _param_groups(model: torch.nn.Module, args: TrainingArguments) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms and position/segment tables (1-D parameters). The latent weights of
+    1-bit layers get a group of their own only when their lr or decay differ from the rest: two groups as
+    before otherwise, so that the optimizer state of older checkpoints still fits."""
+    latent = {id(m.weight) for _, m in binary_modules(model)}
+    split = args.binary_lr != args.lr or args.binary_weight_decay != args.weight_decay
+    decay = [p for p in model.parameters() if p.ndim >= 2 and not (split and id(p) in latent)]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if split:
+        binary = [p for p in model.parameters() if id(p) in latent]
+        groups.append({"params": binary, "weight_decay": args.binary_weight_decay, "lr": args.binary_lr})
+    return groups
 
 
 class Trainer:
@@ -141,10 +151,16 @@ class Trainer:
         train_examples = load_examples(self.task, "train", args)
         if args.max_train_samples:
             train_examples = train_examples[: args.max_train_samples]
+        keep, held = split_holdout(len(train_examples), args.holdout, HOLDOUT_CAP, args.seed)
+        heldout_examples = [train_examples[i] for i in held]
+        train_examples = [train_examples[i] for i in keep]
         dev_examples = load_examples(self.task, "dev", args)
+        checkpoint = None
         if resume_from is not None:
             self.encoder = TextEncoder.load(resume_from / "model")
             config = BEExformerConfig.load(resume_from / "model" / "config.json")
+        elif args.init:
+            checkpoint, self.encoder, config = self._pretrained_start()
         else:
             self.encoder = self._shared_encoder(train_examples)
             overrides = dict(args.model)
@@ -156,7 +172,12 @@ class Trainer:
             ).validate()
         self.train_set = encode(self.encoder, train_examples, args.max_len, "train", self.log)
         self.dev_set = encode(self.encoder, dev_examples, args.max_len, "dev", self.log)
+        self.heldout_set = None
+        if held.size:
+            self.heldout_set = encode(self.encoder, heldout_examples, args.max_len, "held-out", self.log)
         self.model = BEExformer(config)
+        if checkpoint is not None:
+            load_bert_weights(self.model, checkpoint)
         self.distiller = self._load_teacher(config)
         self.rule = _exit_rule_for(self.task, args.exit_rule, args.exit_threshold)
         self._build_optimisation()
@@ -175,6 +196,18 @@ class Trainer:
         distiller = load_distiller(args.teacher, self.task, self.encoder, config, args.max_len, args.kd_weights())
         distiller.teacher.to(self.accelerator.device)
         return distiller
+
+    def _pretrained_start(self):
+        """(checkpoint, its tokenizer, the model config) of `--init`: shapes from the checkpoint, the training
+        choices (bits, exits, ...) from the run's model overrides."""
+        args = self.args
+        if args.tokenizer:
+            raise ConfigError("--tokenizer: a run with --init uses its checkpoint's tokenizer")
+        checkpoint = read_checkpoint(args.init)
+        config = checkpoint.model_config(self.task.num_labels, **{**PRETRAINED_MODEL, **args.model})
+        if args.max_len > config.max_len:
+            raise ConfigError(f"--max-len {args.max_len}: the --init checkpoint has {config.max_len} positions")
+        return checkpoint, checkpoint.text_encoder(), config
 
     def _shared_encoder(self, train_examples) -> TextEncoder:
         """Build the tokenizer once, on the main process, and load that one everywhere: WordPiece training
@@ -230,9 +263,19 @@ class Trainer:
             collate_fn=make_collate(pad),
             generator=torch.Generator().manual_seed(args.seed),
         )
+        self.heldout_loader = None
+        if self.heldout_set is not None:
+            # Sorted by length: little padding (the order of the logits does not matter to any metric).
+            self.heldout_loader = torch.utils.data.DataLoader(
+                self.heldout_set,
+                batch_sampler=BucketBatchSampler(self.heldout_set.lengths, 128, shuffle=False, pool_factor=10**6),
+                collate_fn=make_collate(pad),
+                generator=torch.Generator().manual_seed(args.seed),
+            )
         steps_per_epoch = len(self.sampler)
-        self.total_steps = args.max_steps or max(1, math.ceil(args.epochs * steps_per_epoch))
-        optimizer = torch.optim.AdamW(_param_groups(self.model, args.weight_decay), lr=args.lr)
+        by_epochs = max(1, math.ceil(args.epochs * steps_per_epoch))
+        self.total_steps = args.max_steps or (min(by_epochs, args.step_cap) if args.step_cap else by_epochs)
+        optimizer = torch.optim.AdamW(_param_groups(self.model, args), lr=args.lr)
         warmup = int(args.warmup_ratio * self.total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, self.total_steps))
         # The dev loader is not sharded: every process evaluates the whole (small) dev set, so all of them
@@ -280,21 +323,31 @@ class Trainer:
     # -------------------------------------------------------------------------------- evaluation
 
     def evaluate(self) -> dict[str, Any]:
+        """Dev metrics for the log; the best model is picked on the held-out slice of train when there is one
+        (else on dev, as runs from scratch always did), and so is the exit threshold stored with it."""
         model = self.accelerator.unwrap_model(self.model)
+        heldout = self._choose_exit(model) if self.heldout_loader is not None else None
         data = collect_exit_logits(model, self.dev_loader)
         report = evaluation_report(self.task, model.config, data, self.rule)
-        metric = report["metric_early_exit"]
+        metric = report["metric_early_exit"] if heldout is None else heldout.metric_early_exit
         entry = {
             "step": self.state.step,
             "epoch": self.state.epoch,
             "metric": report["metric"],
-            "metric_early_exit": metric,
+            "metric_early_exit": report["metric_early_exit"],
             "metric_no_exit": report["metric_no_exit"],
             "mean_exit_block": report["mean_exit_block"],
             "flops_saved": report["flops_saved"],
             "elapsed_seconds": self.state.elapsed_seconds,
             "cpu_seconds": self.state.cpu_seconds,
         }
+        if heldout is not None:
+            entry.update(
+                exit_rule=self.rule.describe(),
+                heldout_metric_early_exit=heldout.metric_early_exit,
+                heldout_metric_no_exit=heldout.metric_no_exit,
+                heldout_flops_saved=heldout.flops_saved,
+            )
         self.state.history.append(entry)
         if self.accelerator.is_main_process:
             with open(self.out / LOG_FILE, "a") as f:
@@ -308,6 +361,21 @@ class Trainer:
             self.state.evals_without_improvement += 1
         model.train()
         return entry
+
+    def _choose_exit(self, model: BEExformer) -> ThresholdChoice:
+        """Run the held-out slice; unless --exit-threshold fixed it, set the rule's threshold from it."""
+        from beexformer.evaluation import rule_result
+        from beexformer.exits import SWEEP_GRIDS, NeverExit
+
+        data = collect_exit_logits(model, self.heldout_loader)
+        name = self.rule.name
+        if self.args.exit_threshold is not None or name not in SWEEP_GRIDS:
+            result = rule_result(self.task, model.config, data, self.rule)
+            no_exit = rule_result(self.task, model.config, data, NeverExit())["metrics"]["main"]
+            return ThresholdChoice(self.rule, no_exit, result["metrics"]["main"], result["flops_saved"])
+        choice = choose_threshold(self.task, model.config, data, name)
+        self.rule = choice.rule
+        return choice
 
     def _save_best(self, model: BEExformer, report: dict[str, Any]) -> None:
         def fill(tmp: Path) -> None:
@@ -414,6 +482,7 @@ class Trainer:
             "epochs_completed": s.epoch,
             "best_metric": s.best_metric,
             "best_step": s.best_step,
+            "selected_on": "held-out" if self.heldout_loader is not None else "dev",
             "elapsed_seconds": s.elapsed_seconds,
             "cpu_seconds": s.cpu_seconds,
             "history": s.history,
