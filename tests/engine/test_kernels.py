@@ -165,6 +165,16 @@ def test_attention_matches_numpy(ks):
             np.testing.assert_allclose(ctx[offsets[b] : offsets[b + 1], h * dh : (h + 1) * dh], ref, atol=2e-6)
 
 
+def test_gelu_is_the_exact_erf_form():
+    """The vectorizable GELU against 0.5 x (1 + erf(x / sqrt 2)) in float64: a few float32 ulps."""
+    x = np.concatenate([np.linspace(-12, 12, 48001), np.random.default_rng(6).standard_normal(4000) * 3])
+    x = x.astype(np.float32)[None, :]
+    ref = _reference_act(x, K.ACT_GELU)
+    got = K.SERIAL.gelu_rows(x)
+    assert np.all(np.abs(got - ref) <= 4e-7 * np.maximum(np.abs(ref), 1.0))
+    assert np.all(got[x >= 9] == x[x >= 9])  # erfc(9 / sqrt 2) is below half an ulp of 1
+
+
 def test_layernorm_and_pool():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((10, 48)).astype(np.float32) * 3 + 1

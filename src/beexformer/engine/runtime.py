@@ -280,9 +280,7 @@ class PackedModel:
         if c.ffn == "slfn":
             out = ks.gated_add(h, *self._slfn_dense(blk, ffn_in, "ffn"))
         else:
-            u = blk["ffn.lin1"](ffn_in).astype(np.float64)
-            g = (0.5 * u * (1.0 + _erf(u / math.sqrt(2.0)))).astype(np.float32)
-            delta = blk["ffn.lin2"](g)
+            delta = blk["ffn.lin2"](ks.gelu_rows(blk["ffn.lin1"](ffn_in)))
             if c.ffn == "ffn_slfn":  # FFN + gate * SLFN, in PyTorch's order
                 s, f = self._slfn_dense(blk, ffn_in, "ffn.slfn")
                 delta = delta + blk["gate"] * (s * f)
@@ -435,8 +433,3 @@ def _compact(x: np.ndarray, offsets: np.ndarray, keep: np.ndarray) -> tuple[np.n
     np.cumsum(lengths, out=new_offsets[1:])
     rows = np.arange(new_offsets[-1], dtype=np.int64) + np.repeat(starts - new_offsets[:-1], lengths)
     return np.ascontiguousarray(x[rows]), new_offsets
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    """Elementwise erf in float64 (numpy has none; math.erf per element is exact and this path is rare)."""
-    return np.vectorize(math.erf, otypes=[np.float64])(x)
