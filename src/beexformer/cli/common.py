@@ -68,6 +68,34 @@ def add_exit_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for the model (numba kernels of a packed model split token rows and samples across "
+        "them from 256 rows on, so a single sentence always runs on one; PyTorch and the BLAS otherwise)",
+    )
+
+
+def apply_threads(n: int) -> None:
+    """Use `n` threads in every pool this process may run the model on. Called before the model is loaded: the
+    BLAS and PyTorch size their pools from these variables when first imported (the CLI has imported neither
+    yet); numba's pool (packed runtime) is capped directly."""
+    import os
+    import sys
+
+    if n < 1:
+        raise ConfigError(f"--threads {n}: must be at least 1")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    import numba
+
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    if "torch" in sys.modules:  # imported earlier in this process (tests, or a caller of main())
+        sys.modules["torch"].set_num_threads(n)
+
+
 def exit_rule_from_args(args: argparse.Namespace, predictor):
     """The rule given on the command line, else the one stored with the model; refused (one line) when it
     cannot judge the model's head, e.g. an entropy rule on a regression task."""

@@ -9,6 +9,8 @@ from beexformer.cli.common import (
     add_data_args,
     add_exit_args,
     add_parser,
+    add_threads_arg,
+    apply_threads,
     exit_rule_from_args,
     load_eval_examples,
     write_json,
@@ -34,6 +36,7 @@ def register(subparsers) -> None:
     add_data_args(p)
     add_exit_args(p)
     p.add_argument("--json", help="also write the report to this JSON file")
+    add_threads_arg(p)
     p.set_defaults(func=run)
 
 
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from beexformer.evaluation import evaluation_report, format_report
     from beexformer.inference import load_predictor
 
+    apply_threads(args.threads)
     predictor = load_predictor(args.model)
     task, examples = load_eval_examples(args, predictor.info.task)
     rule = exit_rule_from_args(args, predictor)

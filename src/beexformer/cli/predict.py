@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from beexformer.cli.common import add_exit_args, add_parser, exit_rule_from_args
+from beexformer.cli.common import add_exit_args, add_parser, add_threads_arg, apply_threads, exit_rule_from_args
 from beexformer.errors import DataError
 
 EXAMPLE = """  beex predict runs/sst2 "a gorgeous, witty film" "a dull mess"
@@ -30,6 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("texts", nargs="*", help="texts to label (or use --file)")
     p.add_argument("--file", help="file with one input per line, blank lines included ('-' for standard input)")
     p.add_argument("--batch-size", type=int, default=64, help="inputs per batch")
+    add_threads_arg(p)
     add_exit_args(p)
     p.set_defaults(func=run)
 
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError("no input: give texts as arguments or --file FILE")
     # Every line is an input, blank ones too, so that output line N always answers input line N.
     lines = list(args.texts) + (_read_lines(args.file) if args.file else [])
+    apply_threads(args.threads)
     predictor = load_predictor(args.model)
     if not lines:
         return 0  # an empty file: no input lines, no output lines
