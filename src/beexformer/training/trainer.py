@@ -438,6 +438,9 @@ class Trainer:
                             break
                 if last_eval_step != state.step:
                     self.evaluate()
+                    # It may have moved the exit threshold stored with the model (held-out choice): a
+                    # checkpoint written at this step before it would carry the previous one, so write again.
+                    self._last_saved_step = None
                 if self._last_saved_step != state.step:
                     self.save_checkpoint()
             except KeyboardInterrupt:
