@@ -44,7 +44,7 @@ class Profile:
 
 PROFILES = {
     "full": Profile(40, 40, 128, 150_000, 4.0, 2000, 2048, 600, 16_384, (0.5, 0.7, 0.8, 0.9, 0.95)),
-    "quick": Profile(8, 8, 64, 16_384, 4.0, 400, 4096, 600, 4096, (0.8, 0.9, 0.95)),
+    "quick": Profile(6, 6, 48, 12_288, 4.0, 400, 4096, 600, 4096, (0.8, 0.9, 0.95)),
     # For the end-to-end test on a tiny model: every step runs, on a few hundred tokens.
     "smoke": Profile(2, 2, 8, 1024, 4.0, 20, 32, 20, 512, (0.5, 0.9), 1024, 16),
 }
