@@ -38,15 +38,16 @@ def main() -> int:
     from beexformer.data.collate import collate
     from beexformer.data.glue import get_task, load_split
     from beexformer.engine.export import export_run
-    from beexformer.engine.runtime import PackedModel
     from beexformer.exits import AbsoluteEntropy, FractionalEntropy, MaxProbability, Patience, build_exit_rule
+    from beexformer.inference import PackedPredictor
 
     torch.set_num_threads(args.threads)
     model, encoder, info = load_model_dir(args.run_dir)
     examples = load_split(get_task(info.task), args.split, args.data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(args.packed) if args.packed else export_run(args.run_dir, Path(tmp) / "model.beex")
-        packed = PackedModel.load(path)
+        predictor = PackedPredictor(path)  # batches like `beex predict`; its .packed runs one batch
+        packed = predictor.packed
         size = path.stat().st_size
     ckpt = (resolve_model_dir(args.run_dir) / "model.safetensors").stat().st_size
 
@@ -99,8 +100,8 @@ def main() -> int:
         ref_logits = np.zeros((n, k), dtype=np.float32)
         for idx, batch in torch_batches(64):
             r = model.early_exit(*batch, rule)
-            ref_pred[idx], ref_block[idx], ref_logits[idx] = r.predictions, r.exit_block, r.logits.numpy()
-        got = packed.predict(texts_a, texts_b, rule=rule, batch_size=64)
+            ref_pred[idx], ref_block[idx], ref_logits[idx] = r.predictions, r.exit_block, r.logits
+        got = predictor.predict(texts_a, texts_b, rule=rule, batch_size=64)
         entry = compare(got.logits, ref_logits) | {
             "prediction_mismatches": int((got.predictions != ref_pred).sum()),
             "exit_block_mismatches": int((got.exit_block != ref_block).sum()),

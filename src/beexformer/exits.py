@@ -35,12 +35,15 @@ def max_probability(logits: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class ExitDecision:
-    """Per sample: the block it left at (1-based), the logits it answers with, and its prediction."""
+class Prediction:
+    """What every way of running a model answers, per sample: the logits it answers with, its prediction and
+    the block it left at (1-based). The one output type of the PyTorch model (`BEExformer.early_exit`), the
+    packed runtime (`PackedModel.run`), offline decisions (`ExitRule.decide`) and `inference.Predictor`."""
 
-    exit_block: np.ndarray  # int [B], 1..C
-    logits: np.ndarray  # [B, K]
+    logits: np.ndarray  # float [B, K]
     predictions: np.ndarray  # int class index [B], or float score for regression
+    exit_block: np.ndarray  # int [B], 1..C
+    exit_logits: np.ndarray | None = None  # float [C, B, K]: every exit, only when run without an exit rule
 
     @property
     def mean_exit_block(self) -> float:
@@ -76,7 +79,7 @@ class ExitRule(ABC):
             return history[:, -2]
         return history[:, -1]
 
-    def decide(self, all_logits: np.ndarray) -> ExitDecision:
+    def decide(self, all_logits: np.ndarray) -> Prediction:
         """Offline form: all_logits [B, C, K] of every exit; the first block where the rule fires, else C.
 
         Gives the same decisions as block-by-block inference, because it runs the same `ExitTracker` and
@@ -134,8 +137,8 @@ class ExitTracker:
             self.history = [h[keep] for h in self.history]
         return keep
 
-    def decision(self) -> ExitDecision:
-        return ExitDecision(self.exit_block, self.answer, predictions_from_logits(self.answer))
+    def decision(self) -> Prediction:
+        return Prediction(self.answer, predictions_from_logits(self.answer), self.exit_block)
 
 
 class FractionalEntropy(ExitRule):

@@ -1,15 +1,18 @@
-"""One interface over the two ways to run a trained model: PyTorch (a model/run directory) and the packed
-1-bit runtime (a file written by `beex export`, numpy + numba only, torch never imported).
+"""The one door for running a trained model on many inputs, over its two runtimes: PyTorch (a model or run
+directory) and the packed 1-bit runtime (a file written by `beex export`; numpy + numba, torch never imported).
 
     predictor = load_predictor(path)
-    data = predictor.exit_logits(examples)            # every exit's logits, for evaluation and sweeps
-    out = predictor.predict(texts_a, texts_b, rule)  # per-sample early exit with batch compaction
+    out = predictor.predict(texts_a, texts_b, rule, batch_size=64)  # exits.Prediction, in input order
+    data = predictor.exit_logits(examples)                          # every exit's logits, for eval and sweeps
+
+Batching lives here only: inputs are sorted by length into batches (less padding), each batch runs with
+per-sample early exit and batch compaction, and the results are scattered back to input order. The
+runtimes themselves (`BEExformer.early_exit`, `PackedModel.run`) take one batch.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +21,7 @@ from beexformer.accounting import FileSizes
 from beexformer.bundle import TaskInfo
 from beexformer.config import BEExformerConfig
 from beexformer.evaluation import ExitLogits
-from beexformer.exits import ExitRule, NeverExit, build_exit_rule, predictions_from_logits
-
-
-@dataclass
-class Prediction:
-    logits: np.ndarray  # [B, K]
-    predictions: np.ndarray  # [B]
-    exit_block: np.ndarray  # [B], 1-based
+from beexformer.exits import ExitRule, NeverExit, Prediction, build_exit_rule, predictions_from_logits
 
 
 class Predictor(ABC):
@@ -82,10 +78,15 @@ class Predictor(ABC):
         )
 
     def predict(
-        self, texts_a: list[str], texts_b: list[str | None] | None = None, rule: ExitRule | None = None
+        self,
+        texts_a: list[str],
+        texts_b: list[str | None] | None = None,
+        rule: ExitRule | None = None,
+        batch_size: int = 64,
     ) -> Prediction:
+        """Texts (and second texts of pairs) -> one Prediction in input order; `rule` None: the model's own."""
         ids, segs = self.encode(texts_a, texts_b)
-        return self.run(ids, segs, rule or self.default_rule())
+        return self.run(ids, segs, rule or self.default_rule(), batch_size=batch_size)
 
 
 def _length_batches(ids: list, batch_size: int):
@@ -116,7 +117,7 @@ class TorchPredictor(Predictor):
 
     def _early_exit_batch(self, ids, segs, rule):
         out = self.model.early_exit(*self._padded(ids, segs), rule)
-        return out.logits.numpy(), out.exit_block
+        return out.logits, out.exit_block
 
     def _all_exits_batch(self, ids, segs):
         import torch
@@ -161,7 +162,7 @@ def _packed_task_info(packed) -> TaskInfo:
     info = getattr(packed, "task_info", None)
     if isinstance(info, TaskInfo):
         return info
-    if isinstance(info, dict):
+    if isinstance(info, dict) and info:  # a file exported without a task description has {}
         known = {k: v for k, v in info.items() if k in TaskInfo.__dataclass_fields__}
         return TaskInfo(**known)
     return TaskInfo(task="", label_list=[], max_len=packed.config.max_len)

@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from beexformer.config import BEExformerConfig
 from beexformer.errors import CheckpointError
-from beexformer.exits import ExitRule, ExitTracker
+from beexformer.exits import ExitRule, ExitTracker, Prediction
 from beexformer.layers import BEExBlock, BEExEmbeddings, BinaryLinear, ExitHead
 from beexformer.loss import soft_routing_loss
 
@@ -39,13 +38,6 @@ class BEExformerOutput:
     def logits(self) -> Tensor:
         """The last exit's logits [B, K]."""
         return self.exit_logits[-1]
-
-
-@dataclass
-class EarlyExitOutput:
-    logits: Tensor  # [B, K]: the logits each sample answers with
-    predictions: np.ndarray  # [B]: class index, or score for regression
-    exit_block: np.ndarray  # [B]: 1-based block each sample left at
 
 
 class BEExformer(nn.Module):
@@ -123,7 +115,7 @@ class BEExformer(nn.Module):
         attention_mask: Tensor | None,
         token_type_ids: Tensor | None,
         rule: ExitRule,
-    ) -> EarlyExitOutput:
+    ) -> Prediction:
         """Per-sample early exit with batch compaction: after each block the samples that leave are
         removed from the batch, so later blocks run only on the rest."""
         mask = self._default_mask(input_ids, attention_mask)
@@ -137,8 +129,7 @@ class BEExformer(nn.Module):
             if not keep.all():
                 keep_t = torch.from_numpy(keep)
                 x, mask = x[keep_t], mask[keep_t]
-        decision = tracker.decision()
-        return EarlyExitOutput(torch.from_numpy(decision.logits), decision.predictions, decision.exit_block)
+        return tracker.decision()
 
     # --- persistence: config JSON + safetensors, as in Hugging Face's save_pretrained convention ---
 
@@ -188,4 +179,4 @@ def binary_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if getattr(m, "is_binary", False)]
 
 
-__all__ = ["BEExformer", "BEExformerOutput", "EarlyExitOutput", "BinaryLinear", "binary_modules"]
+__all__ = ["BEExformer", "BEExformerOutput", "Prediction", "BinaryLinear", "binary_modules"]

@@ -5,8 +5,9 @@ For callers (the CLI's eval / predict / summary):
     from beexformer.engine import is_packed_model, load_packed
     if is_packed_model(path):          # a file; run directories are directories
         model = load_packed(path)      # PackedModel, or CheckpointError with a one-line reason
-        out = model.predict(texts_a, texts_b, rule=exit_rule, batch_size=64)
-        out.predictions, out.exit_block, out.logits
+        out = model.run(ids, segs, rule=exit_rule)   # one batch -> exits.Prediction
+
+Many inputs go through `inference.PackedPredictor` (or `load_predictor`), the one place that batches.
 
 Importing this package imports neither torch nor numba; `load_packed` imports numba (not torch).
 """

@@ -32,22 +32,12 @@ from beexformer.engine.packing import unpack_signs, unpack_weight
 from beexformer.engine.text import PackedTokenizer
 from beexformer.engine.threads import kernels_for
 from beexformer.errors import ConfigError, DataError
-from beexformer.exits import ExitRule, ExitTracker, predictions_from_logits
+from beexformer.exits import ExitRule, ExitTracker, Prediction, predictions_from_logits
 
 _SIGMOID_TANH = np.array([K.ACT_SIGMOID, K.ACT_TANH], dtype=np.int64)
 _SIGMOID_TANH_CENTRES = np.array([0.5, 0.0], dtype=np.float32)
 _GELU = np.array([K.ACT_GELU], dtype=np.int64)
 _ZERO_CENTRE = np.array([0.0], dtype=np.float32)
-
-
-@dataclass
-class RuntimeOutput:
-    """Per sample: the logits it answers with, its prediction and the block it left at (1-based)."""
-
-    logits: np.ndarray  # float32 [B, K]
-    predictions: np.ndarray  # int [B] (float score for regression)
-    exit_block: np.ndarray  # int64 [B]
-    exit_logits: np.ndarray | None = None  # float32 [C, B, K], only when run without an exit rule
 
 
 @dataclass
@@ -344,7 +334,7 @@ class PackedModel:
         input_ids: list[list[int]] | list[np.ndarray],
         token_type_ids: list[list[int]] | None = None,
         rule: ExitRule | None = None,
-    ) -> RuntimeOutput:
+    ) -> Prediction:
         """Run a batch of token-id sequences (unpadded, one per sample).
 
         With `rule`, each sample leaves at the first block where the rule fires (the last block always
@@ -362,7 +352,7 @@ class PackedModel:
             stacked = np.stack(all_logits)
             logits = stacked[-1].copy()
             exit_block = np.full(n, n_blocks, dtype=np.int64)
-            return RuntimeOutput(logits, predictions_from_logits(logits), exit_block, stacked)
+            return Prediction(logits, predictions_from_logits(logits), exit_block, stacked)
 
         tracker = ExitTracker(rule, n, n_blocks, self.config.n_classes)
         for c in range(n_blocks):
@@ -372,8 +362,7 @@ class PackedModel:
                 break
             if not keep.all():
                 x, offsets = _compact(x, offsets, keep)
-        decision = tracker.decision()
-        return RuntimeOutput(decision.logits, decision.predictions, decision.exit_block)
+        return tracker.decision()
 
     def run_padded(
         self,
@@ -381,7 +370,7 @@ class PackedModel:
         attention_mask: np.ndarray | None = None,
         token_type_ids: np.ndarray | None = None,
         rule: ExitRule | None = None,
-    ) -> RuntimeOutput:
+    ) -> Prediction:
         """`run` on a right-padded [B, T] batch (the layout PyTorch's collate gives)."""
         input_ids = np.asarray(input_ids)
         mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask)
@@ -401,28 +390,6 @@ class PackedModel:
         if self.tokenizer is None:
             raise ConfigError("this model was loaded without a tokenizer")
         return self.tokenizer.encode(texts_a, texts_b, self.max_len)
-
-    def predict(
-        self,
-        texts_a: list[str],
-        texts_b: list[str | None] | None = None,
-        rule: ExitRule | None = None,
-        batch_size: int = 64,
-    ) -> RuntimeOutput:
-        """Tokenize and run texts in batches of `batch_size` (sorted by length first)."""
-        ids, segs = self.encode(texts_a, texts_b)
-        order = np.argsort([len(s) for s in ids], kind="stable")
-        outs: list[tuple[np.ndarray, RuntimeOutput]] = []
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            outs.append((idx, self.run([ids[i] for i in idx], [segs[i] for i in idx], rule)))
-        n = len(ids)
-        logits = np.zeros((n, self.config.n_classes), dtype=np.float32)
-        exit_block = np.zeros(n, dtype=np.int64)
-        for idx, out in outs:
-            logits[idx] = out.logits
-            exit_block[idx] = out.exit_block
-        return RuntimeOutput(logits, predictions_from_logits(logits), exit_block)
 
 
 def _compact(x: np.ndarray, offsets: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
