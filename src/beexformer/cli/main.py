@@ -13,7 +13,7 @@ import sys
 from beexformer.errors import BeexError
 
 # Each module defines `register(subparsers) -> None` and sets `func=` on the parsers it adds.
-COMMAND_MODULES = ["train", "evaluate", "predict", "sweep", "summary", "export", "llm"]
+COMMAND_MODULES = ["train", "evaluate", "predict", "sweep", "summary", "export", "llm", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

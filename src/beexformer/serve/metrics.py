@@ -1,0 +1,51 @@
+"""Prometheus metrics of the server (`GET /metrics`), in a registry of its own per app (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from beexformer.serve.batching import BatchReport
+
+# Seconds: a batched request on the packed runtime takes milliseconds; the tail goes to seconds under overload.
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ServerMetrics:
+    def __init__(self, max_blocks: int) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "beex_request_duration_seconds",
+            "Time from request to response, by route and status code",
+            ["route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.responses = Counter("beex_responses", "Responses by status code", ["status"], registry=self.registry)
+        self.batch_size = Histogram(
+            "beex_batch_size", "Inputs per engine batch", ["model"], buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.exit_layer = Histogram(
+            "beex_exit_layer",
+            "Block each input left at (1-based)",
+            ["model"],
+            buckets=tuple(range(1, max_blocks + 1)),
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge("beex_queue_depth", "Inputs waiting for a batch", ["model"], registry=self.registry)
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.latency.labels(route, str(status)).observe(seconds)
+        self.responses.labels(str(status)).inc()
+
+    def observe_batch(self, report: BatchReport) -> None:
+        self.batch_size.labels(report.model).observe(report.n_inputs)
+        hist = self.exit_layer.labels(report.model)
+        for layer in report.exit_layers:
+            hist.observe(layer)
+
+    def set_queue_depth(self, model: str, depth: int) -> None:
+        self.queue_depth.labels(model).set(depth)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
