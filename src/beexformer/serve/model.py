@@ -29,7 +29,7 @@ class ModelCard:
     n_blocks: int
     max_tokens: int
     file_bytes: int
-    float32_bytes: int
+    float32_bytes: int  # of the float32 checkpoint the file was exported from
     exit_rule: str
 
     def to_json(self) -> dict:
@@ -136,8 +136,8 @@ def _card(name: str, path: Path, predictor) -> ModelCard:
         act_bits=config.act_bits,
         n_blocks=config.n_blocks,
         max_tokens=int(predictor.packed.max_len),
-        file_bytes=int(size.get("packed_bytes") or path.stat().st_size),
-        float32_bytes=int(size.get("float32_bytes", 0)),
+        file_bytes=size.packed_file_bytes,
+        float32_bytes=size.float32_checkpoint_bytes,
         exit_rule=predictor.default_rule().describe(),
     )
 
