@@ -92,9 +92,11 @@ class MicroBatcher:
         if self._queued + len(texts_a) > self.max_queue:
             raise QueueFull(self.max_queue)
         job = Job(texts_a, texts_b, threshold, asyncio.get_running_loop().create_future())
+        first = not self._pending
         self._pending.append(job)
         self._set_queued(self._queued + job.size)
-        self._arrival.set()
+        if first or self._queued >= self.max_batch:  # the only two moments the batcher waits for
+            self._arrival.set()
         return await job.future
 
     def _set_queued(self, n: int) -> None:
