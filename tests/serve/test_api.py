@@ -8,11 +8,14 @@ import json
 import logging
 
 import pytest
+import serve_helpers
 from serve_helpers import run, running_app
 
 from beexformer.cli.main import main
 from beexformer.serve.app import ServeConfig, create_app, server_state
 from beexformer.serve.schema import Limits
+
+packed_models, served = serve_helpers.packed_models, serve_helpers.served  # the fixtures this module uses
 
 SENTENCES = [
     "a fine film",

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import serve_helpers
 
+packed_models = serve_helpers.packed_models  # the fixture this module uses
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
