@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 
+import httpx
 import pytest
 import serve_helpers
 from serve_helpers import run, running_app
@@ -337,3 +338,29 @@ def test_api_key(served):
     for name in ("bearer", "header", "metrics", "health", "ready"):
         assert r[name].status_code == 200, name
     assert 'beex_responses_total{status="401"} 4.0' in r["metrics"].text
+
+
+def test_an_engine_failure_is_a_json_500_and_the_server_goes_on(served, monkeypatch):
+    """Not bad input but a bug: the client gets a JSON 500 and the next request is served."""
+    app = app_for(served)
+    model = served["sst2"]
+    original = model.predict
+
+    def broken(texts_a, *args):
+        if texts_a == ["boom"]:
+            raise RuntimeError("kernel failure")
+        return original(texts_a, *args)
+
+    async def go():
+        async with running_app(app) as client:
+            monkeypatch.setattr(model, "predict", broken)
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as raw:
+                failed = await post(raw, "sst2", {"inputs": ["boom"]})
+            fine = await post(client, "sst2", {"inputs": ["a fine film"]})
+            return failed, fine, (await client.get("/metrics")).text
+
+    failed, fine, metrics = run(go())
+    error_of(failed, 500, "internal_error", "RuntimeError")
+    assert fine.status_code == 200
+    assert 'beex_responses_total{status="500"} 1.0' in metrics

@@ -67,7 +67,7 @@ def create_app(models: list[ServedModel], config: ServeConfig) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=_lifespan,
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error},
     )
     app.state.beex = state
     app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
@@ -203,6 +203,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(ApiError(exc.status_code, code, message).body(), exc.status_code, headers=exc.headers)
 
 
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug, not bad input: a JSON 500 for the client; Starlette re-raises, so the log has the traceback."""
+    error = ApiError(500, "internal_error", f"internal error ({type(exc).__name__}); the server log has details")
+    return JSONResponse(error.body(), status_code=500)
+
+
 def _route_label(path: str) -> str:
     """Bounded label values: the route template, never the raw path."""
     if path.startswith("/v1/models/") and path.endswith("/predict"):
@@ -223,16 +229,23 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
+        route = _route_label(scope["path"])
+        started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal started
             if message["type"] == "http.response.start":
-                status = message["status"]
-                self.metrics.observe_request(_route_label(scope["path"]), status, time.perf_counter() - start)
+                started = True
+                self.metrics.observe_request(
+                    _route_label(scope["path"]), message["status"], time.perf_counter() - start
+                )
             await send(message)
 
-        await self.app(scope, receive, send_wrapper)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if not started:  # an exception on its way to the outer error handler, which answers 500
+                self.metrics.observe_request(route, 500, time.perf_counter() - start)
 
 
 class ApiKeyMiddleware:
