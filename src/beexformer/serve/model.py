@@ -107,9 +107,7 @@ class ServedModel:
         """Per-sample early exit on the texts (run in length-sorted batches of `batch_size`), in input order."""
         from beexformer.exits import log_softmax
 
-        p = self.predictor
-        ids, segs = p.encode(texts_a, texts_b)
-        out = p.run(ids, segs, self.exit_rule(threshold), batch_size=batch_size)
+        out = self.predictor.predict(texts_a, texts_b, self.exit_rule(threshold), batch_size=batch_size)
         if self.card.regression:
             return [
                 InputResult(None, float(v), None, int(b)) for v, b in zip(out.predictions, out.exit_block, strict=True)
