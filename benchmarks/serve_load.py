@@ -102,6 +102,14 @@ class Server:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, all threads) of the server process so far; Linux /proc, else 0."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def metrics(self) -> str:
         return httpx.get(self.url("/metrics"), timeout=30).text
 
@@ -160,6 +168,8 @@ class LoadResult:
     mean_batch_size: float = 0.0
     mean_exit_layer: float = 0.0
     exit_layers: dict[str, int] = field(default_factory=dict)
+    server_cpu_ms_per_request: float = 0.0  # user + system time of the server process over answered requests
+    client_cpu_ms_per_request: float = 0.0
     error_examples: list[str] = field(default_factory=list)
 
 
@@ -236,15 +246,19 @@ def run_async(coro):
 def run_level(server: Server, payloads: list[bytes], concurrency: int, args) -> LoadResult:
     run_async(drive(server.port, payloads, concurrency, args.warmup, args.time_limit, args.grace))
     before = batch_stats(server.metrics())
+    cpu_server, cpu_client = server.cpu_seconds(), time.process_time()
     latencies, errors, sent, seconds = run_async(
         drive(server.port, payloads, concurrency, args.requests, args.time_limit, args.grace)
     )
+    cpu_server, cpu_client = server.cpu_seconds() - cpu_server, time.process_time() - cpu_client
     after = batch_stats(server.metrics())
     result = LoadResult(concurrency, server.max_batch, sent=sent, answered=len(latencies), errors=len(errors))
     result.unanswered = sent - len(latencies) - len(errors)
     result.error_examples = errors[:5]
     result.seconds = seconds
     result.throughput_rps = len(latencies) / seconds
+    result.server_cpu_ms_per_request = 1000 * cpu_server / max(1, len(latencies))
+    result.client_cpu_ms_per_request = 1000 * cpu_client / max(1, len(latencies))
     if latencies:
         ms = np.array(latencies) * 1000
         result.latency_ms = {f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)} | {"max": float(ms.max())}
@@ -261,6 +275,41 @@ def run_level(server: Server, payloads: list[bytes], concurrency: int, args) -> 
 
 
 # ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EngineCeiling:
+    """The engine alone, in this process, on the sentences the client sends: what batching can give at most."""
+
+    sentences: int
+    ms_per_sentence_batch_1: float
+    ms_per_sentence_batch_max: float
+    batch: int
+
+    @property
+    def ratio(self) -> float:
+        return self.ms_per_sentence_batch_1 / self.ms_per_sentence_batch_max
+
+
+def engine_ceiling(model: str, sentences: list[str], batch: int, threads: int | None, reps: int = 3) -> EngineCeiling:
+    """Median over `reps` interleaved repetitions of `ServedModel.predict` (the call the server's inference
+    thread makes) at batch 1 and at `batch`, same sentences, same threads."""
+    sys.path.insert(0, str(SRC))
+    from beexformer.serve.model import ServedModel, set_threads
+
+    if threads:
+        set_threads(threads)
+    served = ServedModel("ceiling", model)
+    texts = sentences[: 8 * batch]
+    served.predict(texts[:batch], None, None, batch)  # compile / load the kernels
+    times: dict[int, list[float]] = {1: [], batch: []}
+    for _ in range(reps):
+        for size in times:
+            start = time.perf_counter()
+            for i in range(0, len(texts), size):
+                served.predict(texts[i : i + size], None, None, size)
+            times[size].append((time.perf_counter() - start) / len(texts) * 1000)
+    return EngineCeiling(len(texts), float(np.median(times[1])), float(np.median(times[batch])), batch)
 
 
 def sst2_sentences(data_dir: str) -> list[str]:
@@ -291,18 +340,25 @@ def markdown(report: dict) -> str:
         f"A{report['model']['bits']['activations']}); {report['cpu']}; {report['note']}",
         "",
         "| concurrency | max batch | req/s | p50 ms | p95 ms | p99 ms | mean batch | mean exit layer | errors | "
-        "unanswered |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "unanswered | server CPU ms/request |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         lat = r["latency_ms"]
         lines.append(
             f"| {r['concurrency']} | {r['max_batch']} | {r['throughput_rps']:.0f} | {lat.get('p50', 0):.1f} | "
             f"{lat.get('p95', 0):.1f} | {lat.get('p99', 0):.1f} | {r['mean_batch_size']:.1f} | "
-            f"{r['mean_exit_layer']:.2f} | {r['errors']} | {r['unanswered']} |"
+            f"{r['mean_exit_layer']:.2f} | {r['errors']} | {r['unanswered']} | {r['server_cpu_ms_per_request']:.2f} |"
         )
     lines += ["", f"| concurrency | throughput, max batch {batched} / max batch {single} |", "|---|---|"]
     lines += [f"| {c} | {ratio:.2f}x |" for c, ratio in report["throughput_ratio"].items()]
+    e = report["engine_alone"]
+    lines += [
+        "",
+        f"Engine alone (`ServedModel.predict` in the benchmark process, {e['sentences']} of the same sentences): "
+        f"{e['ms_per_sentence_batch_1']:.3f} ms per sentence at batch 1, {e['ms_per_sentence_batch_max']:.3f} at "
+        f"batch {e['batch']}: {e['ratio']:.2f}x, the most that batching can add to the server's throughput.",
+    ]
     lines += ["", "Goals: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in report["goals"].items())]
     lines += [f"Servers exited with {report['exit_codes']} after SIGTERM."]
     return "\n".join(lines) + "\n"
@@ -311,6 +367,12 @@ def markdown(report: dict) -> str:
 def main() -> int:
     args = parse_args()
     sentences = sst2_sentences(args.data_dir)
+    ceiling = engine_ceiling(args.model, sentences, args.max_batches[0], args.threads)
+    print(
+        f"engine alone: {ceiling.ms_per_sentence_batch_1:.3f} ms per sentence at batch 1, "
+        f"{ceiling.ms_per_sentence_batch_max:.3f} at batch {ceiling.batch}: {ceiling.ratio:.2f}x",
+        flush=True,
+    )
     servers = [Server(args.model, b, args.max_wait_ms, args.threads) for b in args.max_batches]
     try:
         card = httpx.get(servers[0].url("/v1/models"), timeout=30).json()["models"][0]
@@ -352,6 +414,7 @@ def main() -> int:
         "threads": args.threads,
         "requests_per_level": args.requests,
         "time_limit_s": args.time_limit,
+        "engine_alone": asdict(ceiling) | {"ratio": ceiling.ratio},
         "results": [asdict(r) for r in results],
         "throughput_ratio": {str(c): v for c, v in ratio.items()},
         "goals": goals,
