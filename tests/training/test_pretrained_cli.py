@@ -89,3 +89,20 @@ def test_train_help_states_the_start_dependent_defaults():
             assert float(match.group(2)) == PRETRAINED[action.dest], action.option_strings
             stated.add(action.dest)
     assert stated == set(FROM_SCRATCH) == set(PRETRAINED)
+
+
+def test_an_init_run_resumed_from_its_last_checkpoint_ends_with_the_same_weights(tiny_bert_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    argv = ["train", "--task", "sst2", "--data-dir", str(FIXTURES), "--init", str(tiny_bert_dir), "--output",
+            str(out), "--max-steps", "6", "--batch-size", "2", "--holdout", "0.3", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    final = out / "checkpoints" / "ckpt-000006"
+    reference = load_file(str(final / "model" / "model.safetensors"))
+    shutil.rmtree(final)  # as if the process died after the checkpoint of step 4
+    assert main(["train", "--resume", "--output", str(out), "--no-progress"]) == 0
+    resumed = load_file(str(final / "model" / "model.safetensors"))
+    assert reference.keys() == resumed.keys()
+    for name, tensor in reference.items():
+        assert (tensor == resumed[name]).all(), name
