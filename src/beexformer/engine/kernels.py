@@ -355,15 +355,19 @@ def _act_pack_row(y, acts, centres, words, betas):
                 for i in range(NS):
                     total += _tanh_abs32(abs(seg[i]))
         else:
+            # The activation first, in a loop of its own (GELU vectorizes there; inside the packing loop it
+            # did not and cost 10x the GEMM), then |z| and the signs.
             c = centres[s]
-            for j in range(NW):
-                word = np.uint64(0)
-                part = seg[j * 64 : min(NS, j * 64 + 64)]
-                for i in range(part.shape[0]):
-                    z = np.float32(_activation(part[i], code) - c)
-                    total += abs(z)
-                    word |= np.uint64(z >= 0) << np.uint64(i)
-                out[j] = word
+            z = np.empty(NS, dtype=np.float32)
+            if code == ACT_GELU:
+                for i in range(NS):
+                    z[i] = _gelu(seg[i]) - c
+            else:
+                for i in range(NS):
+                    z[i] = np.float32(_activation(seg[i], code) - c)
+            for i in range(NS):
+                total += abs(z[i])
+            _pack_signs_row(z, out)
         betas[s] = np.float32(total / NS)
 
 
@@ -547,9 +551,10 @@ def _attention(qkv, offsets, n_heads):
     """Softmax self-attention of each sample over its own tokens (rows offsets[b]:offsets[b+1] of the ragged
     batch, so padding is never computed). qkv: float32 [Ntok, 3d] = [q | k | v]; returns context [Ntok, d].
 
-    Each score is a dot product over the head dimension on 1-D row views (vectorized; transposing K to loop
-    over keys instead was 2x slower at sentence lengths, whose key count is rarely a multiple of the vector
-    width).
+    Per (sample, head), K is copied transposed ([dh, T]) so that a query's scores accumulate with the keys in
+    the vector lanes, four head dimensions per pass; P V adds four keys' rows per pass (the running sums go
+    through memory once per four terms: together 1.1x faster at 25 tokens and 1.7x at 64 than one dot product
+    per key, measured on the loaded shared machine). The softmax uses the float32 `_exp32` (no libm call).
     Scores and softmax are float32 like PyTorch's; only the summation order differs."""
     ntok = qkv.shape[0]
     d = qkv.shape[1] // 3
@@ -563,27 +568,51 @@ def _attention(qkv, offsets, n_heads):
         start, stop = offsets[b], offsets[b + 1]
         T = stop - start
         qo, ko, vo = h * dh, d + h * dh, 2 * d + h * dh
+        kt = np.empty((dh, T), dtype=np.float32)
+        for j in range(T):
+            krow = qkv[start + j, ko : ko + dh]
+            for e in range(dh):
+                kt[e, j] = krow[e]
         scores = np.empty(T, dtype=np.float32)
+        e4 = dh - dh % 4
         for i in range(T):
             q = qkv[start + i, qo : qo + dh]
             for j in range(T):
-                k = qkv[start + j, ko : ko + dh]
-                acc = np.float32(0.0)
-                for e in range(dh):
-                    acc += q[e] * k[e]
-                scores[j] = acc
+                scores[j] = 0.0
+            # four head dimensions per pass: the running scores go through memory once per pass, not per term
+            for e in range(0, e4, 4):
+                q0, q1, q2, q3 = q[e], q[e + 1], q[e + 2], q[e + 3]
+                k0, k1, k2, k3 = kt[e], kt[e + 1], kt[e + 2], kt[e + 3]
+                for j in range(T):
+                    scores[j] += q0 * k0[j] + q1 * k1[j] + q2 * k2[j] + q3 * k3[j]
+            for e in range(e4, dh):
+                qe = q[e]
+                kr = kt[e]
+                for j in range(T):
+                    scores[j] += qe * kr[j]
             top = np.float32(-np.inf)
             for j in range(T):
                 scores[j] = scores[j] / scale
                 top = max(top, scores[j])
             total = np.float32(0.0)
             for j in range(T):
-                p = np.float32(_exp_nonpos(np.float64(scores[j] - top)))
+                p = _exp32(max(scores[j] - top, _F(-87.0)))
                 scores[j] = p
                 total += p
             out = ctx[start + i, qo : qo + dh]
             for j in range(T):
-                p = scores[j] / total
+                scores[j] = scores[j] / total
+            j4 = T - T % 4
+            for j in range(0, j4, 4):  # four keys per pass, as above
+                p0, p1, p2, p3 = scores[j], scores[j + 1], scores[j + 2], scores[j + 3]
+                v0 = qkv[start + j, vo : vo + dh]
+                v1 = qkv[start + j + 1, vo : vo + dh]
+                v2 = qkv[start + j + 2, vo : vo + dh]
+                v3 = qkv[start + j + 3, vo : vo + dh]
+                for e in range(dh):
+                    out[e] += p0 * v0[e] + p1 * v1[e] + p2 * v2[e] + p3 * v3[e]
+            for j in range(j4, T):
+                p = scores[j]
                 v = qkv[start + j, vo : vo + dh]
                 for e in range(dh):
                     out[e] += p * v[e]
