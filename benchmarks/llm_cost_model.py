@@ -37,10 +37,11 @@ class Shape:
     d_kv: int
     vocab: int
     gate_classes: int = 2049
+    d_attn: int = 0  # width of the query / output projections (0: d; Gemma-3-270M: 4 heads x 256)
 
     @property
     def layer_params(self) -> int:
-        return 2 * self.d * self.d + 2 * self.d * self.d_kv + 3 * self.d * self.d_ff
+        return 2 * self.d * (self.d_attn or self.d) + 2 * self.d * self.d_kv + 3 * self.d * self.d_ff
 
 
 SMOLLM2_135M = Shape("SmolLM2-135M", 30, 576, 1536, 192, 49152)
@@ -48,7 +49,7 @@ LLAMA_7B = Shape("LLaMA-2-7B", 32, 4096, 11008, 4096, 32000)
 LLAMA3_8B = Shape("LLaMA-3-8B", 32, 4096, 14336, 1024, 128256)
 
 
-GEMMA3_270M = Shape("Gemma-3-270M", 18, 640, 2048, 256, 262144, 4097)
+GEMMA3_270M = Shape("Gemma-3-270M", 18, 640, 2048, 256, 262144, 4097, d_attn=1024)
 
 
 def _interp(table: dict[int, float], k: int) -> float:
@@ -325,8 +326,67 @@ def what_if(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def transfer_costs(report: dict[str, Any], base: Shape, target: Shape) -> tuple[UnitCosts, GateCosts, GateCosts]:
+    """Unit costs of `target` on the CPU of a run on `base`, scaled by the parameters each call reads: ms per
+    decoder-layer parameter and per head parameter as measured, the same relative cost of extra rows, and the
+    per-call overhead of a gate as fitted on that run (`fit`) on top of the matrix work of `target`'s gate
+    (entropy gate: its head; probe gate: a 64-unit MLP, whose weights are negligible)."""
+    unit = measured_costs(report["costs_ms"])
+    per_layer_param = unit.layer[1] / base.layer_params
+    per_head_param = unit.head[1] / (base.vocab * base.d)
+    scale = target.layer_params * per_layer_param / unit.layer[1]
+    layer = {k: v * scale for k, v in unit.layer.items()}
+    head = {k: v * target.vocab * target.d * per_head_param / unit.head[1] for k, v in unit.head.items()}
+    overhead = max(0.0, fit(report)["gate_call_ms"] - unit.gate)
+    gate_head = target.gate_classes * target.d * per_head_param
+    transferred = UnitCosts(layer, head, overhead + gate_head, 0.0, overhead, gate_head)
+    return transferred, GateCosts(overhead + gate_head, 0.0), GateCosts(overhead, gate_head)
+
+
+def transfer_what_if(report: dict[str, Any], base: Shape, target: Shape) -> str:
+    """Predicted speed-ups of `target` over its full decoding, for exit profiles a trained set of heads might
+    reach: the question is which exit share and acceptance the goals need."""
+    unit, entropy, probe = transfer_costs(report, base, target)
+    num = target.layers
+    step = unit.plain_ms(1, num)
+    lines = [
+        f"{target.name} costs transferred from {base.name}'s run: decoder layer {unit.layer[1]:.2f} ms (2 rows "
+        f"{unit.layer[2] / unit.layer[1]:.2f}x), norm + head {unit.head[1]:.1f} ms = "
+        f"{unit.head[1] / unit.layer[1]:.1f} layers ({unit.head[1] / step:.0%} of a plain step of {step:.0f} ms); "
+        f"entropy gate call {entropy.call:.2f} ms, probe gate call {probe.call:.2f} ms + {probe.fired:.2f} ms "
+        "for the head when it fires",
+        "",
+        "| mode | exit layer | exit share (first exits) | agreement / acceptance | entropy gates | probe gates |",
+        "|---|---|---|---|---|---|",
+    ]
+    gate_layers = default_gate_layers(num)
+    for layer in (gate_layers[1], gate_layers[2], gate_layers[3]):
+        for share in (0.2, 0.4, 0.6):
+            for accept in (0.8, 0.95):
+                prof = _one_layer_profile(gate_layers, layer, share, accept)
+                ee = [predict_early_exit(unit, num, g, prof) for g in (entropy, probe)]
+                sp = [predict_self_speculative(unit, num, g, prof, 8) for g in (entropy, probe)]
+                lines.append(f"| early exit | {layer} | {share} | {accept} | {ee[0]:.2f}x | {ee[1]:.2f}x |")
+                lines.append(f"| self-speculative | {layer} | {share} | {accept} | {sp[0]:.2f}x | {sp[1]:.2f}x |")
+    return "\n".join(lines)
+
+
+def default_gate_layers(num: int) -> list[int]:
+    return [round(k * num / 5) for k in range(1, 5)]
+
+
+def _one_layer_profile(gate_layers: list[int], layer: int, share: float, accept: float) -> ExitProfile:
+    """Every exit at `layer`; the gates before it are asked and never fire."""
+    used = [g for g in gate_layers if g <= layer]
+    return ExitProfile(used, [0.0] * (len(used) - 1) + [share], [0.0] * (len(used) - 1) + [accept])
+
+
 def main() -> int:
+    """llm_cost_model.py RUN.json [--transfer-to-gemma3-270m]"""
     report = json.loads(Path(sys.argv[1]).read_text())
+    if len(sys.argv) > 2 and sys.argv[2] == "--transfer-to-gemma3-270m":
+        print(transfer_what_if(report, SMOLLM2_135M, GEMMA3_270M))
+        return 0
     print(to_markdown(predict(report)))
     print()
     print(fit_markdown(fit(report)))

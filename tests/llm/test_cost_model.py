@@ -1,0 +1,42 @@
+"""The cost model's closed forms (benchmarks/llm_cost_model.py) against hand-computed cases."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from llm_cost_model import (  # noqa: E402
+    ExitProfile,
+    GateCosts,
+    UnitCosts,
+    predict_early_exit,
+    predict_self_speculative,
+)
+
+# One-row layer 1 ms, extra rows free, head 10 ms whatever the rows: the memory-bound limit.
+FREE_ROWS = UnitCosts({k: 1.0 for k in (1, 2, 3, 4, 5, 8)}, {1: 10.0, 5: 10.0}, 0.0, 0.0)
+NO_GATE = GateCosts(0.0, 0.0)
+
+
+def test_early_exit_saves_the_head_and_the_layers_of_exited_tokens() -> None:
+    prof = ExitProfile([4], [0.5], [1.0])
+    # Plain: 20 + 10 = 30 ms. Exited half: 4 ms (the other 16 layers ride along for free), full half: 30 ms.
+    assert predict_early_exit(FREE_ROWS, 20, NO_GATE, prof) == pytest.approx(30 / (0.5 * 30 + 0.5 * 4))
+    # A gate call of 1 ms at layer 4: every token pays one call; a probe that fires adds its head (2 ms).
+    assert predict_early_exit(FREE_ROWS, 20, GateCosts(1.0, 2.0), prof) == pytest.approx(30 / (17 + 1 + 1))
+    assert predict_early_exit(FREE_ROWS, 20, NO_GATE, ExitProfile([4], [0.0], [0.0])) == pytest.approx(1.0)
+
+
+def test_self_speculation_with_sure_drafts_and_free_rows() -> None:
+    """Every token drafted at layer 4 and accepted, up to 3 drafts: a cycle makes 4 tokens for 3 drafts of 4
+    ms and one verify pass of 30 ms (extra rows and head rows free)."""
+    prof = ExitProfile([4], [1.0], [1.0])
+    assert predict_self_speculative(FREE_ROWS, 20, NO_GATE, prof, 3) == pytest.approx(4 * 30 / (3 * 4 + 30))
+    # Never drafted: one verify of one row per token, i.e. plain decoding plus the gate calls.
+    never = ExitProfile([4], [0.0], [0.0])
+    assert predict_self_speculative(FREE_ROWS, 20, NO_GATE, never, 3) == pytest.approx(1.0)
+    assert predict_self_speculative(FREE_ROWS, 20, GateCosts(3.0, 0.0), never, 3) == pytest.approx(30 / 33)
