@@ -295,10 +295,11 @@ def engine_ceiling(model: str, sentences: list[str], batch: int, threads: int | 
     """Median over `reps` interleaved repetitions of `ServedModel.predict` (the call the server's inference
     thread makes) at batch 1 and at `batch`, same sentences, same threads."""
     sys.path.insert(0, str(SRC))
-    from beexformer.serve.model import ServedModel, set_threads
+    from beexformer.cli.common import apply_threads
+    from beexformer.serve.model import ServedModel
 
     if threads:
-        set_threads(threads)
+        apply_threads(threads)
     served = ServedModel("ceiling", model)
     texts = sentences[: 8 * batch]
     served.predict(texts[:batch], None, None, batch)  # compile / load the kernels

@@ -143,6 +143,26 @@ def test_bad_model_file_fails_startup_in_one_line(tmp_path, packed_models, name,
     assert err.count("\n") == 1 and err.startswith("beex serve: error: ") and message in err, err
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--threads", "0"], "--threads 0: must be at least 1"),
+        (["--max-batch", "0"], "--max-batch must be at least 1"),
+        (["--max-wait-ms", "-1"], "--max-wait-ms must be >= 0"),
+        (["--api-key-file", "/nonexistent/key"], "/nonexistent/key: no such file (--api-key-file)"),
+        (["sst2=" + "{model}"], "two models named 'sst2'"),
+    ],
+    ids=["threads", "max-batch", "max-wait", "api-key-file", "duplicate-name"],
+)
+def test_bad_arguments_are_one_line_errors(packed_models, capsys, extra, message):
+    from beexformer.cli.main import main
+
+    model = str(packed_models["sst2"])
+    assert main(["serve", model, *[e.format(model=model) for e in extra], "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("beex serve: error: ") and message in err, err
+
+
 def test_server_process_never_imports_torch(packed_models):
     """The whole serving path (argument parsing, model loading, the app answering a request, uvicorn) in a
     fresh interpreter: torch is not in sys.modules afterwards."""

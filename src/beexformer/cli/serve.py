@@ -12,7 +12,7 @@ import socket
 import sys
 from pathlib import Path
 
-from beexformer.cli.common import add_parser
+from beexformer.cli.common import add_parser, apply_threads
 from beexformer.errors import BeexError, ConfigError, DataError
 
 EXAMPLE = """  beex export runs/sst2 --out sst2.beex
@@ -40,7 +40,12 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=8080, help="port (0: any free port, printed at start)")
     p.add_argument("--max-batch", type=int, default=32, help="inputs per batch at most")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
-    p.add_argument("--threads", type=int, help="threads of the packed kernels (default: numba's)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads of the model (numba pool; BLAS for W1A32 models); default: all cores. A batch uses them "
+        "from 256 token rows on, a single sentence runs on one",
+    )
     p.add_argument("--api-key-file", help="file holding the API key; requests must then carry it")
     limits = p.add_argument_group("limits")
     limits.add_argument("--max-inputs", type=int, default=64, help="inputs in one request")
@@ -87,8 +92,6 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
     if args.max_wait_ms < 0:
         raise ConfigError("--max-wait-ms must be >= 0")
-    if args.threads is not None and args.threads < 1:
-        raise ConfigError("--threads must be at least 1")
     if not 0 <= args.port <= 65535:
         raise ConfigError("--port must be in 0..65535")
 
@@ -114,14 +117,14 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from beexformer.serve.app import ServeConfig, create_app, server_state
-    from beexformer.serve.model import ServedModel, set_threads
+    from beexformer.serve.model import ServedModel
     from beexformer.serve.schema import Limits
 
     _check_args(args)
+    if args.threads is not None:
+        apply_threads(args.threads)  # before the models load: the BLAS sizes its pool at import
     api_key = _read_api_key(args.api_key_file)
     models = [ServedModel(name, path) for name, path in _model_specs(args.models)]
-    if args.threads is not None:
-        set_threads(args.threads)
     limits = Limits(args.max_inputs, args.max_text_chars, args.max_body_bytes, args.max_queue)
     app = create_app(models, ServeConfig(args.max_batch, args.max_wait_ms, limits, api_key))
     sock = _bind(args.host, args.port)

@@ -149,10 +149,3 @@ def _is_pair(task: str) -> bool | None:
         return get_task(task).is_pair
     except (KeyError, ValueError):
         return None
-
-
-def set_threads(n: int) -> None:
-    """Threads of the packed kernels (`--threads`)."""
-    from beexformer.engine.threads import set_threads as engine_set_threads
-
-    engine_set_threads(n)
