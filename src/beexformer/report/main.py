@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from beexformer.errors import BeexError
+from beexformer.report.plan import PROFILES
 
 EXAMPLE = """examples:
   python benchmarks/reproduce.py --data-dir ../shared/data/glue --profile quick --jobs 2
@@ -24,12 +25,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--profile", choices=("ci", "quick", "full"), default="quick")
+    p.add_argument("--profile", choices=PROFILES, default="quick")
     p.add_argument("--data-dir", default="../shared/data/glue", help="GLUE directory (download-script layout)")
     p.add_argument("--tasks", help="comma-separated subset of tasks (default: the profile's, plus QNLI/QQP/MNLI "
                    "when their files exist)")  # fmt: skip
-    p.add_argument("--out", default="benchmarks/results/reproduce", help="directory of the JSON and the PNGs")
-    p.add_argument("--docs", default="docs/results.md", help="markdown file to write")
+    p.add_argument("--out", help="directory of the JSON and the PNGs (default: benchmarks/results/reproduce; "
+                   "with --profile pretrained: benchmarks/results/pretrained)")  # fmt: skip
+    p.add_argument("--docs", help="markdown file to write (default: docs/results.md; with --profile pretrained: "
+                   "docs/results-pretrained.md)")  # fmt: skip
     p.add_argument("--work-dir", help="run directories (default: runs/reproduce-PROFILE)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for training and evaluation "
                    "(1 suits a shared machine; latency is always measured with 1)")  # fmt: skip
@@ -45,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error(f"--jobs {args.jobs}: give at least 1")
+    pretrained = args.profile == "pretrained"
+    args.out = args.out or ("benchmarks/results/pretrained" if pretrained else "benchmarks/results/reproduce")
+    args.docs = args.docs or ("docs/results-pretrained.md" if pretrained else "docs/results.md")
     return args
 
 
@@ -63,6 +69,7 @@ def _baselines(profile: dict, tasks: list[str], data_dir: str, cache_dir: Path |
 def main(argv: list[str] | None = None) -> int:
     from beexformer.report.plan import EXTRA_TASKS, available_tasks, build_plan, profile_settings
     from beexformer.report.render import render
+    from beexformer.report.render_pretrained import render_pretrained
 
     args = parse_args(argv)
     out = Path(args.out)
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
             wanted = tuple(t.strip().lower() for t in args.tasks.split(",")) if args.tasks else None
             settings = profile_settings(args.profile, wanted)
-            if wanted is None and args.profile != "ci":
+            if wanted is None and args.profile in ("quick", "full"):
                 settings = profile_settings(args.profile, settings.tasks + EXTRA_TASKS)
             settings.threads = args.threads
             tasks, missing = available_tasks(args.data_dir, settings.tasks)
@@ -118,10 +125,15 @@ def main(argv: list[str] | None = None) -> int:
                 "environment": environment(),
                 "baselines": _baselines(settings.to_dict(), tasks, args.data_dir, work_dir),
             }
+            if settings.from_scratch:
+                from beexformer.report.reference import load_reference
+
+                header["from_scratch"] = load_reference(settings.from_scratch, tasks).to_dict()
             started = time.perf_counter()
             results = run_plan(settings, plan, args.data_dir, work_dir, json_path, header, jobs=args.jobs)
             print(f"all runs done in {(time.perf_counter() - started) / 60:.1f} min; wrote {json_path}")
-        markdown = render(results, docs, out, json_path)
+        pretrained = results["profile"]["name"] == "pretrained"
+        markdown = (render_pretrained if pretrained else render)(results, docs, out, json_path)
         docs.parent.mkdir(parents=True, exist_ok=True)
         docs.write_text(markdown)
         print(f"wrote {docs} and plots in {out}")

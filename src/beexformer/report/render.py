@@ -206,7 +206,7 @@ def render(results: dict[str, Any], docs_path: Path, plot_dir: Path, json_path: 
     env = results.get("environment", {})
     main = _entries(agg, "main")
     tasks = list(dict.fromkeys(e["task"] for e in main))
-    variants = [v for v in MAIN_VARIANTS if any(e["variant"] == v for e in main)]
+    variants = [v for v in profile.get("variants", MAIN_VARIANTS) if any(e["variant"] == v for e in main)]
     by = {(e["task"], e["variant"]): e for e in main}
 
     def first_run(e: dict[str, Any]) -> dict[str, Any]:
