@@ -386,6 +386,7 @@ def run_plan(
         save()
 
     trained = [spec for spec in plan if spec.same_as is None]
+    save()  # the header (baselines, plan) is on disk before the first run, so a partial report renders
     if jobs > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
