@@ -246,7 +246,7 @@ def profile_settings(profile: str, tasks: tuple[str, ...] | None = None) -> Prof
             seeds={"sst2": (1,)},
             # Only what the profile fixes; the recipe (batch 32, learning rates, held-out share) is the
             # trainer's --init default, written out in full per run in the JSON.
-            training={"init": "minilm", "max_len": 128, "exit_rule": "fractional_entropy", "exit_threshold": None},
+            training={"init": "minilm", "max_len": 128, "exit_rule": None, "exit_threshold": None},
             epochs={},
             variants=tuple(PRETRAINED_VARIANTS),
             measure_latency=False,

@@ -134,7 +134,7 @@ def evaluate_run(
     from beexformer.data.glue import get_task, load_split
     from beexformer.engine.export import export_model
     from beexformer.evaluation import evaluation_report, rule_result
-    from beexformer.exits import build_exit_rule, default_exit_rule
+    from beexformer.exits import build_exit_rule
     from beexformer.inference import PackedPredictor, TorchPredictor
 
     torch.set_num_threads(settings.threads)
@@ -147,7 +147,9 @@ def evaluate_run(
     predictor = TorchPredictor(model_dir)
     config = predictor.config
     data = predictor.exit_logits(examples)
-    rule = default_exit_rule(config.is_regression)  # fixed a priori: delta = 0.05, never tuned on dev
+    # The rule stored with the model at training time: from scratch the task's default, fixed a priori
+    # (delta = 0.05); with --init the threshold the trainer chose on its held-out slice of train. Never dev.
+    rule = predictor.default_rule()
     report = evaluation_report(task, config, data, rule)
     n = int(report["n_samples"])
     rules = rules_for(config.is_regression)
@@ -231,7 +233,6 @@ def measure_run_latency(spec: RunSpec, run_dir: Path, data_dir: str, settings: P
     """Packed runtime against float32 PyTorch on the first dev samples (see `report.latency`)."""
     from beexformer.data.glue import get_task, load_split
     from beexformer.engine.export import export_model
-    from beexformer.exits import default_exit_rule
     from beexformer.inference import PackedPredictor, TorchPredictor
     from beexformer.report.latency import measure_latency
 
@@ -248,7 +249,7 @@ def measure_run_latency(spec: RunSpec, run_dir: Path, data_dir: str, settings: P
             packed.packed,
             ids,
             segs,
-            default_exit_rule(predictor.config.is_regression),
+            predictor.default_rule(),
             reps=settings.latency_reps,
             threads=settings.latency_threads,
             batch1_samples=settings.latency_batch1_samples,
