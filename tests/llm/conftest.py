@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-ARCHS = ["llama", "gpt2", "gpt_neox", "qwen2", "mistral", "phi3", "gemma2", "gemma3"]
+ARCHS = ["llama", "gpt2", "gpt_neox", "qwen2", "qwen3", "mistral", "phi3", "gemma2", "gemma3"]
 VOCAB = 97
 WINDOW = 4
 # Gemma normalises each sub-layer's output before adding it to the residual stream ((1 + w) RMSNorm).
@@ -36,6 +36,9 @@ def _llama_style_config(kind: str, layers: int):  # noqa: ANN202
     if kind == "qwen2":
         cfg = tf.Qwen2Config(**common, use_sliding_window=True, sliding_window=WINDOW, max_window_layers=2)
         return cfg, tf.Qwen2ForCausalLM
+    if kind == "qwen3":  # Qwen2's layout plus per-head query/key norms
+        cfg = tf.Qwen3Config(**common, head_dim=8, use_sliding_window=True, sliding_window=WINDOW, max_window_layers=2)
+        return cfg, tf.Qwen3ForCausalLM
     if kind == "mistral":
         return tf.MistralConfig(**common, sliding_window=WINDOW), tf.MistralForCausalLM
     if kind == "phi3":

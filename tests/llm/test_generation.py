@@ -257,3 +257,12 @@ def test_unsupported_architecture_fails_at_load_naming_it() -> None:
     )
     with pytest.raises(ConfigError, match=r"unsupported architecture OPTForCausalLM \(model_type 'opt'\)"):
         adapter_for(model)
+
+
+def test_bidirectional_gemma_is_refused_at_load() -> None:
+    from beexformer.errors import ConfigError
+
+    model = tiny_model("gemma3")
+    model.config.use_bidirectional_attention = True
+    with pytest.raises(ConfigError, match="attends bidirectionally"):
+        adapter_for(model)

@@ -25,7 +25,7 @@ from torch import nn
 from beexformer.errors import ConfigError
 
 # model_type values whose decoder layers the adapter drives, each checked against Hugging Face greedy decoding
-# on a tiny random model in tests/llm (Qwen3 shares Qwen2's layer call and adds the per-head key norm).
+# on a tiny random model in tests/llm.
 LLAMA_STYLE = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma2", "gemma3_text")
 SUPPORTED = (*LLAMA_STYLE, "gpt2", "gpt_neox")
 
@@ -204,6 +204,8 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
             f"unsupported architecture {type(model).__name__} (model_type {model_type!r}): beex llm drives "
             f"{', '.join(SUPPORTED)}"
         )
+    if getattr(config, "use_bidirectional_attention", False):
+        raise ConfigError(f"{type(model).__name__} attends bidirectionally: early exit needs a causal LM")
     if model_type in LLAMA_STYLE:
         inner = model.model
         types, windows = _windows(config, len(inner.layers))
