@@ -177,6 +177,14 @@ def _tanh_abs32(u):
     return small if u < _F(0.1) else big
 
 
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+def _gelu_inplace(y):
+    """y[i] = GELU(y[i]) over a row, in a function of its own: fused multiply-adds allowed here (safe for the
+    exp's rounding trick), while the quantizing kernels that call it compile without any fastmath."""
+    for i in range(y.shape[0]):
+        y[i] = _gelu(y[i])
+
+
 # ----------------------------------------------------------------------------------------------------
 # bodies (plain Python functions, compiled below in a serial and a parallel flavour)
 
@@ -360,8 +368,10 @@ def _act_pack_row(y, acts, centres, words, betas):
             c = centres[s]
             z = np.empty(NS, dtype=np.float32)
             if code == ACT_GELU:
+                z[:] = seg
+                _gelu_inplace(z)
                 for i in range(NS):
-                    z[i] = _gelu(seg[i]) - c
+                    z[i] = z[i] - c
             else:
                 for i in range(NS):
                     z[i] = np.float32(_activation(seg[i], code) - c)
@@ -537,9 +547,8 @@ def _bgemm_planes_act_quant(
                     yrow[i] = al[i] * (hs * dot2) + bi[i]
         for m in range(m0, m1):
             yrow = ys[m - m0]
-            if act == ACT_GELU:  # its own loop, so that it vectorizes
-                for i in range(N):
-                    yrow[i] = _gelu(yrow[i])
+            if act == ACT_GELU:
+                _gelu_inplace(yrow)
             elif act != ACT_IDENTITY:
                 for i in range(N):
                     yrow[i] = _activation(yrow[i], act)
@@ -698,11 +707,9 @@ def _float_linear(x, wt, bias):
 def _gelu_rows(x):
     """GELU of every element of x [M, N] (the float path's FFN)."""
     M, N = x.shape
-    out = np.empty((M, N), dtype=np.float32)
+    out = x.copy()
     for m in prange(M):
-        xr, orow = x[m], out[m]
-        for i in range(N):
-            orow[i] = _gelu(xr[i])
+        _gelu_inplace(out[m])
     return out
 
 
