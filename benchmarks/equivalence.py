@@ -30,6 +30,8 @@ def main() -> int:
     parser.add_argument("--split", default="dev")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", help="write the summary as JSON here")
+    parser.add_argument("--rules", choices=("all", "own"), default="all",
+                        help="early-exit rules to compare: the run's own only, or five more")  # fmt: skip
     args = parser.parse_args()
 
     import torch
@@ -76,7 +78,8 @@ def main() -> int:
 
     def compare(a, b) -> dict:
         per = np.abs(a - b).max(axis=(0, 2)) if a.ndim == 3 else np.abs(a - b).max(axis=1)
-        return {"max_abs_logit_diff": float(per.max()), "sentences_over_1e-4": int((per > 1e-4).sum())}
+        return {"max_abs_logit_diff": float(per.max()), "sentences_over_1e-4": int((per > 1e-4).sum()),
+                "sentences_over_1e-3": int((per > 1e-3).sum())}  # fmt: skip
 
     report = {
         "run": str(args.run_dir), "task": info.task, "split": args.split, "sentences": n,
@@ -93,6 +96,7 @@ def main() -> int:
     }  # fmt: skip
     rules = [build_exit_rule(info.exit_rule, info.exit_threshold), FractionalEntropy(0.05), FractionalEntropy(0.2),
              AbsoluteEntropy(0.3), MaxProbability(0.9), Patience(2)]  # fmt: skip
+    rules = rules[:1] if args.rules == "own" else rules
     failed = not tokens_equal
     for rule in rules:
         ref_pred = np.zeros(n, dtype=np.int64)
