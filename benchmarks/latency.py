@@ -56,6 +56,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", default=str(HERE / "results" / "latency.json"))
     parser.add_argument("--dev-sentences", type=int, help="score only the first N dev sentences (a smoke test)")
     parser.add_argument("--work-dir", help="where the ONNX and packed files go (default: a temporary directory)")
+    parser.add_argument("--readme", metavar="JSON", help="print the README rows of a results file and exit")
     parser.add_argument("--rss-worker", nargs=3, metavar=("ONNX", "TOKENIZER_DIR", "TEXTS"), help=argparse.SUPPRESS)
     return parser.parse_args()
 
@@ -332,6 +333,9 @@ def main() -> None:
     if args.rss_worker:
         ort_rss_worker(*args.rss_worker)
         return
+    if args.readme:
+        print(readme_rows(json.loads(Path(args.readme).read_text()), args.readme))
+        return
     if not args.models:
         raise SystemExit("--models DIR is required (make it with benchmarks/minilm_models.py)")
     import numpy as np
@@ -505,6 +509,43 @@ def render(report: dict) -> str:
     lines += ["", "| goal (batch 1, one thread) | target | measured | met |", "|---|---|---|---|"]
     lines += [f"| {g['what']} | {g['target']}x | {g['measured']:.2f}x | {'yes' if g['met'] else 'no'} |"
               for g in report["goals"].values()]  # fmt: skip
+    return "\n".join(lines)
+
+
+def readme_rows(report: dict, artifact: str) -> str:
+    """The README's rows for this benchmark (what | number | command | artifact), from a results file: every
+    number in them is a value of the file, at the key the row cites (tests/docs/test_readme_numbers.py)."""
+    rows, goals, sizes = report["rows"], report["goals"], report["sizes_bytes"]
+    cite = f"`{artifact}`"
+    command = "`python benchmarks/minilm_models.py --out-dir M && python benchmarks/latency.py --models M`"
+
+    def key(function: str, field: str) -> str:
+        return f"`rows.{row_key(function, 1, 1)}.{field}`"
+
+    def x(function: str, field: str) -> str:
+        return f"{rows[row_key(function, 1, 1)][field]:.2f}x"
+
+    def acc(function: str) -> str:
+        return f"{100 * rows[row_key(function, 1, 1)]['accuracy']:.2f} %"
+
+    lines = [
+        "| binarized MiniLM-L6 (untrained body, fitted exits) vs ONNX Runtime int8 of the float model, batch 1, one "
+        "thread, both with early exit (goals: W1A1 4x, W1A4 1.5x) | W1A1 "
+        f"{x('packed-w1a1+ee', 'ort_int8_over_packed')}, W1A4 {x('packed-w1a4+ee', 'ort_int8_over_packed')} "
+        f"(dev accuracy {acc('packed-w1a1+ee')}, {acc('packed-w1a4+ee')}; ORT int8 {acc('ort-int8+ee')}) | "
+        f"{command} | {cite} {key('packed-w1a1+ee', 'ort_int8_over_packed')} "
+        f"{key('packed-w1a4+ee', 'ort_int8_over_packed')} {key('packed-w1a1+ee', 'accuracy')} "
+        f"{key('packed-w1a4+ee', 'accuracy')} {key('ort-int8+ee', 'accuracy')} |",
+        "| same, packed W1A32 vs ONNX Runtime float32, no exit (goal: no slower) | "
+        f"{x('packed-w1a32', 'ort_f32_over_packed')} | same | {cite} {key('packed-w1a32', 'ort_f32_over_packed')} |",
+        "| packed W1A1 file vs the int8 ONNX file (goal: 1/6) | "
+        f"{sizes['packed-w1a1'] / 1e6:.2f} MB vs {sizes['onnx-int8'] / 1e6:.2f} MB: "
+        f"{goals['int8_onnx_over_packed_w1a1_bytes']['measured']:.2f}x | same | {cite} `sizes_bytes.packed-w1a1` "
+        "`sizes_bytes.onnx-int8` `goals.int8_onnx_over_packed_w1a1_bytes.measured` |",
+        "| peak RSS answering SST-2 dev, ONNX Runtime int8 process / `beex predict` W1A1 (goal: 2x) | "
+        f"{goals['ort_int8_rss_over_beex_predict_w1a1']['measured']:.2f}x | same | {cite} "
+        "`goals.ort_int8_rss_over_beex_predict_w1a1.measured` |",
+    ]
     return "\n".join(lines)
 
 
