@@ -373,3 +373,18 @@ def test_an_engine_failure_is_a_json_500_and_the_server_goes_on(served, monkeypa
     error_of(failed, 500, "internal_error", "RuntimeError")
     assert fine.status_code == 200
     assert 'beex_responses_total{status="500"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_threads_apply_to_the_inference_thread(served, threads):
+    """numba's thread count is per thread: the engine runs in the server's inference thread, which must get it."""
+    import numba
+
+    app = app_for(served, threads=threads)
+
+    async def go():
+        async with running_app(app):
+            executor = server_state(app).executor
+            return await asyncio.get_running_loop().run_in_executor(executor, numba.get_num_threads)
+
+    assert run(go()) == min(threads, numba.config.NUMBA_NUM_THREADS)

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     api_key = _read_api_key(args.api_key_file)
     models = [ServedModel(name, path) for name, path in _model_specs(args.models)]
     limits = Limits(args.max_inputs, args.max_text_chars, args.max_body_bytes, args.max_queue)
-    app = create_app(models, ServeConfig(args.max_batch, args.max_wait_ms, limits, api_key))
+    app = create_app(models, ServeConfig(args.max_batch, args.max_wait_ms, limits, api_key, args.threads))
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     state = server_state(app)

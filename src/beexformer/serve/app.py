@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from beexformer.errors import ConfigError
 from beexformer.serve.batching import MicroBatcher, QueueFull
 from beexformer.serve.metrics import ServerMetrics
-from beexformer.serve.model import ServedModel
+from beexformer.serve.model import ServedModel, pin_threads
 from beexformer.serve.openapi import openapi_spec
 from beexformer.serve.schema import ApiError, Limits, parse_predict
 
@@ -40,6 +40,7 @@ class ServeConfig:
     max_wait_ms: float = 5.0
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
+    threads: int | None = None  # kernel threads of the inference thread (None: numba's default)
 
 
 class ServerState:
@@ -48,6 +49,7 @@ class ServerState:
         self.config = config
         self.metrics = ServerMetrics(max(m.card.n_blocks for m in models))
         self.batchers: dict[str, MicroBatcher] = {}
+        self.executor: ThreadPoolExecutor | None = None  # the inference thread, while the app runs
         self.ready = False
         self.draining = False  # set on SIGTERM: /readyz says 503 while the queue drains
 
@@ -82,9 +84,12 @@ def server_state(app: Starlette) -> ServerState:
 @asynccontextmanager
 async def _lifespan(app: Starlette):
     state: ServerState = app.state.beex
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beex-inference")
-    loop = asyncio.get_running_loop()
     cfg = state.config
+    executor = ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="beex-inference", initializer=pin_threads, initargs=(cfg.threads,)
+    )
+    state.executor = executor
+    loop = asyncio.get_running_loop()
     for name, model in state.models.items():
         await loop.run_in_executor(executor, model.warm_up)  # compile/cache the kernels before /readyz
         batcher = MicroBatcher(

@@ -149,3 +149,12 @@ def _is_pair(task: str) -> bool | None:
         return get_task(task).is_pair
     except (KeyError, ValueError):
         return None
+
+
+def pin_threads(n: int | None) -> None:
+    """Use `n` threads for the kernels called from *this* thread (numba's count is per calling thread, so the
+    server's inference thread sets its own); None leaves numba's default, all cores."""
+    if n is not None:
+        from beexformer.engine.threads import set_threads
+
+        set_threads(n)
