@@ -84,6 +84,7 @@ def openapi_spec(limits: Limits, api_key: bool) -> dict:
                 f"or a body too large (> {limits.max_body_bytes} bytes)"
             ),
             "422": _error("Wrong types or shape"),
+            "500": _error("A failure inside the server (never bad input)"),
             "503": _error("Queue full; retry after the Retry-After header's seconds"),
         },
     }
