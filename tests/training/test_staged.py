@@ -97,3 +97,20 @@ def test_staged_run_without_float_stage_needs_a_teacher(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert "needs --teacher" in err and len(err.splitlines()) == 1
+
+
+def test_staged_run_from_a_pretrained_checkpoint(tiny_bert_dir, tmp_path, capsys):
+    """--init applies to every stage: the float stage fine-tunes the checkpoint, the W1A4 stage starts from it
+    with the same vocabulary (the teacher check passes) and a held-out slice picks both best models."""
+    out = tmp_path / "staged"
+    code = main(["train", "--task", "sst2", "--data-dir", str(FIXTURES), "--init", str(tiny_bert_dir), "--output",
+                 str(out), "--stages", "float,a4", "--max-steps", "2", "--batch-size", "2", "--holdout", "0.3",
+                 "--set", "exit_hidden=8", "--no-progress"])  # fmt: skip
+    assert code == 0
+    stages = json.loads((out / "stages.json").read_text())
+    assert [s["stage"] for s in stages] == ["float", "a4"] and stages[1]["teacher"] == str(out / "float")
+    student = BEExformer.from_pretrained(out / "a4" / "best")
+    assert (student.config.position, student.config.ffn, student.config.act_bits) == ("learned", "ffn", 4)
+    unsigned = {n for n, m in student.named_modules() if isinstance(m, ActivationQuantizer) and not m.signed}
+    assert unsigned and all(n.endswith("lin2.input_quantizer") for n in unsigned)
+    assert all(bool(m.initialized) for m in student.modules() if isinstance(m, ActivationQuantizer))
