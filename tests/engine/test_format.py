@@ -167,6 +167,13 @@ def test_invalid_quantizer_tensors_give_clear_error(tmp_path, tiny_tokenizer_dir
         PackedModel.load(_rewrite(path, tmp_path, mutation))
 
 
+def test_export_refuses_what_the_runtime_does_not_run():
+    from beexformer.engine.export import packed_tensors
+
+    with pytest.raises(CheckpointError, match="ffn_slfn"):
+        packed_tensors(make_model(act_bits=1, ffn="ffn_slfn"))
+
+
 def test_learned_positions_cut_to_the_task_length(tmp_path, tiny_tokenizer_dir):
     """A 48-row position table exported for a task truncated at 16 tokens keeps 16 rows; same logits."""
     tok_dir, encoder = tiny_tokenizer_dir

@@ -59,6 +59,11 @@ def packed_tensors(model, config: BEExformerConfig | None = None) -> dict[str, n
     planes = act_mode(config) == "planes"
     if config.weight_bits == 32 and config.act_bits != 32:
         raise CheckpointError(f"weight_bits=32 with act_bits={config.act_bits}: the packed engine has no such layer")
+    if act_mode(config) == "sign" and config.ffn == "ffn_slfn":
+        raise CheckpointError(
+            "ffn='ffn_slfn' with the 1-bit mean-sign: the packed engine runs the gated SLFN with float, 2-/4-bit "
+            "or elastic 1-bit activations only; evaluate this run with PyTorch (beex eval RUN)"
+        )
     out: dict[str, np.ndarray] = {}
 
     def linear(prefix: str, module) -> None:
