@@ -72,6 +72,7 @@ def _run(task: str, variant: str, metric: float, histogram: list[int], packed: i
         "sweep": [],
         "size": {"size_ratio": 20.0, "packed_bytes": packed, "float32_checkpoint_bytes": 90_000_000},
         "train_minutes": 5.0,
+        "train_cpu_minutes": 2.5,
         "eval_minutes": 1.0,
         "trained_steps": 400,
         "training_arguments": {"batch_size": 32, "lr": 5e-5, "binary_lr": 5e-5},
@@ -121,6 +122,8 @@ def test_report_checks_the_acceptance_and_marks_what_does_not_count(tmp_path: Pa
     assert "| STS-B | 0.00 | - | not run yet | 60.00 | not run yet | yes |" in md
     assert "60.00 % (all at block 2: does not count)" in md
     assert "| SST-2 | float MiniLM | 1 | 400 | 86.00 | 86.00 |" in md
+    assert "| 90.0 | 5.0 | 2.5 |" in md  # float checkpoint MB, wall and CPU minutes
+    assert "15.0 min of wall clock (7.5 CPU-minutes)" in md
     assert "`main-stsb-float-minilm-s1` | not run yet" in md
     assert "facebookresearch/bit" in md and "| BiT | 1-1-1 | 13.4 | 89.9 | 72.0 |" in md
     # the same JSON gives the same markdown

@@ -134,6 +134,7 @@ def test_ci_profile_end_to_end(glue_dir: Path, tmp_path: Path):
         assert r["training_arguments"]["seed"] == spec["seed"] == 1
         assert r["training_arguments"]["max_steps"] == 6
         assert r["train_minutes"] > 0 and r["eval_minutes"] > 0
+        assert 0 < r["train_cpu_minutes"] < 2 * r["train_minutes"] + 1  # one thread: CPU at most ~ wall
         assert r["n_dev"] == 160
         assert sum(r["exit_histogram"]) == r["n_dev"]
         assert 1 <= r["mean_exit_block"] <= 3

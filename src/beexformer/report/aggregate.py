@@ -42,6 +42,7 @@ SCALARS = {
     "speedup_ee_b1": lambda r: _latency(r, "1", "speedup_early_exit"),
     "speedup_ee_b64": lambda r: _latency(r, "64", "speedup_early_exit"),
     "train_minutes": lambda r: r["train_minutes"],
+    "train_cpu_minutes": lambda r: r.get("train_cpu_minutes"),
     "eval_minutes": lambda r: r["eval_minutes"],
 }
 

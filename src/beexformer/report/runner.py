@@ -96,6 +96,18 @@ def train_run(
     return done
 
 
+def train_cpu_minutes(run_dir: Path) -> float | None:
+    """CPU minutes of the training process (all its threads) by the trainer's own count, from the last
+    checkpoint: on a shared machine the trainer's wall clock says more about the other jobs than this one."""
+    from beexformer.training import checkpoint as ckpt
+
+    latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
+    if latest is None:
+        return None
+    seconds = ckpt.read_trainer_state(latest).get("cpu_seconds")
+    return None if seconds is None else seconds / 60
+
+
 def final_model_dir(run_dir: Path) -> Path:
     """The model after the last optimizer step (not the best one on dev: no selection on the dev set)."""
     from beexformer.training import checkpoint as ckpt
@@ -321,6 +333,7 @@ def prepare_run(
         **record,
         "training_arguments": done["training_arguments"],
         "train_minutes": done["train_minutes"],
+        "train_cpu_minutes": train_cpu_minutes(run_dir),
         "epochs_completed": done["epochs_completed"],
         "history": done["history"],
     }
