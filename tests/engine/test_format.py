@@ -198,3 +198,15 @@ def test_bad_inputs_give_clear_errors(packed_file):
         packed.run([[]])
     with pytest.raises(DataError):
         packed.run([list(range(model.config.max_len + 1))])
+
+
+@pytest.mark.parametrize(
+    ("fields", "label"),
+    [({"act_bits": 4}, "W1A4 (LSQ)"), ({"act_bits": 1, "act_binarizer": "elastic"}, "W1A1 (elastic)")],
+)
+def test_packed_summary_names_the_activation_quantizer(tmp_path, tiny_tokenizer_dir, fields, label):
+    from beexformer.engine import packed_summary
+
+    tok_dir, encoder = tiny_tokenizer_dir
+    path = export_model(make_model(vocab_size=encoder.vocab_size, **fields), tok_dir, tmp_path / "m.beex")
+    assert packed_summary(path)["bits (weights / activations / embeddings / exits)"].startswith(label + " / ")

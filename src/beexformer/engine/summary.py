@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from beexformer.accounting import FileSizes
+from beexformer.accounting import FileSizes, bits_label
 from beexformer.engine.format import CHECKPOINT_BYTES_KEY, TOKENIZER_TENSOR, block_linears, block_names, read_packed
 
 
@@ -60,7 +60,7 @@ def summarize(path: str | Path) -> dict:
         "format": f"{packed.metadata.get('format')} v{packed.metadata.get('format_version')}",
         "task": packed.task_info.get("task", ""),
         "bits (weights / activations / embeddings / exits)": (
-            f"W{config.weight_bits}A{config.act_bits} / {config.embedding_bits} / {config.exit_bits}"
+            f"{bits_label(config)} / {config.embedding_bits} / {config.exit_bits}"
         ),
         "parameters": {"total": total, "1-bit": binary_params, "32-bit": float_params},
         "1-bit share of parameters": round(binary_params / max(1, total), 4),

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from beexformer.accounting import bits_label
 from beexformer.errors import ConfigError
 from beexformer.training import checkpoint as ckpt
 from beexformer.training.arguments import TrainingArguments
@@ -171,7 +172,7 @@ class StagedRun:
                 if previous is not None:
                     start_from(trainer.accelerator.unwrap_model(trainer.model), previous)
             config = trainer.accelerator.unwrap_model(trainer.model).config
-            self.log(f"stage {name}: W{config.weight_bits}A{config.act_bits}, teacher {trainer.args.teacher or '-'}")
+            self.log(f"stage {name}: {bits_label(config)}, teacher {trainer.args.teacher or '-'}")
             try:
                 summary = trainer.train()
             except TrainingInterrupted:
