@@ -39,8 +39,8 @@ no effect (up to Adam's epsilon).
 
 Initialisation: s and b are set from the first batch the quantizer sees (then a buffer records it, and it is
 saved with the weights): b = 0 and s = 2 * mean|x| / sqrt(Q_P), LSQ's rule with Q_P the number of positive
-levels (2^(k-1) signed, 2^k - 1 unsigned). At one bit signed this gives levels +-mean|x|, the scale of the
-plain mean-sign; unsigned, the threshold s/2 = mean(x).
+levels (2^(k-1) signed, 2^k - 1 unsigned); with several processes, the mean of their values. At one bit
+signed this gives levels +-mean|x|, the scale of the plain mean-sign; unsigned, the threshold s/2 = mean(x).
 """
 
 from __future__ import annotations
@@ -118,8 +118,14 @@ class ActivationQuantizer(nn.Module):
     @torch.no_grad()
     def initialize_from(self, x: Tensor) -> None:
         """s = 2 * mean|x| / sqrt(Q_P), b = 0 (LSQ's rule); once, from the first batch."""
-        mean_abs = x.detach().abs().mean().clamp_min(1e-8)
-        self.step.fill_(float(2 * mean_abs / math.sqrt(self.positive_levels)))
+        step = (2 * x.detach().abs().mean().clamp_min(1e-8) / math.sqrt(self.positive_levels)).float()
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            # Every process sees its own first batch; the replicas must start from one step, so average them
+            # (all processes run this in the same first forward pass, so the collectives line up).
+            dist.all_reduce(step, op=dist.ReduceOp.SUM)
+            step /= dist.get_world_size()
+        self.step.fill_(float(step))
         if self.threshold is not None:
             self.threshold.zero_()
         self.initialized.fill_(True)

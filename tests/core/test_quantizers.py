@@ -193,3 +193,18 @@ def test_accounting_counts_k_binary_ops_per_multiply_accumulate_and_labels_the_b
     assert bits_label(dataclasses.replace(config, act_bits=2)) == "W1A2 (LSQ)"
     assert bits_label(dataclasses.replace(config, act_binarizer="elastic")) == "W1A1 (elastic)"
     assert bits_label(config) == "W1A1"
+
+
+def _init_on_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    q = LsqQuantizer(2)
+    q(torch.full((4, 8), float(rank + 1)))  # rank 0 sees |x| = 1, rank 1 sees |x| = 2
+    torch.save(q.step.detach(), f"{out_dir}/step{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_processes_start_from_one_step(tmp_path):
+    """With several processes (DDP), each first batch differs; the replicas must still share one step."""
+    torch.multiprocessing.spawn(_init_on_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    steps = [torch.load(tmp_path / f"step{r}.pt").item() for r in (0, 1)]
+    assert steps[0] == steps[1] == pytest.approx((2 * 1 + 2 * 2) / 2 / math.sqrt(2))
