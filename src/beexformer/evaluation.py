@@ -65,6 +65,28 @@ def rule_result(task, config: BEExformerConfig, data: ExitLogits, rule: ExitRule
     return result
 
 
+def sweep_rows(task, config: BEExformerConfig, data: ExitLogits, rules: list[str]) -> list[dict[str, Any]]:
+    """One row per (rule, threshold) of `exits.SWEEP_GRIDS`, plus the no-exit baseline, on stored logits
+    (`beex sweep` and the reproduction report)."""
+    from beexformer.exits import SWEEP_GRIDS, build_exit_rule
+
+    rows = []
+    for rule in [NeverExit()] + [build_exit_rule(r, t) for r in rules for t in SWEEP_GRIDS[r]]:
+        result = rule_result(task, config, data, rule)
+        rows.append(
+            {
+                "rule": rule.name,
+                "threshold": result["threshold"],
+                "metric": result["metrics"]["main"] if "metrics" in result else None,
+                "flops_saved": result["flops_saved"],
+                "mean_exit_block": result["mean_exit_block"],
+                "agreement_with_last_exit": result["agreement_with_last_exit"],
+                "exit_histogram": " ".join(map(str, result["exit_histogram"])),
+            }
+        )
+    return rows
+
+
 def evaluation_report(task, config: BEExformerConfig, data: ExitLogits, rule: ExitRule) -> dict[str, Any]:
     """Everything `beex eval` prints and writes: metric with and without early exit, per-exit metrics,
     the exit histogram, mean exit block and FLOPs saved."""

@@ -15,11 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from beexformer.exits import entropy
 
-def exit_entropy(logits: Tensor) -> Tensor:
-    """Entropy of softmax(logits) over the last axis."""
-    logp = F.log_softmax(logits, dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
+
+def _stopped_entropy(logits: Tensor) -> Tensor:
+    """`exits.entropy` (the one entropy of the project, numpy) of detached logits, back as a tensor: the
+    weights are a stop-gradient, so leaving the graph costs nothing but a copy of [C, B, K] numbers."""
+    values = entropy(logits.detach().float().cpu().numpy())
+    return torch.from_numpy(values).to(device=logits.device, dtype=logits.dtype)
 
 
 def routing_weights(exit_logits: Tensor, weighting: str, temperature: float = 1.0) -> Tensor:
@@ -27,8 +30,7 @@ def routing_weights(exit_logits: Tensor, weighting: str, temperature: float = 1.
     n_exits, batch = exit_logits.shape[:2]
     device = exit_logits.device
     if weighting == "entropy" and exit_logits.shape[-1] > 1:
-        with torch.no_grad():
-            return torch.softmax(-exit_entropy(exit_logits) / temperature, dim=0)
+        return torch.softmax(-_stopped_entropy(exit_logits) / temperature, dim=0)
     if weighting == "depth":
         depth = torch.arange(1, n_exits + 1, device=device, dtype=exit_logits.dtype)
         return (depth / depth.sum()).unsqueeze(1).expand(n_exits, batch)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
-from typing import Any
 
 from beexformer.errors import ConfigError
 
@@ -123,19 +120,3 @@ def load_eval_examples(args: argparse.Namespace, task_name: str):
     if args.source == "hf":
         return task, load_split_hf(task, args.split)
     return task, load_split(task, args.split, args.data_dir)
-
-
-def write_json(path: str | Path, payload: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)

@@ -13,9 +13,9 @@ from beexformer.cli.common import (
     apply_threads,
     exit_rule_from_args,
     load_eval_examples,
-    write_json,
 )
 from beexformer.errors import CheckpointError
+from beexformer.jsonio import write_json
 
 EXAMPLE = """  beex eval runs/sst2 --data-dir ../shared/data/glue
   beex eval runs/sst2 --exit-rule patience --threshold 2 --json sst2.json

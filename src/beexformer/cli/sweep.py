@@ -29,28 +29,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def sweep_rows(task, config, data, rules: list[str]) -> list[dict]:
-    """One row per (rule, threshold), plus the no-exit baseline."""
-    from beexformer.evaluation import rule_result
-    from beexformer.exits import SWEEP_GRIDS, NeverExit, build_exit_rule
-
-    rows = []
-    for rule in [NeverExit()] + [build_exit_rule(r, t) for r in rules for t in SWEEP_GRIDS[r]]:
-        result = rule_result(task, config, data, rule)
-        rows.append(
-            {
-                "rule": rule.name,
-                "threshold": result["threshold"],
-                "metric": result["metrics"]["main"] if "metrics" in result else None,
-                "flops_saved": result["flops_saved"],
-                "mean_exit_block": result["mean_exit_block"],
-                "agreement_with_last_exit": result["agreement_with_last_exit"],
-                "exit_histogram": " ".join(map(str, result["exit_histogram"])),
-            }
-        )
-    return rows
-
-
 def plot_sweep(rows: list[dict], metric_name: str, title: str, path: Path) -> None:
     import matplotlib
 
@@ -75,6 +53,7 @@ def plot_sweep(rows: list[dict], metric_name: str, title: str, path: Path) -> No
 
 def run(args: argparse.Namespace) -> int:
     from beexformer.errors import ConfigError
+    from beexformer.evaluation import sweep_rows
     from beexformer.exits import CLASSIFICATION_RULES, SWEEP_GRIDS, check_rule_fits
     from beexformer.inference import load_predictor
 

@@ -26,7 +26,14 @@ from beexformer.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from beexformer.data.glue import Example
 
-__all__ = ["TextEncoder", "EncodedBatch", "SPECIAL_TOKENS", "TOKENIZER_FILE", "ENCODER_CONFIG_FILE"]
+__all__ = [
+    "TextEncoder",
+    "EncodedBatch",
+    "encode_layout",
+    "SPECIAL_TOKENS",
+    "TOKENIZER_FILE",
+    "ENCODER_CONFIG_FILE",
+]
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4 in a trained WordPiece
 TOKENIZER_FILE = "tokenizer.json"
@@ -63,6 +70,56 @@ def truncate_pair(la: int, lb: int, budget: int) -> tuple[int, int]:
     if 2 * short <= budget:
         return (la, budget - la) if la < lb else (budget - lb, lb)
     return (budget + 1) // 2, budget // 2
+
+
+def token_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """Word-piece ids of each text, without special tokens."""
+    # encode_batch_fast skips offset tracking (tokenizers >= 0.20); both run in parallel in Rust.
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+    return [enc.ids for enc in encode(texts, add_special_tokens=False)]
+
+
+def encode_layout(
+    tokenizer: Tokenizer,
+    cls_id: int,
+    sep_id: int,
+    texts_a: Sequence[str],
+    texts_b: Sequence[str | None] | None,
+    max_length: int,
+) -> EncodedBatch:
+    """THE text layout, for every tokenizer and both runtimes (the PyTorch `TextEncoder`, from scratch or
+    BERT's vocab.txt, and the packed runtime's `engine.text.PackedTokenizer`): ``[CLS] a [SEP]`` or
+    ``[CLS] a [SEP] b [SEP]`` (a ``None`` in ``texts_b`` = no pair), token types 0 up to the first ``[SEP]``
+    and 1 after, at most ``max_length`` tokens with longest-first truncation."""
+    if texts_b is not None and len(texts_b) != len(texts_a):
+        raise ConfigError(f"{len(texts_a)} first sentences but {len(texts_b)} second sentences")
+    has_pair = texts_b is not None and any(b is not None for b in texts_b)
+    min_len = 3 if has_pair else 2
+    if max_length < min_len:
+        raise ConfigError(f"max_length must be >= {min_len} (room for [CLS] and [SEP]), got {max_length}")
+    ids_a = token_ids(tokenizer, list(texts_a))
+    ids_b: list[list[int] | None] = [None] * len(ids_a)
+    if has_pair:
+        assert texts_b is not None
+        pair_idx = [i for i, b in enumerate(texts_b) if b is not None]
+        for i, ids in zip(pair_idx, token_ids(tokenizer, [str(texts_b[i]) for i in pair_idx]), strict=True):
+            ids_b[i] = ids
+    out = EncodedBatch()
+    for a, b in zip(ids_a, ids_b, strict=True):
+        if b is None:
+            budget = max_length - 2
+            if len(a) > budget:
+                out.n_truncated += 1
+                a = a[:budget]
+            out.input_ids.append([cls_id, *a, sep_id])
+            out.token_type_ids.append([0] * (len(a) + 2))
+        else:
+            na, nb = truncate_pair(len(a), len(b), max_length - 3)
+            if na < len(a) or nb < len(b):
+                out.n_truncated += 1
+            out.input_ids.append([cls_id, *a[:na], sep_id, *b[:nb], sep_id])
+            out.token_type_ids.append([0] * (na + 2) + [1] * (nb + 1))
+    return out
 
 
 class TextEncoder:
@@ -268,48 +325,11 @@ class TextEncoder:
     # ----------------------------------------------------------------------------------------------
     # Encoding
 
-    def _ids(self, texts: list[str]) -> list[list[int]]:
-        # encode_batch_fast skips offset tracking (tokenizers >= 0.20); both run in parallel in Rust.
-        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
-        return [enc.ids for enc in encode(texts, add_special_tokens=False)]
-
     def encode_texts(
         self, texts_a: Sequence[str], texts_b: Sequence[str | None] | None, max_length: int
     ) -> EncodedBatch:
         """Encode sentences (``texts_b`` None) or pairs (a ``None`` entry in ``texts_b`` = no pair)."""
-        if texts_b is not None and len(texts_b) != len(texts_a):
-            raise ValueError(f"{len(texts_a)} first sentences but {len(texts_b)} second sentences")
-        has_pair = texts_b is not None and any(b is not None for b in texts_b)
-        min_len = 3 if has_pair else 2
-        if max_length < min_len:
-            raise ConfigError(f"max_length must be >= {min_len} (room for [CLS] and [SEP]), got {max_length}")
-        ids_a = self._ids(list(texts_a))
-        ids_b: list[list[int] | None] = [None] * len(ids_a)
-        if has_pair:
-            assert texts_b is not None
-            pair_idx = [i for i, b in enumerate(texts_b) if b is not None]
-            pair_texts = [str(texts_b[i]) for i in pair_idx]
-            for i, ids in zip(pair_idx, self._ids(pair_texts), strict=True):
-                ids_b[i] = ids
-
-        cls_id, sep_id = self._cls_id, self._sep_id
-        out = EncodedBatch()
-        for a, b in zip(ids_a, ids_b, strict=True):
-            if b is None:
-                budget = max_length - 2
-                if len(a) > budget:
-                    out.n_truncated += 1
-                    a = a[:budget]
-                out.input_ids.append([cls_id, *a, sep_id])
-                out.token_type_ids.append([0] * (len(a) + 2))
-            else:
-                budget = max_length - 3
-                na, nb = truncate_pair(len(a), len(b), budget)
-                if na < len(a) or nb < len(b):
-                    out.n_truncated += 1
-                out.input_ids.append([cls_id, *a[:na], sep_id, *b[:nb], sep_id])
-                out.token_type_ids.append([0] * (na + 2) + [1] * (nb + 1))
-        return out
+        return encode_layout(self.tokenizer, self._cls_id, self._sep_id, texts_a, texts_b, max_length)
 
     def encode_batch(self, examples: Sequence[Example], max_length: int) -> EncodedBatch:
         """Encode examples as ``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]`` with segment ids 0/1.

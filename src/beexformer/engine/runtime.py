@@ -17,7 +17,6 @@ way as `BEExformer.early_exit`: after block c, every sample still in the batch w
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from beexformer.engine.text import PackedTokenizer
 from beexformer.engine.threads import kernels_for
 from beexformer.errors import ConfigError, DataError
 from beexformer.exits import ExitRule, ExitTracker, Prediction, predictions_from_logits
+from beexformer.positions import sinusoidal_table
 
 _SIGMOID_TANH = np.array([K.ACT_SIGMOID, K.ACT_TANH], dtype=np.int64)
 _SIGMOID_TANH_CENTRES = np.array([0.5, 0.0], dtype=np.float32)
@@ -87,16 +87,6 @@ def _concat_dense(parts: list[_Dense]) -> _Dense:
         np.ascontiguousarray(np.concatenate([p.wt for p in parts], axis=1)),
         np.concatenate([p.bias for p in parts]),
     )
-
-
-def sinusoidal_table(length: int, dim: int) -> np.ndarray:
-    """The fixed position table, in float32 and in the order of `layers.embedding.sinusoidal_table`."""
-    position = np.arange(length, dtype=np.float32)[:, None]
-    freq = np.exp(np.arange(0, dim, 2, dtype=np.float32) * np.float32(-math.log(10000.0) / dim))
-    table = np.zeros((length, dim), dtype=np.float32)
-    table[:, 0::2] = np.sin(position * freq)
-    table[:, 1::2] = np.cos(position * freq[: dim // 2])
-    return table
 
 
 class PackedModel:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from beexformer.binarize import binarize_weight, get_quantizer
+from beexformer.positions import sinusoidal_table
 
 
 class BinaryEmbedding(nn.Embedding):
@@ -60,16 +61,6 @@ class BinaryEmbedding(nn.Embedding):
         return super().forward(ids) * self.output_scale
 
 
-def sinusoidal_table(length: int, dim: int) -> Tensor:
-    """The fixed sin/cos position table of Vaswani et al.: no parameters to store."""
-    position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
-    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim)
-    table[:, 0::2] = torch.sin(position * freq)
-    table[:, 1::2] = torch.cos(position * freq[: dim // 2])
-    return table
-
-
 class BEExEmbeddings(nn.Module):
     """X0 = LayerNorm(combine(TokEmb(ids), PosEnc(positions)) + SegEmb(segments)).
 
@@ -114,7 +105,9 @@ class BEExEmbeddings(nn.Module):
             self.position = nn.Embedding(max_len, pos_dim)
             nn.init.normal_(self.position.weight, std=0.02)
         else:
-            self.register_buffer("position_table", sinusoidal_table(max_len, pos_dim), persistent=False)
+            self.register_buffer(
+                "position_table", torch.from_numpy(sinusoidal_table(max_len, pos_dim)), persistent=False
+            )
         self.segment = nn.Embedding(n_segments, d_model) if n_segments > 0 else None
         if self.segment is not None:
             nn.init.normal_(self.segment.weight, std=0.02)

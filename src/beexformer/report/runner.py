@@ -21,29 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from beexformer.jsonio import write_json
 from beexformer.report.plan import ProfileSettings, RunSpec
 
 SCHEMA_VERSION = 1
 DONE = "done.json"
 RECORD = "record.json"
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    """Atomic: a crash never leaves a half-written results file under the final name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=_jsonable) + "\n")
-    tmp.replace(path)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def _read_json(path: Path) -> Any | None:
@@ -92,7 +75,7 @@ def train_run(
         "wall_minutes_this_session": (time.perf_counter() - started) / 60,
         "history": summary["history"],
     }
-    _write_json(done_path, done)
+    write_json(done_path, done, indent=1)
     return done
 
 
@@ -142,10 +125,9 @@ def evaluate_run(
     import torch
 
     from beexformer.accounting import expected_cost, size_report
-    from beexformer.cli.sweep import sweep_rows
     from beexformer.data.glue import get_task, load_split
     from beexformer.engine.export import export_model
-    from beexformer.evaluation import evaluation_report, rule_result
+    from beexformer.evaluation import evaluation_report, rule_result, sweep_rows
     from beexformer.exits import build_exit_rule
     from beexformer.inference import PackedPredictor, TorchPredictor
 
@@ -328,7 +310,7 @@ def prepare_run(
     key = {"spec": spec.to_dict(), "trained_steps": done["steps"], "evaluation": eval_settings(settings)}
     if record is None or any(record.get(k) != v for k, v in key.items()):
         record = {**evaluate_run(spec, run_dir, data_dir, settings, log), **key}
-        _write_json(run_dir / RECORD, record)
+        write_json(run_dir / RECORD, record, indent=1)
     return {
         **record,
         "training_arguments": done["training_arguments"],
@@ -390,7 +372,7 @@ def run_plan(
         results["runs"] = ordered
         results["aggregate"] = aggregate(results)
         results["minutes_this_session"] = (time.perf_counter() - started) / 60
-        _write_json(results_path, results)
+        write_json(results_path, results, indent=1)
 
     def add(spec: RunSpec, record: dict[str, Any]) -> None:
         results["runs"][spec.run_id] = record
@@ -430,7 +412,7 @@ def run_plan(
             latency_started = time.perf_counter()
             record["latency"] = measure_run_latency(spec, run_dir, data_dir, settings)
             record["eval_minutes"] += (time.perf_counter() - latency_started) / 60
-            _write_json(run_dir / RECORD, record)
+            write_json(run_dir / RECORD, record, indent=1)
         timing = {"latency": record["latency"], "eval_minutes": record["eval_minutes"]}
         add(spec, {**results["runs"][spec.run_id], **timing})
     results["complete"] = len(results["runs"]) == len(plan)
