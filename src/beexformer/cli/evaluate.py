@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from beexformer.accounting import FileSizes
 from beexformer.cli.common import (
     add_data_args,
     add_exit_args,
@@ -51,16 +52,15 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     data = predictor.exit_logits(examples)
     report = evaluation_report(task, predictor.config, data, rule)
-    report["model"] = str(args.model)
-    report["runtime"] = predictor.kind
-    report["split"] = args.split
-    report["seconds"] = time.perf_counter() - started
+    seconds = time.perf_counter() - started
     try:
-        report["size"] = predictor.size().to_dict()
+        size: FileSizes | str = predictor.size()
     except CheckpointError as err:  # a model the packed format cannot hold has no size ratio
-        report["size"] = {"not_measured": str(err)}
-    print(format_report(report))
+        size = str(err)
+    print(format_report(report, size))
     if args.json:
-        write_json(args.json, report)
+        extra = {"model": str(args.model), "runtime": predictor.kind, "split": args.split, "seconds": seconds}
+        size_json = {"not_measured": size} if isinstance(size, str) else size.to_dict()
+        write_json(args.json, {**report.to_dict(), **extra, "size": size_json})
         print(f"report written to {args.json}")
     return 0

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 from pathlib import Path
 
 from beexformer.cli.common import add_data_args, add_parser, load_eval_examples
+from beexformer.evaluation import SweepRow
 
 EXAMPLE = """  beex sweep runs/sst2 --data-dir ../shared/data/glue --out sweeps/sst2
   beex sweep runs/sst2 --rules fractional_entropy,patience --out sweeps/sst2"""
@@ -29,18 +31,18 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def plot_sweep(rows: list[dict], metric_name: str, title: str, path: Path) -> None:
+def plot_sweep(rows: list[SweepRow], metric_name: str, title: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    baseline = next(r for r in rows if r["rule"] == "none")
-    for rule in dict.fromkeys(r["rule"] for r in rows if r["rule"] != "none"):
-        pts = sorted((100 * r["flops_saved"], 100 * r["metric"]) for r in rows if r["rule"] == rule)
+    baseline = next(r for r in rows if r.rule == "none")
+    for rule in dict.fromkeys(r.rule for r in rows if r.rule != "none"):
+        pts = sorted((100 * r.flops_saved, 100 * r.metric) for r in rows if r.rule == rule)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=4, label=rule)
-    ax.axhline(100 * baseline["metric"], color="grey", ls="--", lw=1, label="no early exit")
+    ax.axhline(100 * baseline.metric, color="grey", ls="--", lw=1, label="no early exit")
     ax.set_xlabel("FLOPs saved by early exit (%)")
     ax.set_ylabel(f"dev {metric_name} (%)")
     ax.set_title(title)
@@ -78,14 +80,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "sweep.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=[field.name for field in dataclasses.fields(SweepRow)])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(dataclasses.asdict(r) for r in rows)
     plot_sweep(rows, task.main_metric, f"{task.name} {args.split}: early exit trade-off", out / "sweep.png")
     for r in rows:
         print(
-            f"{r['rule']:<20} {str(r['threshold']):>7}  {task.main_metric} {100 * r['metric']:6.2f}  "
-            f"FLOPs saved {100 * r['flops_saved']:5.1f} %  mean exit {r['mean_exit_block']:.2f}"
+            f"{r.rule:<20} {str(r.threshold):>7}  {task.main_metric} {100 * r.metric:6.2f}  "
+            f"FLOPs saved {100 * r.flops_saved:5.1f} %  mean exit {r.mean_exit_block:.2f}"
         )
     print(f"wrote {out / 'sweep.csv'} and {out / 'sweep.png'}")
     return 0

@@ -9,6 +9,7 @@ loses at most the run in progress.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -145,7 +146,7 @@ def evaluate_run(
     # (delta = 0.05); with --init the threshold the trainer chose on its held-out slice of train. Never dev.
     rule = predictor.default_rule()
     report = evaluation_report(task, config, data, rule)
-    n = int(report["n_samples"])
+    n = report.n_samples
     rules = rules_for(config.is_regression)
     record: dict[str, Any] = {
         "spec": spec.to_dict(),
@@ -155,30 +156,30 @@ def evaluate_run(
         "n_dev": n,
         "exit_rule": rule.name,
         "exit_threshold": getattr(rule, rule.threshold_name),
-        "metric_no_exit": report["metric_no_exit"],
-        "metric_early_exit": report["metric_early_exit"],
-        "metrics_no_exit": report["metrics_no_exit"],
-        "metrics_early_exit": report["metrics_early_exit"],
-        "metric_per_exit": report["metric_per_exit"],
-        "standard_error_no_exit": _standard_error(task.main_metric, report["metric_no_exit"], n),
-        "exit_histogram": report["exit_histogram"],
-        "mean_exit_block": report["mean_exit_block"],
-        "flops_saved": report["flops_saved"],
-        "agreement_with_last_exit": report["agreement_with_last_exit"],
+        "metric_no_exit": report.metric_no_exit,
+        "metric_early_exit": report.metric_early_exit,
+        "metrics_no_exit": report.metrics_no_exit,
+        "metrics_early_exit": report.metrics_early_exit,
+        "metric_per_exit": report.metric_per_exit,
+        "standard_error_no_exit": _standard_error(task.main_metric, report.metric_no_exit, n),
+        "exit_histogram": report.exit_histogram,
+        "mean_exit_block": report.mean_exit_block,
+        "flops_saved": report.flops_saved,
+        "agreement_with_last_exit": report.agreement_with_last_exit,
         # The fractional-entropy rule compares two blocks, so nothing leaves before block 2: this caps its
         # saving whatever the threshold.
         "flops_saved_cap_block2": expected_cost(config, [min(2, config.n_blocks)] * n, data.lengths).saved,
         "rules": {},
-        "sweep": sweep_rows(task, config, data, rules),
+        "sweep": [dataclasses.asdict(row) for row in sweep_rows(task, config, data, rules)],
     }
     for name in rules:
         r = rule_result(task, config, data, build_exit_rule(name))
         record["rules"][name] = {
-            "threshold": r["threshold"],
-            "metric": r["metrics"]["main"],
-            "flops_saved": r["flops_saved"],
-            "mean_exit_block": r["mean_exit_block"],
-            "exit_histogram": r["exit_histogram"],
+            "threshold": r.threshold,
+            "metric": r.metric,
+            "flops_saved": r.flops_saved,
+            "mean_exit_block": r.mean_exit_block,
+            "exit_histogram": r.exit_histogram,
         }
     # --- size: the float32 checkpoint on disk against the packed export on disk ---
     checkpoint_bytes = (model_dir / "model.safetensors").stat().st_size
@@ -207,7 +208,7 @@ def evaluate_run(
         packed = PackedPredictor(packed_path)
         packed_data = packed.exit_logits(examples)
         packed_report = evaluation_report(task, config, packed_data, rule)
-        record["packed_metric_early_exit"] = packed_report["metric_early_exit"]
+        record["packed_metric_early_exit"] = packed_report.metric_early_exit
         record["packed_max_abs_logit_diff"] = float(np.abs(packed_data.logits - data.logits).max())
     if binarized:
         (run_dir / "model.beex").unlink()  # the file was measured; the report keeps only its numbers

@@ -48,7 +48,7 @@ def choose_threshold(task, config, data: ExitLogits, rule_name: str, tolerance: 
     for threshold in SWEEP_GRIDS[rule_name]:
         rule = build_exit_rule(rule_name, threshold)
         result = rule_result(task, config, data, rule)
-        candidates.append(ThresholdChoice(rule, no_exit, result["metrics"]["main"], result["flops_saved"]))
+        candidates.append(ThresholdChoice(rule, no_exit, result.metric, result.flops_saved))
     within = [c for c in candidates if c.metric_early_exit >= no_exit - tolerance]
     if within:
         return max(within, key=lambda c: c.flops_saved)  # max() keeps the first of equals: grid order

@@ -25,7 +25,7 @@ from beexformer.data.collate import BucketBatchSampler, EncodedDataset, make_col
 from beexformer.data.glue import GlueTask, get_task, iter_texts, load_split, load_split_hf
 from beexformer.data.tokenizer import TextEncoder
 from beexformer.errors import BeexError, ConfigError
-from beexformer.evaluation import collect_exit_logits, evaluation_report
+from beexformer.evaluation import EvaluationReport, collect_exit_logits, evaluation_report
 from beexformer.exits import ExitRule, build_exit_rule, check_rule_fits, default_exit_rule
 from beexformer.model import BEExformer, binary_modules
 from beexformer.pretrained import load_bert_weights, read_checkpoint
@@ -329,15 +329,15 @@ class Trainer:
         heldout = self._choose_exit(model) if self.heldout_loader is not None else None
         data = collect_exit_logits(model, self.dev_loader)
         report = evaluation_report(self.task, model.config, data, self.rule)
-        metric = report["metric_early_exit"] if heldout is None else heldout.metric_early_exit
+        metric = report.metric_early_exit if heldout is None else heldout.metric_early_exit
         entry = {
             "step": self.state.step,
             "epoch": self.state.epoch,
-            "metric": report["metric"],
-            "metric_early_exit": report["metric_early_exit"],
-            "metric_no_exit": report["metric_no_exit"],
-            "mean_exit_block": report["mean_exit_block"],
-            "flops_saved": report["flops_saved"],
+            "metric": report.metric,
+            "metric_early_exit": report.metric_early_exit,
+            "metric_no_exit": report.metric_no_exit,
+            "mean_exit_block": report.mean_exit_block,
+            "flops_saved": report.flops_saved,
             "elapsed_seconds": self.state.elapsed_seconds,
             "cpu_seconds": self.state.cpu_seconds,
         }
@@ -371,16 +371,17 @@ class Trainer:
         name = self.rule.name
         if self.args.exit_threshold is not None or name not in SWEEP_GRIDS:
             result = rule_result(self.task, model.config, data, self.rule)
-            no_exit = rule_result(self.task, model.config, data, NeverExit())["metrics"]["main"]
-            return ThresholdChoice(self.rule, no_exit, result["metrics"]["main"], result["flops_saved"])
+            no_exit = rule_result(self.task, model.config, data, NeverExit()).metric
+            return ThresholdChoice(self.rule, no_exit, result.metric, result.flops_saved)
         choice = choose_threshold(self.task, model.config, data, name)
         self.rule = choice.rule
         return choice
 
-    def _save_best(self, model: BEExformer, report: dict[str, Any]) -> None:
+    def _save_best(self, model: BEExformer, report: EvaluationReport) -> None:
         def fill(tmp: Path) -> None:
             save_model_dir(tmp, model, self.encoder, self._task_info())
-            (tmp / "metrics.json").write_text(json.dumps({"step": self.state.step, **report}, indent=1) + "\n")
+            metrics = {"step": self.state.step, **report.to_dict()}
+            (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
 
         ckpt.write_directory_atomically(self.out / BEST, fill)
 
