@@ -193,16 +193,17 @@ def evaluate_run(
     binarized = config.weight_bits == 1
     if binarized:
         from beexformer.engine import packed_summary
+        from beexformer.engine.summary import file_sizes
 
         task_info = json.loads((model_dir / "task.json").read_text())
         packed_path = export_model(predictor.model, model_dir, run_dir / "model.beex", str(model_dir), task_info)
-        summary = packed_summary(packed_path)
+        sizes = file_sizes(packed_path)  # THE size ratio: the checkpoint file over the packed file, both real
         size.update(
-            packed_bytes=packed_path.stat().st_size,
-            size_ratio=checkpoint_bytes / packed_path.stat().st_size,
-            tokenizer_bytes=summary["parts (bytes)"]["tokenizer (zlib)"],
-            packed_parts=summary["parts (bytes)"],
-            size_ratio_without_tokenizer=summary["size ratio without the tokenizer"],
+            packed_bytes=sizes.packed_file_bytes,
+            size_ratio=sizes.size_ratio,
+            tokenizer_bytes=sizes.tokenizer_bytes,
+            packed_parts=packed_summary(packed_path)["parts (bytes)"],
+            size_ratio_without_tokenizer=round(sizes.size_ratio_without_tokenizer, 2),
         )
         # The packed runtime must give the same answers as PyTorch: its dev metric with early exit.
         packed = PackedPredictor(packed_path)
