@@ -174,3 +174,17 @@ def test_float16_gate_heads_round_logits_only_and_calibration_records_their_prec
     assert loaded.gate_heads(heads).head(2).weight.dtype == torch.float16
     with pytest.raises(ConfigError):
         calibrate_file(adapter, tokenizer, heads, str(text), [0.5], 512, 32, gate_dtype="int8")
+
+
+def test_features_keep_float32_where_float16_overflows() -> None:
+    """Gemma's deep residual stream exceeds float16's range: such features stay float32 (finite), others are
+    stored in float16."""
+    model = tiny_model("llama", layers=4).float()
+    adapter = adapter_for(model)
+    with torch.no_grad():  # a residual stream far beyond 65,504 after layer 2
+        adapter.layers[1].mlp.down_proj.weight.mul_(1e5)
+    rows = torch.randint(0, 97, (2, 8), generator=torch.Generator().manual_seed(0))
+    features = extract_features(adapter, rows, [1, 3])
+    assert features.hidden[1].dtype == torch.float16
+    assert features.hidden[3].dtype == torch.float32 and bool(torch.isfinite(features.hidden[3]).all())
+    assert float(features.hidden[3].abs().max()) > 65504

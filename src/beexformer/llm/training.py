@@ -27,7 +27,7 @@ from beexformer.llm.heads import ExitHead, ExitHeads
 class Features:
     """Frozen-backbone features of N token positions."""
 
-    hidden: dict[int, torch.Tensor]  # layer -> [N, d] fp16, hidden state after that many layers
+    hidden: dict[int, torch.Tensor]  # layer -> [N, d] fp16 (fp32 where fp16 overflows), state after that many layers
     final_normed: torch.Tensor  # [N, d] fp16, final_norm(h_L)
     lse: torch.Tensor  # [N] fp32, logsumexp of the final logits
     argmax: torch.Tensor  # [N] int64, the model's own greedy token
@@ -47,6 +47,13 @@ class Features:
             argmax=torch.cat([p.argmax for p in parts]),
             weight=torch.cat([p.weight for p in parts]),
         )
+
+
+def _compact(hidden: torch.Tensor) -> torch.Tensor:
+    """float16 when every value fits, else float32: Gemma's residual stream exceeds float16's 65,504 in its
+    deeper layers, and an infinite feature would make the loss NaN (torch.cat then promotes to float32)."""
+    half = hidden.half()
+    return half if bool(torch.isfinite(half).all()) else hidden.float()
 
 
 def _final_logits(adapter: ModelAdapter, normed: torch.Tensor) -> torch.Tensor:
@@ -71,7 +78,7 @@ def extract_features(
         logits = _final_logits(adapter, normed).float()
         parts.append(
             Features(
-                hidden={k: tr.layers[k].flatten(0, 1).half() for k in layers},
+                hidden={k: _compact(tr.layers[k].flatten(0, 1)) for k in layers},
                 final_normed=normed.half(),
                 lse=torch.logsumexp(logits, dim=-1),
                 argmax=logits.argmax(dim=-1),

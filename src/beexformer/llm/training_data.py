@@ -24,7 +24,8 @@ def _features_key(texts: list[tuple[str, float]], layers: list[int], max_tokens:
     for path, weight in texts:
         st = Path(path).stat()
         parts.append([str(Path(path).resolve()), st.st_size, st.st_mtime_ns, weight])
-    blob = json.dumps([parts, layers, max_tokens, seq_len, model], sort_keys=True)
+    # The leading version changes whenever what is stored changes (2: float32 where float16 overflows).
+    blob = json.dumps([2, parts, layers, max_tokens, seq_len, model], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
