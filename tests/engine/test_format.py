@@ -209,4 +209,4 @@ def test_packed_summary_names_the_activation_quantizer(tmp_path, tiny_tokenizer_
 
     tok_dir, encoder = tiny_tokenizer_dir
     path = export_model(make_model(vocab_size=encoder.vocab_size, **fields), tok_dir, tmp_path / "m.beex")
-    assert packed_summary(path)["bits (weights / activations / embeddings / exits)"].startswith(label + " / ")
+    assert packed_summary(path).bits.startswith(label + " / ")

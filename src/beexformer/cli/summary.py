@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         from beexformer.engine import packed_summary
         from beexformer.engine.summary import file_sizes
 
-        info = packed_summary(args.model)
+        info = packed_summary(args.model).to_dict()
         if args.json:
             print(json.dumps(info, indent=2, default=str))
         else:

@@ -20,6 +20,7 @@ from beexformer.engine.format import is_packed_model, looks_packed, read_packed
 
 if TYPE_CHECKING:
     from beexformer.engine.runtime import PackedModel
+    from beexformer.engine.summary import PackedSummary
 
 __all__ = ["is_packed_model", "looks_packed", "read_packed", "load_packed", "packed_summary"]
 
@@ -31,8 +32,8 @@ def load_packed(path) -> PackedModel:
     return PackedModel.load(path)
 
 
-def packed_summary(path) -> dict:
-    """Bytes on disk of a packed file, split by kind, against the float32 size of the same model."""
+def packed_summary(path) -> PackedSummary:
+    """Bytes on disk of a packed file, split by kind, and its size ratio against its float32 checkpoint."""
     from beexformer.engine.summary import summarize
 
     return summarize(path)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from beexformer.accounting import FileSizes, bits_label
 from beexformer.engine.format import CHECKPOINT_BYTES_KEY, TOKENIZER_TENSOR, block_linears, block_names, read_packed
@@ -32,7 +34,45 @@ def _file_sizes(path: Path, packed, parts: dict[str, int], n_params: int) -> Fil
     )
 
 
-def summarize(path: str | Path) -> dict:
+@dataclass(frozen=True)
+class PackedSummary:
+    """What a packed file holds: its size ratio, its bytes by kind and its parameter counts."""
+
+    file: str
+    format: str
+    task: str
+    bits: str  # weights / activations / embeddings / exits
+    binary_params: int  # stored as 1 bit
+    float_params: int  # stored as 32 bits
+    sizes: FileSizes
+    parts: dict[str, int]  # bytes by kind; they add up to the file
+
+    @property
+    def total_params(self) -> int:
+        return self.binary_params + self.float_params
+
+    def to_dict(self) -> dict[str, Any]:
+        """The form `beex summary FILE` prints (and writes with --json)."""
+        return {
+            "file": self.file,
+            "format": self.format,
+            "task": self.task,
+            "bits (weights / activations / embeddings / exits)": self.bits,
+            "parameters": {"total": self.total_params, "1-bit": self.binary_params, "32-bit": self.float_params},
+            "1-bit share of parameters": round(self.binary_params / max(1, self.total_params), 4),
+            "size ratio (float32 checkpoint file / packed file)": round(self.sizes.size_ratio, 2),
+            "size ratio without the tokenizer": round(self.sizes.size_ratio_without_tokenizer, 2),
+            "float32 checkpoint bytes": self.sizes.float32_checkpoint_bytes,
+            "float32 checkpoint bytes measured at export": self.sizes.checkpoint_measured,
+            "packed file bytes": self.sizes.packed_file_bytes,
+            "parts (bytes)": dict(self.parts),
+            "binarized part ratio (float32 / (bits + scales))": round(
+                4 * self.binary_params / max(1, self.parts["1-bit weights"] + self.parts["scales (alpha)"]), 2
+            ),
+        }
+
+
+def summarize(path: str | Path) -> PackedSummary:
     """The file's size ratio (`accounting.FileSizes`), its bytes by kind and its parameter counts."""
     path = Path(path)
     packed = read_packed(path)
@@ -53,35 +93,18 @@ def summarize(path: str | Path) -> dict:
             parts["float32 tensors"] += arr.nbytes
             float_params += arr.size
     parts["header (config, metadata)"] = path.stat().st_size - sum(parts.values())
-    total = binary_params + float_params
-    sizes = _file_sizes(path, packed, parts, total)
-    return {
-        "file": str(path),
-        "format": f"{packed.metadata.get('format')} v{packed.metadata.get('format_version')}",
-        "task": packed.task_info.get("task", ""),
-        "bits (weights / activations / embeddings / exits)": (
-            f"{bits_label(config)} / {config.embedding_bits} / {config.exit_bits}"
-        ),
-        "parameters": {"total": total, "1-bit": binary_params, "32-bit": float_params},
-        "1-bit share of parameters": round(binary_params / max(1, total), 4),
-        "size ratio (float32 checkpoint file / packed file)": round(sizes.size_ratio, 2),
-        "size ratio without the tokenizer": round(sizes.size_ratio_without_tokenizer, 2),
-        "float32 checkpoint bytes": sizes.float32_checkpoint_bytes,
-        "float32 checkpoint bytes measured at export": sizes.checkpoint_measured,
-        "packed file bytes": sizes.packed_file_bytes,
-        "parts (bytes)": parts,
-        "binarized part ratio (float32 / (bits + scales))": round(
-            4 * binary_params / max(1, parts["1-bit weights"] + parts["scales (alpha)"]), 2
-        ),
-    }
+    return PackedSummary(
+        file=str(path),
+        format=f"{packed.metadata.get('format')} v{packed.metadata.get('format_version')}",
+        task=packed.task_info.get("task", ""),
+        bits=f"{bits_label(config)} / {config.embedding_bits} / {config.exit_bits}",
+        binary_params=binary_params,
+        float_params=float_params,
+        sizes=_file_sizes(path, packed, parts, binary_params + float_params),
+        parts=parts,
+    )
 
 
 def file_sizes(path: str | Path) -> FileSizes:
     """The size ratio of a packed file: its bytes against those of the float32 checkpoint it came from."""
-    info = summarize(path)
-    return FileSizes(
-        float32_checkpoint_bytes=info["float32 checkpoint bytes"],
-        packed_file_bytes=info["packed file bytes"],
-        tokenizer_bytes=info["parts (bytes)"]["tokenizer (zlib)"],
-        checkpoint_measured=info["float32 checkpoint bytes measured at export"],
-    )
+    return summarize(path).sizes

@@ -202,7 +202,7 @@ def evaluate_run(
             packed_bytes=sizes.packed_file_bytes,
             size_ratio=sizes.size_ratio,
             tokenizer_bytes=sizes.tokenizer_bytes,
-            packed_parts=packed_summary(packed_path)["parts (bytes)"],
+            packed_parts=packed_summary(packed_path).parts,
             size_ratio_without_tokenizer=round(sizes.size_ratio_without_tokenizer, 2),
         )
         # The packed runtime must give the same answers as PyTorch: its dev metric with early exit.
