@@ -118,16 +118,74 @@ def _standard_error(metric_name: str, value: float, n: int) -> float | None:
     return float(np.sqrt(max(value * (1 - value), 0.0) / n))
 
 
+@dataclasses.dataclass(kw_only=True)
+class RunSize:
+    """A run's size: THE size ratio (float32 checkpoint file over packed file) and the parameter accounting."""
+
+    float32_checkpoint_bytes: int
+    accounting_ratio: float  # parameter accounting, not the size ratio
+    binary_share: float
+    total_params: int
+    packed_bytes: int | None  # None for the float32 twin, which has nothing to pack
+    size_ratio: float
+    tokenizer_bytes: int | None = None
+    packed_parts: dict[str, int] | None = None
+    size_ratio_without_tokenizer: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        optional = ("tokenizer_bytes", "packed_parts", "size_ratio_without_tokenizer")
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k not in optional}
+
+
+@dataclasses.dataclass(kw_only=True)
+class RunEvaluation:
+    """What `evaluate_run` measures on one trained run; `to_dict` is its record in results.json."""
+
+    spec: dict[str, Any]
+    model_dir: str
+    config: dict[str, Any]
+    metric_name: str
+    n_dev: int
+    exit_rule: str
+    exit_threshold: float | None
+    metric_no_exit: float
+    metric_early_exit: float
+    metrics_no_exit: dict[str, float]
+    metrics_early_exit: dict[str, float]
+    metric_per_exit: list[float]
+    standard_error_no_exit: float | None
+    exit_histogram: list[int]
+    mean_exit_block: float
+    flops_saved: float
+    agreement_with_last_exit: float
+    # The fractional-entropy rule compares two blocks, so nothing leaves before block 2: this caps its saving
+    # whatever the threshold.
+    flops_saved_cap_block2: float
+    rules: dict[str, dict[str, Any]]  # each rule at its default threshold
+    sweep: list[dict[str, Any]]  # evaluation.SweepRow as dicts
+    packed_metric_early_exit: float | None = None  # binarized runs: the packed file's dev metric
+    packed_max_abs_logit_diff: float | None = None
+    size: RunSize
+    eval_minutes: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["size"] = self.size.to_dict()
+        for key in ("packed_metric_early_exit", "packed_max_abs_logit_diff"):
+            if out[key] is None:
+                del out[key]
+        return out
+
+
 def evaluate_run(
     spec: RunSpec, run_dir: Path, data_dir: str, settings: ProfileSettings, log: Callable[[str], None]
-) -> dict[str, Any]:
+) -> RunEvaluation:
     """Dev metrics with and without early exit, every rule's default and sweep, and sizes (latency is
     `measure_run_latency`, timed apart so that no other run shares the CPU)."""
     import torch
 
-    from beexformer.accounting import expected_cost, size_report
+    from beexformer.accounting import expected_cost
     from beexformer.data.glue import get_task, load_split
-    from beexformer.engine.export import export_model
     from beexformer.evaluation import evaluation_report, rule_result, sweep_rows
     from beexformer.exits import build_exit_rule
     from beexformer.inference import PackedPredictor, TorchPredictor
@@ -148,81 +206,82 @@ def evaluate_run(
     report = evaluation_report(task, config, data, rule)
     n = report.n_samples
     rules = rules_for(config.is_regression)
-    record: dict[str, Any] = {
-        "spec": spec.to_dict(),
-        "model_dir": str(model_dir),
-        "config": config.to_dict(),
-        "metric_name": task.main_metric,
-        "n_dev": n,
-        "exit_rule": rule.name,
-        "exit_threshold": getattr(rule, rule.threshold_name),
-        "metric_no_exit": report.metric_no_exit,
-        "metric_early_exit": report.metric_early_exit,
-        "metrics_no_exit": report.metrics_no_exit,
-        "metrics_early_exit": report.metrics_early_exit,
-        "metric_per_exit": report.metric_per_exit,
-        "standard_error_no_exit": _standard_error(task.main_metric, report.metric_no_exit, n),
-        "exit_histogram": report.exit_histogram,
-        "mean_exit_block": report.mean_exit_block,
-        "flops_saved": report.flops_saved,
-        "agreement_with_last_exit": report.agreement_with_last_exit,
-        # The fractional-entropy rule compares two blocks, so nothing leaves before block 2: this caps its
-        # saving whatever the threshold.
-        "flops_saved_cap_block2": expected_cost(config, [min(2, config.n_blocks)] * n, data.lengths).saved,
-        "rules": {},
-        "sweep": [dataclasses.asdict(row) for row in sweep_rows(task, config, data, rules)],
-    }
+    defaults = {}
     for name in rules:
         r = rule_result(task, config, data, build_exit_rule(name))
-        record["rules"][name] = {
-            "threshold": r.threshold,
-            "metric": r.metric,
-            "flops_saved": r.flops_saved,
-            "mean_exit_block": r.mean_exit_block,
-            "exit_histogram": r.exit_histogram,
-        }
-    # --- size: the float32 checkpoint on disk against the packed export on disk ---
-    checkpoint_bytes = (model_dir / "model.safetensors").stat().st_size
-    accounting = size_report(predictor.model).to_dict()
-    size: dict[str, Any] = {
-        "float32_checkpoint_bytes": checkpoint_bytes,
-        "accounting_ratio": accounting["accounted_ratio"],
-        "binary_share": accounting["binary_share"],
-        "total_params": accounting["total_params"],
-    }
-    binarized = config.weight_bits == 1
-    if binarized:
-        from beexformer.engine import packed_summary
-        from beexformer.engine.summary import file_sizes
-
-        task_info = json.loads((model_dir / "task.json").read_text())
-        packed_path = export_model(predictor.model, model_dir, run_dir / "model.beex", str(model_dir), task_info)
-        sizes = file_sizes(packed_path)  # THE size ratio: the checkpoint file over the packed file, both real
-        size.update(
-            packed_bytes=sizes.packed_file_bytes,
-            size_ratio=sizes.size_ratio,
-            tokenizer_bytes=sizes.tokenizer_bytes,
-            packed_parts=packed_summary(packed_path).parts,
-            size_ratio_without_tokenizer=round(sizes.size_ratio_without_tokenizer, 2),
-        )
+        defaults[name] = {"threshold": r.threshold, "metric": r.metric, "flops_saved": r.flops_saved,
+                          "mean_exit_block": r.mean_exit_block, "exit_histogram": r.exit_histogram}  # fmt: skip
+    size, packed_path = _measure_size(predictor, model_dir, run_dir)
+    packed_metric = packed_diff = None
+    if packed_path is not None:
         # The packed runtime must give the same answers as PyTorch: its dev metric with early exit.
-        packed = PackedPredictor(packed_path)
-        packed_data = packed.exit_logits(examples)
-        packed_report = evaluation_report(task, config, packed_data, rule)
-        record["packed_metric_early_exit"] = packed_report.metric_early_exit
-        record["packed_max_abs_logit_diff"] = float(np.abs(packed_data.logits - data.logits).max())
-    if binarized:
-        (run_dir / "model.beex").unlink()  # the file was measured; the report keeps only its numbers
-    else:
-        size.update(packed_bytes=None, size_ratio=1.0)
-    record["size"] = size
-    record["eval_minutes"] = (time.perf_counter() - started) / 60
-    log(
-        f"[{spec.run_id}] {task.main_metric} no exit {100 * record['metric_no_exit']:.2f}, early exit "
-        f"{100 * record['metric_early_exit']:.2f}, FLOPs saved {100 * record['flops_saved']:.1f} %, "
-        f"size {size['size_ratio']:.2f}x ({record['eval_minutes']:.1f} min to evaluate)"
+        packed_data = PackedPredictor(packed_path).exit_logits(examples)
+        packed_metric = evaluation_report(task, config, packed_data, rule).metric_early_exit
+        packed_diff = float(np.abs(packed_data.logits - data.logits).max())
+        packed_path.unlink()  # the file was measured; the report keeps only its numbers
+    result = RunEvaluation(
+        spec=spec.to_dict(),
+        model_dir=str(model_dir),
+        config=config.to_dict(),
+        metric_name=task.main_metric,
+        n_dev=n,
+        exit_rule=rule.name,
+        exit_threshold=getattr(rule, rule.threshold_name),
+        metric_no_exit=report.metric_no_exit,
+        metric_early_exit=report.metric_early_exit,
+        metrics_no_exit=report.metrics_no_exit,
+        metrics_early_exit=report.metrics_early_exit,
+        metric_per_exit=report.metric_per_exit,
+        standard_error_no_exit=_standard_error(task.main_metric, report.metric_no_exit, n),
+        exit_histogram=report.exit_histogram,
+        mean_exit_block=report.mean_exit_block,
+        flops_saved=report.flops_saved,
+        agreement_with_last_exit=report.agreement_with_last_exit,
+        flops_saved_cap_block2=expected_cost(config, [min(2, config.n_blocks)] * n, data.lengths).saved,
+        rules=defaults,
+        sweep=[dataclasses.asdict(row) for row in sweep_rows(task, config, data, rules)],
+        packed_metric_early_exit=packed_metric,
+        packed_max_abs_logit_diff=packed_diff,
+        size=size,
+        eval_minutes=(time.perf_counter() - started) / 60,
     )
-    return record
+    log(
+        f"[{spec.run_id}] {task.main_metric} no exit {100 * result.metric_no_exit:.2f}, early exit "
+        f"{100 * result.metric_early_exit:.2f}, FLOPs saved {100 * result.flops_saved:.1f} %, "
+        f"size {size.size_ratio:.2f}x ({result.eval_minutes:.1f} min to evaluate)"
+    )
+    return result
+
+
+def _measure_size(predictor, model_dir: Path, run_dir: Path) -> tuple[RunSize, Path | None]:
+    """The float32 checkpoint on disk against the packed export on disk (exported to run_dir/model.beex for
+    a binarized model, which the caller evaluates and then deletes)."""
+    from beexformer.accounting import size_report
+    from beexformer.engine import packed_summary
+    from beexformer.engine.export import export_model
+
+    accounting = size_report(predictor.model)
+    common = {
+        "float32_checkpoint_bytes": (model_dir / "model.safetensors").stat().st_size,
+        "accounting_ratio": accounting.accounted_ratio,
+        "binary_share": accounting.binary_share,
+        "total_params": accounting.total_params,
+    }
+    if predictor.config.weight_bits != 1:
+        return RunSize(**common, packed_bytes=None, size_ratio=1.0), None
+    task_info = json.loads((model_dir / "task.json").read_text())
+    packed_path = export_model(predictor.model, model_dir, run_dir / "model.beex", str(model_dir), task_info)
+    summary = packed_summary(packed_path)  # THE size ratio: the checkpoint file over the packed file, both real
+    sizes = summary.sizes
+    size = RunSize(
+        **common,
+        packed_bytes=sizes.packed_file_bytes,
+        size_ratio=sizes.size_ratio,
+        tokenizer_bytes=sizes.tokenizer_bytes,
+        packed_parts=summary.parts,
+        size_ratio_without_tokenizer=round(sizes.size_ratio_without_tokenizer, 2),
+    )
+    return size, packed_path
 
 
 def measure_run_latency(spec: RunSpec, run_dir: Path, data_dir: str, settings: ProfileSettings) -> dict[str, Any]:
@@ -311,7 +370,7 @@ def prepare_run(
     record = _read_json(run_dir / RECORD)
     key = {"spec": spec.to_dict(), "trained_steps": done["steps"], "evaluation": eval_settings(settings)}
     if record is None or any(record.get(k) != v for k, v in key.items()):
-        record = {**evaluate_run(spec, run_dir, data_dir, settings, log), **key}
+        record = {**evaluate_run(spec, run_dir, data_dir, settings, log).to_dict(), **key}
         write_json(run_dir / RECORD, record, indent=1)
     return {
         **record,
