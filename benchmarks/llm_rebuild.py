@@ -33,7 +33,7 @@ class Profile:
     answer_tokens: int
     train_tokens: int  # of WikiText-2 valid
     distill_weight: float
-    steps: int
+    train_steps: int
     vocab: int
     probe_steps: int
     calib_tokens: int  # of WikiText-2 valid, after the first calib_skip tokens (never trained on)
@@ -93,7 +93,7 @@ def main() -> int:
     answer = ["--max-new-tokens", str(prof.answer_tokens), *common]
     selfdistill = ["python", str(BENCH / "llm_selfdistill.py"), *answer]
     train = [*beex, "train-heads", *common, "--text", str(args.wikitext), "--text", f"{distill}:{prof.distill_weight}"]
-    train += ["--max-tokens", str(prof.train_tokens), "--steps", str(prof.steps), "--vocab", str(prof.vocab)]
+    train += ["--max-tokens", str(prof.train_tokens), "--steps", str(prof.train_steps), "--vocab", str(prof.vocab)]
     train += ["--probe-steps", str(prof.probe_steps), "--seq-len", str(prof.seq_len), "--resume", "--out", str(heads)]
     calibrate = [*beex, "calibrate", *common, "--heads", str(heads), "--seq-len", str(prof.seq_len), "--alpha", *alphas]
     steps: list[tuple[Path, list[str]]] = [
