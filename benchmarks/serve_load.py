@@ -358,7 +358,8 @@ def markdown(report: dict) -> str:
         "",
         f"Engine alone (`ServedModel.predict` in the benchmark process, {e['sentences']} of the same sentences): "
         f"{e['ms_per_sentence_batch_1']:.3f} ms per sentence at batch 1, {e['ms_per_sentence_batch_max']:.3f} at "
-        f"batch {e['batch']}: {e['ratio']:.2f}x, the most that batching can add to the server's throughput.",
+        f"batch {e['batch']}: {e['ratio']:.2f}x, the engine's own gain from batching (the server also saves its "
+        "per-batch costs: hand-off to the inference thread, tokenizer and engine calls).",
     ]
     lines += ["", "Goals: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in report["goals"].items())]
     lines += [f"Servers exited with {report['exit_codes']} after SIGTERM."]
