@@ -81,16 +81,39 @@ def run(recipe: str, args: argparse.Namespace) -> dict:
     }
 
 
+def markdown_table(results: Path) -> str:
+    """One row per recipe JSON, in the order of RECIPES."""
+    records = [json.loads(path.read_text()) for path in sorted(results.glob("*.json"))]
+    order = {name: i for i, name in enumerate(RECIPES)}
+    records.sort(key=lambda r: (order.get(r["recipe"], len(order)), r["steps"]))
+    lines = [
+        "| recipe | steps | held-out acc. (last exit) | with early exit | held-out FLOPs saved | dev acc. (notes) "
+        "| CPU min |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        lines.append(
+            f"| {r['recipe']} | {r['steps']} | {100 * r['heldout_accuracy_no_exit']:.2f} | "
+            f"{100 * r['heldout_accuracy_early_exit']:.2f} | {100 * r['heldout_flops_saved']:.1f} % | "
+            f"{100 * r['dev_accuracy_no_exit']:.2f} | {r['train_cpu_minutes']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", action="append", default=[], help="recipe name (repeatable); see --list")
     p.add_argument("--list", action="store_true", help="list the recipes and exit")
+    p.add_argument("--table", action="store_true", help="print the results as a markdown table and exit")
     p.add_argument("--data-dir", default=None, help="GLUE directory (default: $GLUE_DIR)")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--work", default="runs/pretrained_recipe", help="where the runs are written")
     p.add_argument("--results", default=str(Path(__file__).parent / "results" / "pretrained_recipe"))
     args = p.parse_args(argv)
+    if args.table:
+        print(markdown_table(Path(args.results)))
+        return 0
     if args.list or not args.recipe:
         for name, (changes, model, what) in RECIPES.items():
             print(f"{name:28s} {what}  {changes} {model}")

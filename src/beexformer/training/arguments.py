@@ -115,8 +115,9 @@ FROM_SCRATCH: dict[str, Any] = {
     "epochs": 1.0, "step_cap": 0, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.01, "holdout": 0.0,
 }  # fmt: skip
 
-# The defaults of a pretrained start (--init), chosen by the SST-2 recipe runs of docs/training.md
-# ("Pretrained start", benchmarks/results/pretrained_recipe/).
+# The defaults of a pretrained start (--init): BERT's own fine-tuning settings (batch 32, lr 5e-5, 3 epochs),
+# with a step cap so that a large task fits two cores. Not yet tuned for 1-bit weights: the recipe runs of
+# benchmarks/pretrained_recipe.py (docs/training.md, "Pretrained start") are what should change them.
 PRETRAINED: dict[str, Any] = {
     "epochs": 3.0, "step_cap": 2000, "batch_size": 32, "lr": 5e-5, "weight_decay": 0.01, "holdout": 0.1,
 }  # fmt: skip
