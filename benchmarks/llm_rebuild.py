@@ -3,7 +3,7 @@ and chat calibration texts (the model's own greedy answers), the exit heads and 
 the gate calibrations on WikiText-2 valid and on chat text. Each step is skipped when its output exists, so
 an interrupted rebuild continues where it stopped (head training itself resumes from its checkpoint).
 
-    flock /tmp/beex-heavy.lock python benchmarks/llm_rebuild.py --model gemma3-270m --profile quick \\
+    python benchmarks/llm_rebuild.py --model gemma3-270m --profile quick \\
         --out-dir runs/llm/gemma3-270m --manifest benchmarks/results/llm_rebuild_gemma3-270m.json
 
 The manifest lists every command run, its duration and the sha256 of each file made; the decoding benchmark
