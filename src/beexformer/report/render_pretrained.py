@@ -63,6 +63,9 @@ def _header(results: dict[str, Any], docs_dir: Path, json_path: Path) -> list[st
     runs, plan, profile = results["runs"], results["plan"], results["profile"]
     env = results.get("environment", {})
     trained = [r for r in runs.values() if "reused_from" not in r]
+    # Runs of one report may come from several invocations (it resumes), so the threads come from each run's
+    # own record, not from the last invocation's profile.
+    threads = sorted({r.get("training_arguments", {}).get("num_threads", profile.get("threads", 1)) for r in trained})
     done = f"{len(runs)} of {len(plan)} planned runs"
     if len(runs) < len(plan):
         done += " (**partial**: the report stopped part-way; the same command continues it)"
@@ -78,7 +81,8 @@ def _header(results: dict[str, Any], docs_dir: Path, json_path: Path) -> list[st
         f"{sum(r['eval_minutes'] for r in trained):.1f} min in total, summed over runs.",
         f"- Machine: {env.get('cpu', '?')}, {env.get('cpu_count', '?')} cores shared with other sessions' work "
         f"(load average at start {', '.join(f'{x:.1f}' for x in env.get('load_average_at_start', []))}); "
-        f"{profile.get('threads', 1)} torch thread(s) per run; torch {env.get('torch')}; commit "
+        f"{' or '.join(map(str, threads or [profile.get('threads', 1)]))} torch thread(s) per run (each run records "
+        f"its own); torch {env.get('torch')}; commit "
         f"{env.get('git_commit')}.",
         "",
         "Every model starts from all-MiniLM-L6-v2 (BERT, 6 layers x 384, 22.7M parameters) with an exit after "
