@@ -30,7 +30,7 @@ def test_run_records_the_checkpoint_and_a_heldout_threshold(init_run, tiny_bert_
     assert (config["d_model"], config["n_blocks"], config["position"], config["ffn"]) == (32, 2, "learned", "ffn")
     assert config["tokenizer_kind"] == "vocab" and config["layer_norm_eps"] == 1e-12
     run = json.loads((init_run / "run.json").read_text())
-    assert run["init"] == str(tiny_bert_dir) and run["lr"] == 5e-5 and run["holdout"] == 0.3
+    assert run["init"] == str(tiny_bert_dir) and run["lr"] == 1e-4 and run["head_lr"] == 1e-3 and run["holdout"] == 0.3
     log = [json.loads(line) for line in (init_run / "log.jsonl").read_text().splitlines()]
     assert log[-1]["step"] == 4 and "heldout_metric_no_exit" in log[-1]
     task = json.loads((init_run / "best" / "task.json").read_text())
@@ -83,9 +83,10 @@ def test_train_help_states_the_start_dependent_defaults():
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     stated = set()
     for action in train._actions:
-        match = re.search(r"\(default: ([-+.\deE]+)(?: = [^;]*)?; ([-+.\deE]+) with --init\)", action.help or "")
+        match = re.search(r"\(default: ([-+.\deE]+|--lr)(?: = [^;]*)?; ([-+.\deE]+) with --init\)", action.help or "")
         if match:
-            assert float(match.group(1)) == FROM_SCRATCH[action.dest], action.option_strings
+            scratch = None if match.group(1) == "--lr" else float(match.group(1))
+            assert scratch == FROM_SCRATCH[action.dest], action.option_strings
             assert float(match.group(2)) == PRETRAINED[action.dest], action.option_strings
             stated.add(action.dest)
     assert stated == set(FROM_SCRATCH) == set(PRETRAINED)

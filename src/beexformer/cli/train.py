@@ -50,8 +50,9 @@ def register(subparsers) -> None:
                    "(default: 0 = no cap; 2000 with --init)")  # fmt: skip
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (overrides --epochs)")
     g.add_argument("--batch-size", type=int, help="examples per step (default: 64; 32 with --init)")
-    g.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: 1e-3; 5e-5 with --init)")
+    g.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: 1e-3; 1e-4 with --init)")
     g.add_argument("--binary-lr", type=float, help="learning rate of the latent 1-bit weights (default: --lr)")
+    g.add_argument("--head-lr", type=float, help="learning rate of the exit heads (default: --lr; 1e-3 with --init)")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0.01; 0.01 with --init)")
     g.add_argument("--binary-weight-decay", type=float, help="of the latent 1-bit weights (default: --weight-decay)")
     g.add_argument("--holdout", type=float, help="share of train held out to pick the best model and the exit "

@@ -31,6 +31,9 @@ class TrainingArguments:
     batch_size: int | None = None
     lr: float | None = None
     binary_lr: float | None = None  # learning rate of the latent weights of 1-bit layers; None: lr
+    # Learning rate of the exit heads. On a pretrained body they are the only parameters that start from
+    # random values: at the body's lr (1e-4) they need hundreds of steps before the body gets a useful gradient.
+    head_lr: float | None = None
     weight_decay: float | None = None
     binary_weight_decay: float | None = None  # of the latent weights of 1-bit layers; None: weight_decay
     # Share of the training set held out (at most HOLDOUT_CAP examples) to pick the best model and the exit
@@ -66,12 +69,15 @@ class TrainingArguments:
                 setattr(self, name, value)
         if self.binary_lr is None:
             self.binary_lr = self.lr
+        if self.head_lr is None:
+            self.head_lr = self.lr
         if self.binary_weight_decay is None:
             self.binary_weight_decay = self.weight_decay
         if not 0 <= self.holdout < 1:
             raise ConfigError(f"holdout={self.holdout}: must be in [0, 1)")
-        if self.binary_lr <= 0:
-            raise ConfigError(f"binary_lr={self.binary_lr}: must be > 0")
+        for name in ("binary_lr", "head_lr"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be > 0")
         if self.source not in ("files", "hf"):
             raise ConfigError(f"source={self.source!r}: choose 'files' or 'hf'")
         for name in ("batch_size", "max_len", "vocab_size", "save_every_steps", "keep_checkpoints"):
@@ -112,14 +118,18 @@ class TrainingArguments:
 # The defaults of a run from scratch: what they were before the pretrained start existed (one epoch: the budget
 # of the measured runs in docs/training.md); runs saved before these fields existed load the same.
 FROM_SCRATCH: dict[str, Any] = {
-    "epochs": 1.0, "step_cap": 0, "batch_size": 64, "lr": 1e-3, "weight_decay": 0.01, "holdout": 0.0,
+    "epochs": 1.0, "step_cap": 0, "batch_size": 64, "lr": 1e-3, "head_lr": None, "weight_decay": 0.01,
+    "holdout": 0.0,
 }  # fmt: skip
 
-# The defaults of a pretrained start (--init): BERT's own fine-tuning settings (batch 32, lr 5e-5, 3 epochs),
-# with a step cap so that a large task fits two cores. Not yet tuned for 1-bit weights: the recipe runs of
-# benchmarks/pretrained_recipe.py (docs/training.md, "Pretrained start") are what should change them.
+# The defaults of a pretrained start (--init): BERT's fine-tuning shape (batch 32, 3 epochs, a step cap so that
+# SST-2 fits two cores), lr 1e-4 rather than BERT-base's 2e-5..5e-5 (a 6-layer model, and the issue's own 1-bit
+# run reached float accuracy only at 1e-4), and exit heads at 1e-3: they start from random values on top of a
+# pretrained body. Measured on CoLA, float MiniLM, 300 steps: dev MCC 0.0 with heads at 5e-5, 13.3 at 1e-3
+# (docs/training.md, "Pretrained start").
 PRETRAINED: dict[str, Any] = {
-    "epochs": 3.0, "step_cap": 2000, "batch_size": 32, "lr": 5e-5, "weight_decay": 0.01, "holdout": 0.1,
+    "epochs": 3.0, "step_cap": 2000, "batch_size": 32, "lr": 1e-4, "head_lr": 1e-3, "weight_decay": 0.01,
+    "holdout": 0.1,
 }  # fmt: skip
 # BEExformerConfig choices of a pretrained start (the checkpoint fixes the shapes); --set overrides them.
 PRETRAINED_MODEL: dict[str, Any] = {}

@@ -120,17 +120,37 @@ def _lr_lambda(warmup: int, total: int):
 
 def _param_groups(model: torch.nn.Module, args: TrainingArguments) -> list[dict[str, Any]]:
     """No weight decay on biases, norms and position/segment tables (1-D parameters). The latent weights of
-    1-bit layers get a group of their own only when their lr or decay differ from the rest: two groups as
-    before otherwise, so that the optimizer state of older checkpoints still fits."""
-    latent = {id(m.weight) for _, m in binary_modules(model)}
+    1-bit layers, and the exit heads, get groups of their own only when their lr or decay differ from the
+    rest: two groups as before otherwise, so that the optimizer state of older checkpoints still fits."""
     split = args.binary_lr != args.lr or args.binary_weight_decay != args.weight_decay
-    decay = [p for p in model.parameters() if p.ndim >= 2 and not (split and id(p) in latent)]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if split:
-        binary = [p for p in model.parameters() if id(p) in latent]
-        groups.append({"params": binary, "weight_decay": args.binary_weight_decay, "lr": args.binary_lr})
-    return groups
+    latent = {id(m.weight) for _, m in binary_modules(model)} if split else set()
+    heads = {id(p) for p in model.exits.parameters()} if args.head_lr != args.lr else set()
+    groups: dict[str, dict[str, Any]] = {
+        "decay": {"params": [], "weight_decay": args.weight_decay},
+        "no_decay": {"params": [], "weight_decay": 0.0},
+        "binary": {"params": [], "weight_decay": args.binary_weight_decay, "lr": args.binary_lr},
+        "head_decay": {"params": [], "weight_decay": args.weight_decay, "lr": args.head_lr},
+        "head_no_decay": {"params": [], "weight_decay": 0.0, "lr": args.head_lr},
+    }
+    for p in model.parameters():
+        if id(p) in heads:
+            key = "head_decay" if p.ndim >= 2 else "head_no_decay"
+        elif id(p) in latent:
+            key = "binary"
+        else:
+            key = "decay" if p.ndim >= 2 else "no_decay"
+        groups[key]["params"].append(p)
+    return [g for key, g in groups.items() if g["params"] or key in ("decay", "no_decay")]
+
+
+def _start_at_label_mean(model: BEExformer, examples: list) -> None:
+    """Regression exits start by answering the mean training score. From a bias of 0 the squared error on
+    STS-B's 0-5 scale is dominated by the offset, which AdamW at a pretrained start's lr (1e-4 a step) takes
+    hundreds of steps to remove while the body learns nothing useful about similarity."""
+    mean = sum(float(ex.label) for ex in examples) / max(len(examples), 1)
+    with torch.no_grad():
+        for head in model.exits:
+            head.fc2.bias.fill_(mean)
 
 
 class Trainer:
@@ -178,6 +198,8 @@ class Trainer:
         self.model = BEExformer(config)
         if checkpoint is not None:
             load_bert_weights(self.model, checkpoint)
+            if config.is_regression:
+                _start_at_label_mean(self.model, train_examples)
         self.distiller = self._load_teacher(config)
         self.rule = _exit_rule_for(self.task, args.exit_rule, args.exit_threshold)
         self._build_optimisation()
@@ -460,7 +482,8 @@ class Trainer:
         if not self.args.progress and self.state.step % 100 == 0:
             self.log(
                 f"step {self.state.step}/{self.total_steps} epoch {self.state.epoch} loss {running:.4f} "
-                f"best dev {_fmt(self.state.best_metric)} ({self.state.elapsed_seconds / 60:.1f} min)"
+                f"best {'held-out' if self.heldout_loader is not None else 'dev'} {_fmt(self.state.best_metric)} "
+                f"({self.state.elapsed_seconds / 60:.1f} min)"
             )
 
     def _step(self, batch: dict[str, torch.Tensor]) -> float:
