@@ -12,9 +12,9 @@ from __future__ import annotations
 import types
 
 import numpy as np
-from numba import njit
 
 from beexformer.engine import kernels as K
+from beexformer.engine.jitcache import jit
 
 # Resolved at compile time from the function's globals; the parallel copy gets PARALLEL's versions.
 layernorm = K.SERIAL.layernorm
@@ -126,7 +126,7 @@ def _copy(fn, scope: dict, name: str):
     copy = types.FunctionType(fn.__code__, scope, name, fn.__defaults__)
     copy.__qualname__ = name
     copy.__module__ = __name__
-    return njit(cache=True, nogil=True)(copy)
+    return jit(nogil=True)(copy)
 
 
 def _flavours(kernels: K.KernelSet, suffix: str):
@@ -157,7 +157,7 @@ mean_pool = K.SERIAL.mean_pool
 float_linear = K.SERIAL.float_linear
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def exit_head(x, offsets, cls, has_norm, g, b, w1t, b1, w2t, b2):
     """An exit, one call: masked mean-pool of each sample's rows (or its first, [CLS], row) -> (LayerNorm,
     pre-LN models) -> Linear -> ReLU -> Linear. Float32 throughout (the exits are full precision); tiny, so

@@ -23,8 +23,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange, types
+from numba import prange, types
 from numba.extending import intrinsic
+
+from beexformer.engine.jitcache import jit
 
 # Activation codes of the fused "linear -> nonlinearity -> sign/pack" epilogue.
 ACT_IDENTITY, ACT_SIGMOID, ACT_TANH, ACT_GELU, ACT_RELU = 0, 1, 2, 3, 4
@@ -75,13 +77,13 @@ def _jit(parallel: bool, fastmath: set[str] | bool = False):
     # error_model="numpy": a float division is the IEEE instruction, with no zero-divisor check and its Python
     # exception path, which would keep LLVM from vectorizing the loops that divide (quantizers, GELU).
     # Inputs are validated before they reach a kernel; IEEE results are unchanged.
-    return njit(cache=True, nogil=True, fastmath=fastmath, parallel=parallel, error_model="numpy")
+    return jit(nogil=True, fastmath=fastmath, parallel=parallel, error_model="numpy")
 
 
 _ROUNDER = 6755399441055744.0  # 1.5 * 2**52: adding it rounds a float64 to an integer held in the low bits
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _exp_nonpos(x):
     """exp(x) for x <= 0 without a libm call, so the loops around it vectorize: x = n ln2 + r (n rounded
     with the 1.5 * 2**52 trick, so no float-to-int conversion), a degree-7 Taylor polynomial for e^r
@@ -94,7 +96,7 @@ def _exp_nonpos(x):
     return p * _i64_as_f64((_f64_as_i64(t) + np.int64(1023)) << np.int64(52))
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _tanh_abs(u):
     """tanh(u) for u >= 0 as (1 - e) / (1 + e), e = exp(-2u), with the division done by Newton steps from a
     linear first guess (division does not vectorize well here; measured 3x slower). Error < 1e-8."""
@@ -110,7 +112,7 @@ def _tanh_abs(u):
 _F = np.float32
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _exp32(x):
     """exp(x) for float32 -87 <= x <= 0 (Cephes' expf: 1.5 * 2**23 rounding trick, exponent bits), no libm
     call, so that loops around it vectorize."""
@@ -126,7 +128,7 @@ def _exp32(x):
     return (p * r * r + r + _F(1.0)) * _i32_as_f32(np.int32((_f32_as_i32(t) + np.int32(127)) << np.int32(23)))
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _gelu(y):
     """GELU, exact-erf form (BERT's; torch's approximate="none"), in float32 without a libm call so that the
     loops around it vectorize (a scalar erf per element cost more than the W1A4 GEMMs of a MiniLM layer).
@@ -150,7 +152,7 @@ def _gelu(y):
     return half * (_F(2.0) - erfc) if y >= _F(0.0) else half * erfc
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _tanh_abs32(u):
     """tanh(u) for float32 u >= 0, all in float32 (16 lanes per AVX-512 instruction instead of 8: 2.4x faster
     than `_tanh_abs`). `_exp32` for e = exp(-2u), the ratio
@@ -168,7 +170,7 @@ def _tanh_abs32(u):
     return small if u < _F(0.1) else big
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+@jit(nogil=True, fastmath={"contract"}, error_model="numpy")
 def _gelu_inplace(y):
     """y[i] = GELU(y[i]) over a row, in a function of its own: fused multiply-adds allowed here (safe for the
     exp's rounding trick), while the quantizing kernels that call it compile without any fastmath."""
@@ -180,7 +182,7 @@ def _gelu_inplace(y):
 # bodies (plain Python functions, compiled below in a serial and a parallel flavour)
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _pack_signs_row(z, out):
     """out[j] = the signs of z[64 j : 64 j + 64] as bits (1 for z >= 0); bits past len(z) stay 0."""
     K = z.shape[0]
@@ -218,7 +220,7 @@ ROW_BLOCK = 32  # rows per parallel task; also how many rows reuse a tile of W w
 COL_TILE = 128  # output columns per tile: KW x 128 words of W = 4-8 KiB for d = 256-512
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _popcount_tile(arow, w, n0, n1, acc):
     """acc[i] = sum over words kw of popcount(arow[kw] ^ w[kw, n0 + i]) for i < n1 - n0.
 
@@ -273,7 +275,7 @@ def _bgemm_affine(a, beta, w, alpha, crs, bias, K):
     return out
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _activation(y, code):
     if code == ACT_SIGMOID:
         return np.float32(np.float32(1.0) / (np.float32(1.0) + np.float32(math.exp(-y))))
@@ -320,7 +322,7 @@ def _bgemm_act_pack(a, beta, w, alpha, crs, bias, K, acts, centres):
     return words, betas
 
 
-@njit(cache=True, fastmath=_FLOAT_FLAGS)
+@jit(fastmath=_FLOAT_FLAGS)
 def _act_pack_row(y, acts, centres, words, betas):
     """Epilogue of `_bgemm_act_pack` for one row y [N]: writes words [S, NW] and betas [S] (output views)."""
     N = y.shape[0]
@@ -386,7 +388,7 @@ def _act_pack_row(y, acts, centres, words, betas):
 # integers; the float output is alpha * ((s / 2) * dot2) + bias (s / 2 is exact).
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _plane_tile(arow, w, n0, n1, acc):
     """acc[i] = sum_j 2^j sum_kw popcount(arow[j, kw] & w[kw, n0 + i]) for i < n1 - n0; arow: [B, KW].
 
@@ -426,7 +428,7 @@ def _plane_tile(arow, w, n0, n1, acc):
                     acc[i] += popcount64(aj & wrow[i]) << shift
 
 
-@njit(cache=True, inline="always")
+@jit(inline="always")
 def _quantize_row(x, step, threshold, offset, planes):
     """Codes n = clamp(floor((x - threshold) / step + offset), 0, 2^B - 1) of one row x [K] (offset = z + 1/2),
     written as bit planes [B, KW] (tails 0); returns sum(n). Computed in float32 in the order of

@@ -1,0 +1,92 @@
+"""Where numba caches the engine's compiled kernels: a directory keyed by a hash of the engine's jitted sources.
+
+Why: numba keys a function's on-disk cache (`cache=True`) by the content of the one file that defines it.
+`blocks.py` compiles functions that call, and inline, the kernels of `kernels.py`; when only `kernels.py`
+changed (an edit in an editable checkout, or an upgrade that kept `blocks.py` byte for byte), numba reused the
+old machine code of the blocks, compiled against the old kernels' signatures and layouts: wrong results or a
+segfault, until the *.nbi / *.nbc files were deleted by hand. Here every jitted function of the engine is
+cached under `<base>/numba-<hash of all JIT_MODULES>`, so a change to any of them starts from an empty cache.
+
+`base` is `NUMBA_CACHE_DIR` when the user set one, else the engine's own `__pycache__` (numba's default place),
+else a per-user cache directory when the package folder is read-only. Directories of older sources are left
+in place (a few MB each; deleting them is always safe when no engine process runs): pruning them here could
+pull the cache from under another process still running the older code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+from numba import config, njit
+
+ENGINE_DIR = Path(__file__).resolve().parent
+# The engine modules that define jitted functions (tests/engine/test_jitcache.py checks that the list is
+# complete), and this file, which decides where they go.
+JIT_MODULES = ("jitcache.py", "kernels.py", "blocks.py")
+
+
+def source_digest(paths: Iterable[Path]) -> str:
+    """A short hash of the files' names and bytes, in the given order."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _writable(directory: Path) -> bool:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+        return True
+    except OSError:
+        return False
+
+
+def keyed_cache_dir(directory: Path, modules: Iterable[str]) -> Path:
+    """`<base>/numba-<hash of the modules' sources>` for the jitted modules of `directory`."""
+    digest = source_digest(directory / name for name in modules if (directory / name).exists())
+    if config.CACHE_DIR:
+        base = Path(config.CACHE_DIR)
+    elif _writable(directory / "__pycache__"):
+        base = directory / "__pycache__"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "beexformer"
+    return base / f"numba-{digest}"
+
+
+@cache
+def engine_cache_dir() -> Path:
+    """The cache directory of this version of the engine's sources (computed once per process)."""
+    return keyed_cache_dir(ENGINE_DIR, JIT_MODULES)
+
+
+@contextmanager
+def cache_dir(directory: Path) -> Iterator[None]:
+    """numba's CACHE_DIR set to `directory` while functions are decorated inside the block.
+
+    numba reads CACHE_DIR once, when `njit(cache=True)` wraps a function (the locator keeps the path), so
+    setting it around the decoration only moves the engine's caches; other numba users of the process keep
+    theirs."""
+    old = config.CACHE_DIR
+    config.CACHE_DIR = str(directory)
+    try:
+        yield
+    finally:
+        config.CACHE_DIR = old
+
+
+def jit(**options) -> Callable:
+    """`numba.njit(cache=True, **options)` with the cache under `engine_cache_dir()`: the decorator every
+    cached function of the engine uses."""
+
+    def decorate(fn):
+        with cache_dir(engine_cache_dir()):
+            return njit(cache=True, **options)(fn)
+
+    return decorate

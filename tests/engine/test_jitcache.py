@@ -1,0 +1,100 @@
+"""The engine's numba cache is keyed by all of its jitted sources, so an edit to one module never reuses
+machine code compiled against the old version of another (it did: a segfault after editing kernels.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from beexformer.engine import jitcache
+
+CALLEE = """
+from pathlib import Path
+from numba import njit
+{setup}
+
+{decorator}
+def f():
+    return {value}
+"""
+
+CALLER = """
+from pathlib import Path
+from numba import njit
+import callee
+{setup}
+
+{decorator}
+def g():
+    return callee.f() + 10
+"""
+
+KEYED = """
+from beexformer.engine.jitcache import cache_dir, keyed_cache_dir
+_DIR = keyed_cache_dir(Path(__file__).parent, ("callee.py", "caller.py"))
+
+def _cached(fn):
+    with cache_dir(_DIR):
+        return njit(cache=True)(fn)
+"""
+
+
+def _write(pkg: Path, keyed: bool, value: int) -> None:
+    """Two modules, caller.g calling callee.f; cached by numba alone, or through the keyed directory."""
+    setup, decorator = (KEYED, "@_cached") if keyed else ("", "@njit(cache=True)")
+    (pkg / "callee.py").write_text(CALLEE.format(setup=setup, decorator=decorator, value=value))
+    (pkg / "caller.py").write_text(CALLER.format(setup=setup, decorator=decorator))
+
+
+def _run(pkg: Path) -> int:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pkg), *sys.path])}
+    env.pop("NUMBA_CACHE_DIR", None)
+    out = subprocess.run([sys.executable, "-c", "import caller; print(caller.g())"], env=env, cwd=pkg,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return int(out.stdout.strip())
+
+
+def _edit_callee_then_rerun(pkg: Path, keyed: bool) -> tuple[int, int]:
+    pkg.mkdir()
+    _write(pkg, keyed, 1)
+    first = _run(pkg)  # compiles both and writes the caches
+    _write(pkg, keyed, 2)  # only the callee's module changes
+    return first, _run(pkg)
+
+
+def test_editing_a_callee_module_recompiles_its_callers(tmp_path):
+    # numba alone keys caller.g's cache by caller.py only: it answers 11 again after the edit (the hazard).
+    assert _edit_callee_then_rerun(tmp_path / "plain", keyed=False) == (11, 11)
+    # keyed by both sources, the edit lands in a fresh cache directory.
+    assert _edit_callee_then_rerun(tmp_path / "keyed", keyed=True) == (11, 12)
+
+
+def test_every_jitted_engine_module_is_in_the_key():
+    """A module that compiles functions must be hashed, and must compile through `jitcache.jit` (a bare
+    `njit(cache=True)` would cache next to its own source again)."""
+    for path in sorted(jitcache.ENGINE_DIR.glob("*.py")):
+        source = path.read_text()
+        if path.name != "jitcache.py":
+            assert not re.search(r"njit\(cache=True", source), f"{path.name} caches outside the keyed directory"
+        if "jitcache import jit" in source:
+            assert path.name in jitcache.JIT_MODULES, f"{path.name} is jitted but not in jitcache.JIT_MODULES"
+
+
+def test_cache_dir_follows_the_sources(tmp_path):
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 1\n")
+    before = jitcache.keyed_cache_dir(tmp_path, ("a.py", "b.py"))
+    assert before.parent == tmp_path / "__pycache__" or before.parent == Path(os.environ.get("NUMBA_CACHE_DIR", ""))
+    (tmp_path / "b.py").write_text("y = 2\n")
+    assert jitcache.keyed_cache_dir(tmp_path, ("a.py", "b.py")) != before
+
+
+def test_the_engine_kernels_are_cached_under_the_keyed_directory():
+    from beexformer.engine import blocks, kernels
+
+    expected = str(jitcache.engine_cache_dir())
+    for dispatcher in (kernels.SERIAL.bgemm_affine, blocks.binary_block_serial, blocks.exit_head):
+        assert dispatcher._cache._cache_path.startswith(expected), dispatcher.py_func.__name__
