@@ -10,7 +10,6 @@ import pytest
 from beexformer.data.glue import Example, get_task, load_split
 from beexformer.report.baselines import (
     TaskBaselines,
-    held_out_split,
     report_baselines,
     task_baselines,
     tfidf_baseline,
@@ -41,13 +40,6 @@ def test_trivial_on_the_real_dev_sets_matches_the_known_values(glue_dir: Path):
     for name, value in known.items():
         task = get_task(name)
         assert 100 * trivial_baseline(task, load_split(task, "dev", glue_dir)).value == pytest.approx(value, abs=0.005)
-
-
-def test_held_out_split_is_disjoint_seeded_and_a_tenth():
-    fit, held = held_out_split(1000)
-    assert len(held) == 100 and len(fit) == 900
-    assert sorted(np.concatenate([fit, held]).tolist()) == list(range(1000))
-    assert held.tolist() == held_out_split(1000)[1].tolist()
 
 
 def _sentiment(n: int, seed: int) -> list[Example]:

@@ -27,6 +27,7 @@ import numpy as np
 from beexformer.data.glue import Example, GlueTask
 from beexformer.data.metrics import compute_metrics
 from beexformer.errors import BeexError
+from beexformer.training.holdout import split_holdout
 
 # Grids fixed before looking at any result; C and alpha are inverse and direct regularisation strengths.
 C_GRID = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
@@ -142,24 +143,16 @@ def _fit_predict(task: GlueTask, train: Sequence[Example], test: Sequence[Exampl
     return model.fit(x_train, y).predict(x_test)
 
 
-def held_out_split(
-    n: int, fraction: float = HELD_OUT_FRACTION, seed: int = SPLIT_SEED
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (fit, held out) of a seeded random split of n training examples."""
-    order = np.random.default_rng(seed).permutation(n)
-    n_held = max(1, int(round(fraction * n)))
-    if n_held >= n:
-        raise BeexError(f"{n} training examples are too few to hold {fraction:.0%} of them out")
-    return np.sort(order[n_held:]), np.sort(order[:n_held])
-
-
 def tfidf_baseline(
     task: GlueTask, train: Sequence[Example], dev: Sequence[Example], grid: Sequence[float] | None = None
 ) -> TfidfBaseline:
     """Choose the hyper-parameter on a held-out slice of `train`, refit on all of it, score on `dev`."""
     started = time.perf_counter()
     grid = tuple(grid or (ALPHA_GRID if task.is_regression else C_GRID))
-    fit_idx, held_idx = held_out_split(len(train))
+    # The trainer's own split function (fraction, no cap): one way to hold a slice of train out.
+    fit_idx, held_idx = split_holdout(len(train), HELD_OUT_FRACTION, len(train), SPLIT_SEED)
+    if not held_idx.size:
+        raise BeexError(f"{len(train)} training examples are too few to hold {HELD_OUT_FRACTION:.0%} of them out")
     fit = [train[i] for i in fit_idx]
     held = [train[i] for i in held_idx]
     held_labels = _labels(task, held)
