@@ -219,3 +219,24 @@ def test_jobs_below_one_is_refused_before_any_work(tmp_path: Path, capsys):
     assert exit_info.value.code == 2
     assert "--jobs 0: give at least 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not (tmp_path / "w").exists()
+
+
+def test_a_failed_worker_run_is_reported_and_the_others_are_kept(tmp_path: Path):
+    """With --jobs 2, a run that raises (here: 5 heads for d = 32) must not stall the results of the others."""
+    from beexformer.errors import BeexError
+    from beexformer.report.plan import RunSpec
+    from beexformer.report.runner import run_plan
+
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures" / "glue"
+    settings = profile_settings("ci", ("sst2",))
+    settings.measure_latency = False
+    training = {"max_steps": 2, "batch_size": 4, "max_len": 32, "vocab_size": 120}
+    small = {"d_model": 32, "n_heads": 2, "d_ff": 32, "n_blocks": 2, "exit_hidden": 8}
+    good = RunSpec("main", "sst2", "W1A32", 1, small, training)
+    bad = RunSpec("main", "sst2", "broken", 1, {**small, "n_heads": 5}, training)
+    results_path = tmp_path / "results.json"
+    with pytest.raises(BeexError, match="1 of 2 runs failed"):
+        run_plan(settings, [bad, good], str(fixtures), tmp_path / "w", results_path, {}, log=lambda m: None, jobs=2)
+    saved = json.loads(results_path.read_text())
+    assert list(saved["runs"]) == [good.run_id]
+    assert "n_heads=5" in saved["failed"][bad.run_id]

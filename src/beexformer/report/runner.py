@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from beexformer.errors import BeexError
 from beexformer.jsonio import write_json
 from beexformer.report.plan import ProfileSettings, RunSpec
 
@@ -443,6 +444,7 @@ def run_plan(
         save()
 
     trained = [spec for spec in plan if spec.same_as is None]
+    failed: dict[str, str] = {}  # run id -> error, with jobs > 1 (one process dying must not stall the rest)
     save()  # the header (baselines, plan) is on disk before the first run, so a partial report renders
     if jobs > 1:
         import multiprocessing
@@ -457,12 +459,22 @@ def run_plan(
             }
             for finished, future in enumerate(as_completed(futures), start=1):
                 spec = futures[future]
-                add(spec, future.result())
+                try:
+                    add(spec, future.result())
+                except Exception as err:  # noqa: BLE001 - one failed run must not hold back the others' results
+                    failed[spec.run_id] = f"{type(err).__name__}: {err}"
+                    log(f"run {finished}/{len(trained)} FAILED: {spec.run_id}: {failed[spec.run_id]}")
+                    continue
                 log(f"run {finished}/{len(trained)} done: {spec.run_id}")
     else:
         for index, spec in enumerate(trained, start=1):
             log(f"run {index}/{len(trained)}: {spec.run_id}")
             add(spec, prepare_run(spec, work_dir / spec.run_id, data_dir, settings, log))
+    if failed:
+        results["failed"] = failed
+        save()
+        raise BeexError(f"{len(failed)} of {len(trained)} runs failed ({', '.join(failed)}); the others are in "
+                        f"{results_path}; run again to retry the failed ones")  # fmt: skip
 
     timed = [spec for spec in trained if settings.measures_latency(spec)]
     for index, spec in enumerate(timed, start=1):
