@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from beexformer.engine import jitcache
 
 CALLEE = """
@@ -98,3 +100,25 @@ def test_the_engine_kernels_are_cached_under_the_keyed_directory():
     expected = str(jitcache.engine_cache_dir())
     for dispatcher in (kernels.SERIAL.bgemm_affine, blocks.binary_block_serial, blocks.exit_head):
         assert dispatcher._cache._cache_path.startswith(expected), dispatcher.py_func.__name__
+
+
+ZMM_PROBE = """
+import numpy as np
+from beexformer.engine import jitcache, kernels
+kernels.SERIAL.gelu_rows(np.ones((2, 40), dtype=np.float32))
+asm = "".join(kernels.SERIAL.gelu_rows.inspect_asm().values())
+print(jitcache.PREFERS_512_BIT, "zmm" in asm)
+"""
+
+
+def test_avx512_hosts_get_512_bit_vectors(tmp_path):
+    """LLVM's prefer-256-bit tuning is off for the engine, so its loops use zmm registers (fresh compile)."""
+    import llvmlite.binding as llvm
+
+    if "+avx512f" not in llvm.get_host_cpu_features().flatten().split(","):
+        pytest.skip("the host has no AVX-512")
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path)  # compiled here, so the assembly can be inspected
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    out = subprocess.run([sys.executable, "-c", ZMM_PROBE], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
