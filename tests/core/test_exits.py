@@ -132,3 +132,18 @@ def test_first_exit_block_is_where_a_constant_certain_input_leaves(rule):
     # The same confident logits at every block: every rule fires as soon as it is able to, and no earlier.
     logits = [5.0] if isinstance(rule, RegressionPatience) else two_class(0.999)
     assert run(rule, [[logits] * 6]).exit_block.tolist() == [rule.first_exit_block]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 2, 3, 17])
+def test_entropy_of_several_blocks_at_once_is_bitwise_per_block(k, dtype):
+    """FractionalEntropy takes both blocks' entropies in one call; each must be exactly the one-block value,
+    so the PyTorch model and the packed runtime keep taking the same decisions as before."""
+    rng = np.random.default_rng(k)
+    history = (rng.standard_normal((33, 4, k)) * rng.choice([0.01, 1.0, 40.0], size=(33, 4, 1))).astype(dtype)
+    both = entropy(history[:, -2:])
+    assert np.array_equal(both[:, 0], entropy(history[:, -2]))
+    assert np.array_equal(both[:, 1], entropy(history[:, -1]))
+    h_prev, h_cur = entropy(history[:, -2]), entropy(history[:, -1])
+    expected = (h_prev - h_cur) / np.maximum(h_prev, 1e-8) < 0.05
+    assert np.array_equal(FractionalEntropy(0.05).should_exit(history), expected)
