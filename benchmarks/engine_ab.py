@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -151,7 +152,7 @@ def main() -> None:
         new = float(np.median([w[key] for w in sides["new"]]))
         rows.append({"model": model, "batch": int(batch), "exit": rule, "base_ms": base, "new_ms": new})
     report = {
-        "command": "python benchmarks/engine_ab.py " + " ".join(sys.argv[1:]),
+        "command": shlex.join(["python", "benchmarks/engine_ab.py", *sys.argv[1:]]),
         "cpu": cpu_model(),
         "sentences": args.sentences, "rounds": args.rounds, "reps": args.reps, "note": args.note,
         "base_src": args.base_src, "new_src": args.new_src,
