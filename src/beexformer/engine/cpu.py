@@ -66,7 +66,12 @@ def popcount_path(features: dict[str, bool] | None = None) -> str:
     if os.environ.get("NUMBA_CPU_NAME"):
         return f"as compiled for NUMBA_CPU_NAME={os.environ['NUMBA_CPU_NAME']}"
     if f.get("avx512vpopcntdq") and f.get("avx512f"):
-        return "AVX-512 VPOPCNTQ (8 words per instruction)"
+        from beexformer.engine.jitcache import PREFERS_512_BIT
+
+        if PREFERS_512_BIT:
+            return "AVX-512 VPOPCNTQ (8 words per instruction)"
+        # numba's CPU target existed before the engine was imported: LLVM's 256-bit preference stayed on
+        return "AVX-512 VPOPCNTQ on 256-bit vectors (4 words per instruction)"
     if f.get("avx2"):
         return "AVX2 PSHUFB nibble table (4 words per step)"
     if f.get("popcnt"):
