@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -46,11 +45,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def sst2_dev(data_dir: str, n: int) -> list[str]:
-    path = Path(data_dir) / "SST-2" / "dev.tsv"
-    if not path.is_file():
-        raise SystemExit(f"{path}: not found (pass --data-dir or set GLUE_DIR)")
-    lines = path.read_text(encoding="utf-8").splitlines()[1:]
-    return [line.split("\t")[0] for line in lines[:n]]
+    """The first n SST-2 dev sentences, read by the project's GLUE loader (present on both sides' trees)."""
+    from beexformer.data.glue import get_task, load_split
+
+    return [example.text_a for example in load_split(get_task("sst2"), "dev", data_dir)[:n]]
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -100,15 +98,6 @@ def run_worker(src: str, args: argparse.Namespace) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def revision(src: str) -> str:
     out = subprocess.run(["git", "-C", src, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return out.stdout.strip() or "?"
@@ -140,6 +129,14 @@ def main() -> None:
         return
     import numpy as np
 
+    from beexformer.engine.cpu import model_name
+    from beexformer.errors import BeexError
+
+    try:  # bad --data-dir: one line here, before any worker starts
+        sst2_dev(args.data_dir, args.sentences)
+    except BeexError as err:
+        raise SystemExit(str(err)) from None
+
     sides: dict[str, list[dict[str, float]]] = {"base": [], "new": []}
     for r in range(args.rounds):
         for side, src in (("base", args.base_src), ("new", args.new_src)):
@@ -153,7 +150,7 @@ def main() -> None:
         rows.append({"model": model, "batch": int(batch), "exit": rule, "base_ms": base, "new_ms": new})
     report = {
         "command": shlex.join(["python", "benchmarks/engine_ab.py", *sys.argv[1:]]),
-        "cpu": cpu_model(),
+        "cpu": model_name(),
         "sentences": args.sentences, "rounds": args.rounds, "reps": args.reps, "note": args.note,
         "base_src": args.base_src, "new_src": args.new_src,
         "base_revision": revision(args.base_src), "new_revision": revision(args.new_src),
