@@ -477,13 +477,17 @@ class Trainer:
         bar.close()
         return self.summary()
 
+    @property
+    def selected_on(self) -> str:
+        """Which data picks the best model and the exit threshold: "held-out" (a slice of train) or "dev"."""
+        return "held-out" if self.heldout_loader is not None else "dev"
+
     def _log_progress(self, running: float) -> None:
         """Without a progress bar (logs, CI), a line every 100 steps says where training is."""
         if not self.args.progress and self.state.step % 100 == 0:
             self.log(
                 f"step {self.state.step}/{self.total_steps} epoch {self.state.epoch} loss {running:.4f} "
-                f"best {'held-out' if self.heldout_loader is not None else 'dev'} {_fmt(self.state.best_metric)} "
-                f"({self.state.elapsed_seconds / 60:.1f} min)"
+                f"best {self.selected_on} {_fmt(self.state.best_metric)} ({self.state.elapsed_seconds / 60:.1f} min)"
             )
 
     def _step(self, batch: dict[str, torch.Tensor]) -> float:
@@ -509,7 +513,7 @@ class Trainer:
             "epochs_completed": s.epoch,
             "best_metric": s.best_metric,
             "best_step": s.best_step,
-            "selected_on": "held-out" if self.heldout_loader is not None else "dev",
+            "selected_on": self.selected_on,
             "elapsed_seconds": s.elapsed_seconds,
             "cpu_seconds": s.cpu_seconds,
             "history": s.history,
