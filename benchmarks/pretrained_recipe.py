@@ -1,12 +1,16 @@
-"""Short SST-2 runs from all-MiniLM-L6-v2 (`--init minilm`) to compare training recipes for 1-bit weights.
+"""Training recipes for 1-bit weights started from all-MiniLM-L6-v2 (`--init minilm`), compared on any task.
 
-    python benchmarks/pretrained_recipe.py --data-dir ../shared/data/glue --recipe binary-lr-5e-4 [--steps 300]
+    python benchmarks/pretrained_recipe.py --data-dir ../shared/data/glue --task stsb --recipe kd \\
+        --teacher RUNS/stsb-float [--epochs 3 | --steps 300] [--seed 1] [--threads 1]
+    python benchmarks/pretrained_recipe.py --record RUN_DIR --recipe kd   # a run made with `beex train`
     python benchmarks/pretrained_recipe.py --list
+    python benchmarks/pretrained_recipe.py --table
 
-Each recipe is a set of TrainingArguments / BEExformerConfig changes on top of the `--init` defaults. Recipes are
-compared on the held-out slice of the training set the trainer sets aside (2,000 SST-2 training sentences),
-never on the dev set: the dev metric is recorded beside it for the notes in docs/training.md only. One JSON per
-recipe under benchmarks/results/pretrained_recipe/ (steps, held-out and dev metrics, CPU minutes, the command).
+Each recipe is a set of TrainingArguments / BEExformerConfig changes on top of the `--init` defaults (W1A32:
+1-bit encoder linears and token embeddings, float activations). Recipes are compared on the held-out slice of
+the training set the trainer sets aside, never on the dev set: the dev metric is recorded beside it for the
+notes in docs/training.md only. One JSON per run under benchmarks/results/pretrained_recipe/ with the run's
+own arguments, every evaluation (held-out and dev), CPU and wall minutes and the command.
 Not a test: each run takes minutes on two cores; run it under the heavy-compute lock.
 """
 
@@ -17,85 +21,126 @@ import json
 import platform
 import shlex
 import sys
-import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 FLOAT = {"weight_bits": 32, "act_bits": 32, "embedding_bits": 32, "exit_bits": 32}
 
-# name -> (TrainingArguments changes, BEExformerConfig changes, what it tests)
-RECIPES: dict[str, tuple[dict, dict, str]] = {
-    "float": ({}, FLOAT, "float MiniLM fine-tuned: the ceiling"),
-    "naive": ({}, {}, "1-bit weights, one lr (5e-5) for everything"),
-    "lr-2e-4": ({"lr": 2e-4}, {}, "1-bit weights, one higher lr for everything"),
-    "binary-lr-5e-4": ({"binary_lr": 5e-4}, {}, "latent 1-bit weights at 5e-4, the rest at 5e-5"),
-    "binary-lr-2e-3": ({"binary_lr": 2e-3}, {}, "latent 1-bit weights at 2e-3, the rest at 5e-5"),
-    "binary-lr-5e-4-float-emb": ({"binary_lr": 5e-4}, {"embedding_bits": 32}, "as binary-lr-5e-4, float embeddings"),
-    "binary-lr-5e-4-no-wd": ({"binary_lr": 5e-4, "binary_weight_decay": 0.0}, {}, "as binary-lr-5e-4, no decay"),
-    "binary-lr-5e-4-slfn": ({"binary_lr": 5e-4}, {"ffn": "ffn_slfn"}, "as binary-lr-5e-4, gated SLFN branch"),
+
+@dataclass(frozen=True)
+class Recipe:
+    training: dict  # TrainingArguments changes
+    model: dict  # BEExformerConfig changes
+    what: str
+    needs_teacher: bool = False
+
+
+RECIPES: dict[str, Recipe] = {
+    "float": Recipe({}, FLOAT, "float MiniLM fine-tuned: the ceiling"),
+    "no-teacher": Recipe({}, {}, "1-bit weights and token embeddings, the --init defaults, labels only"),
+    "binary-lr-1e-3": Recipe({"binary_lr": 1e-3}, {}, "as no-teacher, latent 1-bit weights at lr 1e-3"),
+    "float-emb": Recipe({}, {"embedding_bits": 32}, "as no-teacher, float token embeddings"),
+    "kd": Recipe({}, {}, "distilled from the float run: logits, hidden states, attention", True),
+    "kd-float-emb": Recipe({}, {"embedding_bits": 32}, "as kd, float token embeddings", True),
+    "kd-logits": Recipe({"kd_hidden": 0.0, "kd_attention": 0.0}, {}, "distilled from the float run, logits only", True),
 }
 
 
-def run(recipe: str, args: argparse.Namespace) -> dict:
+@dataclass
+class RecipeResult:
+    recipe: str
+    what: str
+    task: str
+    steps: int
+    seed: int
+    training_arguments: dict
+    # The model after the last step on the held-out slice of train: what recipes are compared on.
+    heldout_no_exit: float
+    heldout_early_exit: float
+    exit_rule: str
+    # Dev, for the notes only: no choice is made on it.
+    dev_no_exit: float
+    dev_early_exit: float
+    dev_flops_saved: float
+    train_cpu_minutes: float
+    train_wall_minutes: float
+    history: list  # every evaluation of the run (log.jsonl)
+    command: str
+    machine: str
+
+
+def record(run_dir: Path, recipe: str, command: str) -> RecipeResult:
+    """The result of a finished run directory (its run.json and log.jsonl)."""
+    args = json.loads((run_dir / "run.json").read_text())
+    history = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    if not history:
+        raise SystemExit(f"{run_dir}: no evaluation in log.jsonl yet")
+    last = history[-1]
+    return RecipeResult(
+        recipe=recipe,
+        what=RECIPES[recipe].what,
+        task=args["task"],
+        steps=last["step"],
+        seed=args["seed"],
+        training_arguments=args,
+        heldout_no_exit=last["heldout_metric_no_exit"],
+        heldout_early_exit=last["heldout_metric_early_exit"],
+        exit_rule=last["exit_rule"],
+        dev_no_exit=last["metric_no_exit"],
+        dev_early_exit=last["metric_early_exit"],
+        dev_flops_saved=last["flops_saved"],
+        train_cpu_minutes=last["cpu_seconds"] / 60,
+        train_wall_minutes=last["elapsed_seconds"] / 60,
+        history=history,
+        command=command,
+        machine=f"{platform.processor() or platform.machine()}, torch threads {args.get('num_threads')}",
+    )
+
+
+def run(recipe: str, args: argparse.Namespace) -> Path:
+    """Train (or resume) one recipe; returns its run directory."""
     from beexformer.training.arguments import TrainingArguments
     from beexformer.training.trainer import train
 
-    changes, model, what = RECIPES[recipe]
-    out = Path(args.work) / f"{recipe}-{args.steps}-s{args.seed}"
-    resume = (out / "checkpoints").is_dir()
+    spec = RECIPES[recipe]
+    budget = f"{args.steps}steps" if args.steps else f"{args.epochs:g}ep"
+    out = Path(args.work) / f"{args.task}-{recipe}-{budget}-s{args.seed}"
     training = TrainingArguments(
-        task="sst2",
+        task=args.task,
         output=str(out),
         data_dir=args.data_dir,
         init="minilm",
         max_steps=args.steps,
+        epochs=args.epochs,
+        step_cap=0 if args.epochs else None,  # an explicit --epochs is trained in full
         seed=args.seed,
+        num_threads=args.threads,
         progress=False,
-        save_every_steps=args.steps,
-        model=model,
-        **changes,
+        teacher=args.teacher if spec.needs_teacher else None,
+        model=dict(spec.model),
+        **spec.training,
     )
-    started = time.perf_counter()
-    summary = train(training, resume=resume, log=lambda m: print(f"  [{recipe}] {m}", flush=True))
-    last = summary["history"][-1]
-    return {
-        "recipe": recipe,
-        "what": what,
-        "task": "sst2",
-        "steps": summary["steps"],
-        "seed": args.seed,
-        "training_arguments": training.to_dict(),
-        # The model after the last step, judged on the held-out slice of train (what recipes are compared on).
-        "heldout_accuracy_no_exit": last["heldout_metric_no_exit"],
-        "heldout_accuracy_early_exit": last["heldout_metric_early_exit"],
-        "heldout_flops_saved": last["heldout_flops_saved"],
-        "exit_rule": last["exit_rule"],
-        # Dev, for the notes only: no choice is made on it.
-        "dev_accuracy_no_exit": last["metric_no_exit"],
-        "dev_accuracy_early_exit": last["metric_early_exit"],
-        "dev_flops_saved": last["flops_saved"],
-        "train_cpu_minutes": summary["cpu_seconds"] / 60,
-        "train_wall_minutes": summary["elapsed_seconds"] / 60,
-        "wall_minutes_this_session": (time.perf_counter() - started) / 60,
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "machine": f"{platform.processor() or platform.machine()}, torch threads: default (2 on the 2-core box)",
-    }
+    resume = (out / "checkpoints").is_dir()
+    train(training, resume=resume, log=lambda m: print(f"  [{recipe}] {m}", flush=True))
+    return out
 
 
 def markdown_table(results: Path) -> str:
-    """One row per recipe JSON, in the order of RECIPES."""
+    """One row per result JSON, by task, then recipe in the order of RECIPES, then steps."""
     records = [json.loads(path.read_text()) for path in sorted(results.glob("*.json"))]
+    records = [r for r in records if "heldout_no_exit" in r]  # older single-purpose artifacts have their own shape
     order = {name: i for i, name in enumerate(RECIPES)}
-    records.sort(key=lambda r: (order.get(r["recipe"], len(order)), r["steps"]))
+    records.sort(key=lambda r: (r["task"], order.get(r["recipe"], len(order)), r["steps"]))
     lines = [
-        "| recipe | steps | held-out acc. (last exit) | with early exit | held-out FLOPs saved | dev acc. (notes) "
-        "| CPU min |",
-        "|---|---|---|---|---|---|---|",
+        "| task | recipe | steps | held-out (last exit) | held-out, early exit | dev (notes) | dev, early exit "
+        "| dev FLOPs saved | CPU min |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         lines.append(
-            f"| {r['recipe']} | {r['steps']} | {100 * r['heldout_accuracy_no_exit']:.2f} | "
-            f"{100 * r['heldout_accuracy_early_exit']:.2f} | {100 * r['heldout_flops_saved']:.1f} % | "
-            f"{100 * r['dev_accuracy_no_exit']:.2f} | {r['train_cpu_minutes']:.1f} |"
+            f"| {r['task']} | {r['recipe']} | {r['steps']} | {100 * r['heldout_no_exit']:.2f} | "
+            f"{100 * r['heldout_early_exit']:.2f} | {100 * r['dev_no_exit']:.2f} | {100 * r['dev_early_exit']:.2f} "
+            f"| {100 * r['dev_flops_saved']:.1f} % | {r['train_cpu_minutes']:.1f} |"
         )
     return "\n".join(lines)
 
@@ -105,32 +150,47 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", action="append", default=[], help="recipe name (repeatable); see --list")
     p.add_argument("--list", action="store_true", help="list the recipes and exit")
     p.add_argument("--table", action="store_true", help="print the results as a markdown table and exit")
+    p.add_argument("--record", metavar="RUN_DIR", help="write the result of a finished `beex train` run")
+    p.add_argument("--task", default="sst2")
+    p.add_argument("--teacher", help="float run of the same task (for the kd recipes)")
     p.add_argument("--data-dir", default=None, help="GLUE directory (default: $GLUE_DIR)")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--seed", type=int, default=42)
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, default=None, help="optimizer steps")
+    budget.add_argument("--epochs", type=float, default=None, help="epochs, no step cap")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--work", default="runs/pretrained_recipe", help="where the runs are written")
     p.add_argument("--results", default=str(Path(__file__).parent / "results" / "pretrained_recipe"))
     args = p.parse_args(argv)
+    results = Path(args.results)
     if args.table:
-        print(markdown_table(Path(args.results)))
+        print(markdown_table(results))
         return 0
     if args.list or not args.recipe:
-        for name, (changes, model, what) in RECIPES.items():
-            print(f"{name:28s} {what}  {changes} {model}")
+        for name, spec in RECIPES.items():
+            print(f"{name:16s} {spec.what}  {spec.training} {spec.model}")
         return 0
     unknown = [r for r in args.recipe if r not in RECIPES]
     if unknown:
         p.error(f"unknown recipe(s): {', '.join(unknown)}; see --list")
-    results = Path(args.results)
+    if any(RECIPES[r].needs_teacher for r in args.recipe) and not (args.teacher or args.record):
+        p.error("the kd recipes need --teacher RUN (a float run of the same task)")
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     results.mkdir(parents=True, exist_ok=True)
-    for recipe in args.recipe:
-        record = run(recipe, args)
-        path = results / f"{recipe}-{args.steps}-s{args.seed}.json"
-        path.write_text(json.dumps(record, indent=1) + "\n")
+    if args.record:
+        if len(args.recipe) != 1:
+            p.error("--record takes exactly one --recipe (the one the run was made with)")
+        runs = [(args.recipe[0], Path(args.record))]
+    else:
+        runs = [(recipe, run(recipe, args)) for recipe in args.recipe]
+    for recipe, run_dir in runs:
+        result = record(run_dir, recipe, command)
+        path = results / f"{result.task}-{recipe}-{result.steps}-s{result.seed}.json"
+        path.write_text(json.dumps(asdict(result), indent=1) + "\n")
         print(
-            f"{recipe}: held-out {100 * record['heldout_accuracy_no_exit']:.2f} "
-            f"(early exit {100 * record['heldout_accuracy_early_exit']:.2f}), "
-            f"{record['train_cpu_minutes']:.1f} CPU-min -> {path}",
+            f"{result.task} {recipe}: held-out {100 * result.heldout_no_exit:.2f} "
+            f"(early exit {100 * result.heldout_early_exit:.2f}), dev {100 * result.dev_no_exit:.2f}, "
+            f"{result.train_cpu_minutes:.1f} CPU-min -> {path}",
             flush=True,
         )
     return 0
