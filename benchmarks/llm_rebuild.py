@@ -25,8 +25,9 @@ BENCH = Path(__file__).resolve().parent
 
 @dataclass(frozen=True)
 class Profile:
-    """How much text and training: `full` is what the SmolLM2 results in docs/llm.md used, `quick` fits in a
-    few CPU-minutes."""
+    """How much text and training: `full` is what the SmolLM2 results in docs/llm.md used (about an hour on one
+    thread), `quick` fits in a few CPU-minutes, `medium` in about 20-25 minutes for Gemma-3-270M on one thread
+    (nearly 3x quick's text and steps: quick's deepest head was still improving at its last step)."""
 
     distill_prompts: int  # TRAIN_PROMPTS answered for self-distillation (of 40)
     calib_prompts: int  # CALIB_PROMPTS answered for the chat calibration
@@ -44,6 +45,7 @@ class Profile:
 
 PROFILES = {
     "full": Profile(40, 40, 128, 150_000, 4.0, 2000, 2048, 600, 16_384, (0.5, 0.7, 0.8, 0.9, 0.95)),
+    "medium": Profile(20, 20, 64, 32_768, 4.0, 1200, 4096, 600, 8192, (0.8, 0.9, 0.95)),
     "quick": Profile(6, 6, 48, 12_288, 4.0, 400, 4096, 600, 4096, (0.8, 0.9, 0.95)),
     # For the end-to-end test on a tiny model: every step runs, on a few hundred tokens.
     "smoke": Profile(2, 2, 8, 1024, 4.0, 20, 32, 20, 512, (0.5, 0.9), 1024, 16),
@@ -77,6 +79,7 @@ def main() -> int:
     p.add_argument("--out-dir", type=Path, required=True, help="where the heads, texts and calibrations go")
     p.add_argument("--wikitext", type=Path, default=Path("../shared/data/wikitext-2/valid.txt"))
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--layers", type=int, nargs="+", default=None, help="head layers (default: train-heads' own)")
     p.add_argument("--manifest", type=Path, default=None, help="also copy the manifest here (e.g. for a commit)")
     args = p.parse_args()
     if not args.wikitext.is_file():
@@ -95,6 +98,8 @@ def main() -> int:
     train = [*beex, "train-heads", *common, "--text", str(args.wikitext), "--text", f"{distill}:{prof.distill_weight}"]
     train += ["--max-tokens", str(prof.train_tokens), "--steps", str(prof.train_steps), "--vocab", str(prof.vocab)]
     train += ["--probe-steps", str(prof.probe_steps), "--seq-len", str(prof.seq_len), "--resume", "--out", str(heads)]
+    if args.layers:
+        train += ["--layers", *map(str, args.layers)]
     calibrate = [*beex, "calibrate", *common, "--heads", str(heads), "--seq-len", str(prof.seq_len), "--alpha", *alphas]
     steps: list[tuple[Path, list[str]]] = [
         (distill, [*selfdistill, "--prompts", "train", "--limit", str(prof.distill_prompts), "--out", str(distill)]),
@@ -108,7 +113,8 @@ def main() -> int:
         ),
         (calib_chat, [*calibrate, "--text", str(chat), "--out", str(calib_chat)]),
     ]
-    manifest: dict[str, object] = {"model": args.model, "profile": args.profile, **asdict(prof), "steps": []}
+    manifest: dict[str, object] = {"model": args.model, "profile": args.profile, **asdict(prof)}
+    manifest |= {"layers": args.layers, "steps": []}
     for target, cmd in steps:
         entry: dict[str, object] = {"output": str(target), "command": " ".join(cmd)}
         if target.exists():
