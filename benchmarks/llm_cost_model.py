@@ -22,6 +22,7 @@ gate_ms undercounts.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,46 @@ def predict_self_speculative(unit: UnitCosts, layers: int, gate: GateCosts, prof
         tokens += prob * (1 + sum(a**i for i in range(1, n + 1)))
         cost += prob * (drafts + unsure_gates + verify)
     return tokens * unit.plain_ms(1, layers) / cost
+
+
+def exit_profile(calib: Any, alpha: float, gate: str, layers: list[int]) -> ExitProfile:
+    """First exits at `alpha` with only `layers` gating, from a `Calibration`: exact where the calibration
+    recorded that subset; otherwise the all-layers shares of these layers (the tokens a dropped layer took are
+    dropped with it, an underestimate)."""
+    recorded = calib.first_exits_for(alpha, gate, layers)
+    if recorded is not None:
+        pairs = zip(recorded.shares, recorded.agreement, strict=True)
+        return ExitProfile(list(recorded.layers), list(recorded.shares), [a if s > 0 else 0.0 for s, a in pairs])
+    level = [e for e in calib.level(alpha, gate) if e.layer in layers]
+    return ExitProfile(
+        [e.layer for e in level],
+        [e.first_exit_share for e in level],
+        [e.first_exit_agreement if e.first_exit_share > 0 else 0.0 for e in level],
+    )
+
+
+def predict_mode(mode: str, unit: UnitCosts, layers: int, gate: GateCosts, prof: ExitProfile, max_draft: int) -> float:
+    """Speed-up over full decoding of `mode` ("early-exit" or "self-speculative") with this exit profile."""
+    if mode == "early-exit":
+        return predict_early_exit(unit, layers, gate, prof)
+    return predict_self_speculative(unit, layers, gate, prof, max_draft)
+
+
+def best_gate_layers(
+    calib: Any, alpha: float, gate: str, mode: str, unit: UnitCosts, layers: int, costs: GateCosts, max_draft: int
+) -> tuple[list[int], float]:
+    """The gate layers (of the calibrated ones, every subset the calibration recorded) whose predicted speed-up
+    over full decoding is the largest, and that speed-up. A layer whose exits save less than what asking its
+    gate costs every token that reaches it is left out this way; a gate whose exits never pay leaves the mode
+    with no gate at all (predicted 1.0). Ties go to fewer layers (less to ask)."""
+    all_layers = [e.layer for e in calib.level(alpha, gate)]
+    candidates = [list(s.layers) for s in calib.subsets if math.isclose(s.alpha, alpha) and s.gate == gate]
+    best: tuple[list[int], float] = ([], 1.0)
+    for subset in candidates or [all_layers]:
+        speed = predict_mode(mode, unit, layers, costs, exit_profile(calib, alpha, gate, subset), max_draft)
+        if speed > best[1] + 1e-9 or (abs(speed - best[1]) <= 1e-9 and len(subset) < len(best[0])):
+            best = (subset, speed)
+    return best
 
 
 def measured_costs(costs: dict[str, Any], gate_dtype: str = "float32") -> UnitCosts:

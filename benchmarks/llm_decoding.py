@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +73,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cost-reps", type=int, default=30, help="repetitions of each unit-cost timing")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="timed passes over all items (the report gives median, min, max)"
+    )
     p.add_argument("--modes", nargs="+", default=None, help="subset of modes to run (hf always runs)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/llm_decoding"))
     args = p.parse_args()
+    if args.repeats < 1:
+        p.error(f"--repeats {args.repeats}: must be >= 1")
     # Fail before the model loads, not minutes later.
     for flag, path in (("--heads", args.heads), ("--calibration", args.calibration)):
         if not path.is_file():
@@ -81,17 +88,6 @@ def parse_args() -> argparse.Namespace:
     if args.calibration_instruct is not None and not args.calibration_instruct.is_file():
         p.error(f"--calibration-instruct {args.calibration_instruct}: no such file (make it with beex llm calibrate)")
     return args
-
-
-def choose_gate_layers(calib: Any, alpha: float, num_layers: int, min_saved: float = 0.5) -> list[int]:
-    """Heads worth their cost: expected layers saved per token (exit share x layers after the head) above
-    `min_saved` (a pruned gate costs about a third of a layer plus Python overhead)."""
-    chosen = [
-        e.layer
-        for e in calib.entries
-        if abs(e.alpha - alpha) < 1e-9 and e.exit_share * (num_layers - e.layer) > min_saved
-    ]
-    return sorted(chosen)
 
 
 def workloads(tok: Any, args: argparse.Namespace) -> dict[str, list[Any]]:
@@ -182,9 +178,8 @@ def predict_modes(
     strategies: dict[str, Any], calib: Any, unit: Any, gate_costs: dict[str, Any], num: int, args: Any
 ) -> dict[str, float]:
     """Speed-up of each gated mode over full decoding, from the unit costs measured at the start and the
-    calibration's first exits at the mode's level (see llm_cost_model.py). Layers a mode does not gate are
-    dropped from the profile, with the tokens that would first have exited there (an approximation)."""
-    from llm_cost_model import ExitProfile, predict_early_exit, predict_self_speculative
+    calibration's first exits at the mode's level with the mode's gate layers (see llm_cost_model.py)."""
+    from llm_cost_model import exit_profile, predict_mode
 
     out: dict[str, float] = {}
     for name, strat in strategies.items():
@@ -192,16 +187,9 @@ def predict_modes(
             continue
         kind = "probe" if "-probe" in name else "entropy"
         alpha = float(name.split("a=")[1].split()[0])
-        level = [e for e in calib.level(alpha, kind) if e.layer in strat.gate.layers]
-        prof = ExitProfile(
-            [e.layer for e in level],
-            [e.first_exit_share for e in level],
-            [e.first_exit_agreement if e.first_exit_share > 0 else 0.0 for e in level],
-        )
-        if name.startswith("early-exit"):
-            out[name] = predict_early_exit(unit, num, gate_costs[kind], prof)
-        else:
-            out[name] = predict_self_speculative(unit, num, gate_costs[kind], prof, args.max_draft)
+        prof = exit_profile(calib, alpha, kind, sorted(strat.gate.layers))
+        mode = "early-exit" if name.startswith("early-exit") else "self-speculative"
+        out[name] = predict_mode(mode, unit, num, gate_costs[kind], prof, args.max_draft)
     return out
 
 
@@ -225,7 +213,7 @@ def main() -> int:
     from beexformer.llm.adapters import adapter_for
     from beexformer.llm.calibration import Calibration
     from beexformer.llm.gates import HeadGate, ProbeGate
-    from beexformer.llm.generation import DraftStatistics, EarlyExitDecoding, FullDecoding, SelfSpeculativeDecoding
+    from beexformer.llm.generation import EarlyExitDecoding, FullDecoding, SelfSpeculativeDecoding
     from beexformer.llm.generation.strategies import break_even_acceptance
     from beexformer.llm.heads import ExitHeads
     from beexformer.llm.loading import load_model
@@ -245,21 +233,34 @@ def main() -> int:
     head_cost = costs["full_head_ms"] / c1
     head_row_cost = (costs["full_head_ms_5rows"] - costs["full_head_ms"]) / 4 / costs["full_head_ms"]
 
+    from llm_cost_model import GateCosts, best_gate_layers, measured_costs
+
+    gate_costs = {
+        "entropy": GateCosts(costs["gate_call_ms_cold"], 0.0),
+        "probe": GateCosts(costs.get("probe_call_ms_cold", 0.0), costs.get("gate_head_ms_cold", 0.0)),
+    }
+
     def build_strategies(calib: Any) -> tuple[dict[str, Any], dict[str, dict[int, float]]]:
         """Every mode, with gates from one calibration (the modes of both workloads share names)."""
 
         gating = calib.gate_heads(heads)  # the precision the thresholds were set with
+        unit = measured_costs(costs, calib.gate_dtype)
 
-        def gate_for(alpha: float) -> HeadGate:
-            layers = args.gate_layers or choose_gate_layers(calib, alpha, num)
-            thr = {k: v for k, v in calib.thresholds_for(alpha).items() if k in layers}
-            return HeadGate(gating, thr)
+        def thresholds(alpha: float, kind: str, mode: str) -> dict[int, float]:
+            """--gate-layers, or else the layers the cost model prices fastest for this mode, from this run's
+            costs and the calibration's first exits (never from the evaluation items)."""
+            layers = args.gate_layers
+            if layers is None:
+                layers, _ = best_gate_layers(calib, alpha, kind, mode, unit, num, gate_costs[kind], args.max_draft)
+            return {k: v for k, v in calib.thresholds_for(alpha, kind).items() if k in layers}
 
-        def probe_gate_for(alpha: float) -> ProbeGate:
-            # A probe call is cheap, so every calibrated layer gates unless --gate-layers says otherwise.
-            thr = calib.thresholds_for(alpha, "probe")
-            return ProbeGate(gating, {k: v for k, v in thr.items() if not args.gate_layers or k in args.gate_layers})
+        def gate_for(alpha: float, mode: str = "early-exit") -> HeadGate:
+            return HeadGate(gating, thresholds(alpha, "entropy", mode))
 
+        def probe_gate_for(alpha: float, mode: str = "early-exit") -> ProbeGate:
+            return ProbeGate(gating, thresholds(alpha, "probe", mode))
+
+        spec = "self-speculative"
         strategies: dict[str, Any] = {"full": FullDecoding(adapter)}
         for alpha in args.alphas:
             strategies[f"early-exit a={alpha}"] = EarlyExitDecoding(adapter, gate_for(alpha))
@@ -267,13 +268,13 @@ def main() -> int:
             strategies[f"early-exit-copy a={alpha}"] = EarlyExitDecoding(adapter, gate_for(alpha), kv_fill="copy")
         for alpha in args.spec_alphas:
             strategies[f"self-speculative a={alpha}"] = SelfSpeculativeDecoding(
-                adapter, gate_for(alpha), max_draft=args.max_draft
+                adapter, gate_for(alpha, spec), max_draft=args.max_draft
             )
         for alpha in args.probe_alphas:
             strategies[f"early-exit-probe a={alpha}"] = EarlyExitDecoding(adapter, probe_gate_for(alpha))
         for alpha in args.probe_spec_alphas:
             strategies[f"self-speculative-probe a={alpha}"] = SelfSpeculativeDecoding(
-                adapter, probe_gate_for(alpha), max_draft=args.max_draft
+                adapter, probe_gate_for(alpha, spec), max_draft=args.max_draft
             )
         if args.spec_gate_layers:
             only = set(args.spec_gate_layers)
@@ -285,7 +286,7 @@ def main() -> int:
                 )
         floors_by_alpha: dict[str, dict[int, float]] = {}
         for alpha in args.adaptive_alphas:
-            gate = gate_for(alpha)
+            gate = gate_for(alpha, spec)
             floors = {
                 layer: break_even_acceptance(layer, num, row_cost, head_cost, head_row_cost) for layer in gate.layers
             }
@@ -310,13 +311,8 @@ def main() -> int:
             out = model.generate(ids[None], max_new_tokens=args.new_tokens, do_sample=False, eos_token_id=eos)
         return out[0, ids.numel() :].tolist(), time.perf_counter() - start
 
-    from llm_cost_model import GateCosts, measured_costs
     from llm_rebuild import sha256
 
-    gate_costs = {
-        "entropy": GateCosts(costs["gate_call_ms_cold"], 0.0),
-        "probe": GateCosts(costs.get("probe_call_ms_cold", 0.0), costs.get("gate_head_ms_cold", 0.0)),
-    }
     predicted = {
         w: predict_modes(strats, calibs[w], measured_costs(costs, calibs[w].gate_dtype), gate_costs, num, args)
         for w, (strats, _) in per_workload.items()
@@ -330,6 +326,7 @@ def main() -> int:
         "predicted_before_run": predicted,
         "threads": args.threads,
         "new_tokens": args.new_tokens,
+        "repeats": args.repeats,
         "calibration": {w: str(path) for w, path in calib_paths.items()},
         "gate_dtype": {w: c.gate_dtype for w, c in calibs.items()},
         "gate_layers": {
@@ -350,35 +347,20 @@ def main() -> int:
     for strats, _ in per_workload.values():
         for strat in strats.values():
             strat.generate(warm, 4, eos)
-    for wname, items in all_items.items():
-        strategies = per_workload[wname][0]
-        names = ["hf", *strategies]
-        # One DraftStatistics per self-speculative mode and workload: the adaptive floors learn over all the
-        # workload's items (the other modes only record per-layer acceptance in it).
-        draft_stats = {n: DraftStatistics() for n in strategies if n.startswith("self-speculative")}
-        acc: dict[str, dict[str, Any]] = {n: {"tokens": 0, "seconds": 0.0, "results": []} for n in names}
-        for i, ids in enumerate(items):
-            order = names[i % len(names) :] + names[: i % len(names)]  # rotate so no mode always runs first
-            for name in order:
-                if name == "hf":
-                    tokens, secs = run_hf(ids)
-                    acc[name]["results"].append(tokens)
-                else:
-                    options = {"stats": draft_stats[name]} if name in draft_stats else {}
-                    res = strategies[name].generate(ids, args.new_tokens, eos, **options)
-                    tokens, secs = res.tokens, res.seconds
-                    acc[name]["results"].append(res)
-                acc[name]["tokens"] += len(tokens)
-                acc[name]["seconds"] += secs
-            print(f"{wname} {i + 1}/{len(items)}", flush=True)
-        report["workloads"][wname] = summarize(acc, items, adapter, num, teacher_forced_agreement)
-        for name, row in report["workloads"][wname].items():
+    repeats = []
+    for rep in range(args.repeats):
+        # Every repeat times HF greedy and every mode on every item, interleaved, so drift hits all alike.
+        repeats.append(
+            {
+                w: run_workload(w, items, per_workload[w][0], run_hf, eos, adapter, args, rep)
+                for w, items in all_items.items()
+            }
+        )
+    report["workloads"] = combine_repeats(repeats)
+    for wname, rows in report["workloads"].items():
+        for name, row in rows.items():
             if name in predicted[wname]:
                 row["predicted_vs_full"] = predicted[wname][name]
-        for name, st in draft_stats.items():
-            report["workloads"][wname][name]["layer_acceptance"] = {
-                layer: {"drafted": st.tried[layer], "acceptance": st.acceptance(layer)} for layer in sorted(st.tried)
-            }
     report["costs_ms"] = costs
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
@@ -390,6 +372,76 @@ def main() -> int:
     args.out.with_suffix(".md").write_text(table + "\n")
     print(table)
     return 0
+
+
+def run_workload(
+    wname: str, items: list[Any], strategies: dict[str, Any], run_hf: Any, eos: Any, adapter: Any, args: Any, rep: int
+) -> dict[str, Any]:
+    """One timed pass over a workload's items: HF greedy and every mode on each item, in an order rotated per
+    item so no mode always runs first; then the summary rows (ratios over HF greedy of this pass)."""
+    from beexformer.llm.generation import DraftStatistics
+
+    names = ["hf", *strategies]
+    # One DraftStatistics per self-speculative mode and pass: the adaptive floors learn over all the workload's
+    # items (the other modes only record per-layer acceptance in it).
+    draft_stats = {n: DraftStatistics() for n in strategies if n.startswith("self-speculative")}
+    acc: dict[str, dict[str, Any]] = {n: {"tokens": 0, "seconds": 0.0, "results": []} for n in names}
+    for i, ids in enumerate(items):
+        order = names[i % len(names) :] + names[: i % len(names)]
+        for name in order:
+            if name == "hf":
+                tokens, secs = run_hf(ids)
+                acc[name]["results"].append(tokens)
+            else:
+                options = {"stats": draft_stats[name]} if name in draft_stats else {}
+                res = strategies[name].generate(ids, args.new_tokens, eos, **options)
+                tokens, secs = res.tokens, res.seconds
+                acc[name]["results"].append(res)
+            acc[name]["tokens"] += len(tokens)
+            acc[name]["seconds"] += secs
+        print(f"run {rep + 1}/{args.repeats} {wname} {i + 1}/{len(items)}", flush=True)
+    rows = summarize(acc, items, adapter, adapter.num_layers, teacher_forced_agreement)
+    for name, st in draft_stats.items():
+        rows[name]["layer_acceptance"] = {
+            layer: {"drafted": st.tried[layer], "acceptance": st.acceptance(layer)} for layer in sorted(st.tried)
+        }
+    return rows
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One quantity over the repeats of a run."""
+
+    runs: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
+
+    def as_dict(self, key: str) -> dict[str, Any]:
+        return {key: self.median, f"{key}_min": min(self.runs), f"{key}_max": max(self.runs), f"{key}_runs": self.runs}
+
+
+def combine_repeats(repeats: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per workload and mode: the first repeat's row (its decisions: agreement, exits, acceptance; the same in
+    every repeat, the decoders being deterministic) with the ratio over HF greedy, tokens/s and the ratio over
+    this package's full decoding replaced by their median over the repeats, plus min, max and every value.
+    Identical-output counts are the smallest of any repeat."""
+    combined: dict[str, dict[str, Any]] = {}
+    for wname, first in repeats[0].items():
+        rows: dict[str, Any] = {}
+        for name, row in first.items():
+            runs = [rep[wname][name] for rep in repeats]
+            out = {**row, **Spread(tuple(r["ratio"] for r in runs)).as_dict("ratio")}
+            out["tokens_per_s"] = Spread(tuple(r["tokens_per_s"] for r in runs)).median
+            if "full" in first:
+                vs_full = tuple(r["ratio"] / rep[wname]["full"]["ratio"] for r, rep in zip(runs, repeats, strict=True))
+                out |= Spread(vs_full).as_dict("vs_full")
+            if "items" in row:
+                out["identical_to_hf_greedy"] = min(r["identical_to_hf_greedy"] for r in runs)
+            rows[name] = out
+        combined[wname] = rows
+    return combined
 
 
 def summarize(acc: dict[str, Any], items: list[Any], adapter: Any, num: int, agreement_fn: Any) -> dict[str, Any]:
@@ -451,14 +503,21 @@ def summarize(acc: dict[str, Any], items: list[Any], adapter: Any, num: int, agr
     return rows
 
 
+def _spread(row: dict[str, Any], key: str) -> str:
+    """'median [min-max]' over the repeats, or the one value of a single run."""
+    if len(row.get(f"{key}_runs", ())) > 1:
+        return f"{row[key]:.3f} [{row[f'{key}_min']:.3f}-{row[f'{key}_max']:.3f}]"
+    return f"{row[key]:.3f}"
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     num = report.get("num_layers", 30)
     lines = [
         f"model: {report['model']}; torch threads: {report['threads']}; up to {report['new_tokens']} new tokens "
-        f"per item; gate layers per mode: {report['gate_layers']}",
+        f"per item; {report.get('repeats', 1)} timed run(s); gate layers per mode: {report['gate_layers']}",
         "",
-        "| workload | mode | tok/s | ratio vs HF greedy | identical to greedy | agreement (all / exited) | "
-        "mean exit layer | layers skipped | exit share | acceptance | mean draft |",
+        "| workload | mode | tok/s | ratio vs HF greedy (median [min-max]) | identical to greedy | "
+        "agreement (all / exited) | mean exit layer | layers skipped | exit share | acceptance | mean draft |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for wname, rows in report["workloads"].items():
@@ -470,24 +529,23 @@ def to_markdown(report: dict[str, Any]) -> str:
             ident = f"{r['identical_to_hf_greedy']}/{r['items']}" if "items" in r else ""
             acc_txt = f"{r['acceptance_rate']:.3f}" if "acceptance_rate" in r else ""
             lines.append(
-                f"| {wname} | {name} | {r['tokens_per_s']:.2f} | {r['ratio']:.3f} | {ident} | {agree} | "
+                f"| {wname} | {name} | {r['tokens_per_s']:.2f} | {_spread(r, 'ratio')} | {ident} | {agree} | "
                 f"{r.get('mean_exit_layer', num):.2f} | {r.get('layers_skipped_at_exit', 0):.2f} | "
                 f"{r.get('exit_share', 0):.3f} | {acc_txt} | "
                 f"{round(r['mean_draft_length'], 2) if 'mean_draft_length' in r else ''} |"
             )
     lines += [
         "",
-        "| workload | mode | predicted vs full (before the run) | measured vs full | measured vs HF greedy |",
+        "| workload | mode | predicted vs full (before the run) | measured vs full (median [min-max]) | "
+        "measured vs HF greedy |",
         "|---|---|---|---|---|",
     ]
     for wname, rows in report["workloads"].items():
         full_ratio = rows["full"]["ratio"] if "full" in rows else float("nan")
         for name, r in rows.items():
             if "predicted_vs_full" in r:
-                lines.append(
-                    f"| {wname} | {name} | {r['predicted_vs_full']:.3f} | {r['ratio'] / full_ratio:.3f} | "
-                    f"{r['ratio']:.3f} |"
-                )
+                vs_full = _spread(r, "vs_full") if "vs_full" in r else f"{r['ratio'] / full_ratio:.3f}"
+                lines.append(f"| {wname} | {name} | {r['predicted_vs_full']:.3f} | {vs_full} | {_spread(r, 'ratio')} |")
     per_layer = [
         f"{wname} {name}: "
         + ", ".join(f"L{layer} {v['acceptance']:.2f} of {v['drafted']}" for layer, v in r["layer_acceptance"].items())

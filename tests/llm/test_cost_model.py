@@ -6,6 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from beexformer.llm.calibration import calibrate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
@@ -13,6 +16,7 @@ from llm_cost_model import (  # noqa: E402
     ExitProfile,
     GateCosts,
     UnitCosts,
+    best_gate_layers,
     predict_early_exit,
     predict_self_speculative,
 )
@@ -40,3 +44,32 @@ def test_self_speculation_with_sure_drafts_and_free_rows() -> None:
     never = ExitProfile([4], [0.0], [0.0])
     assert predict_self_speculative(FREE_ROWS, 20, NO_GATE, never, 3) == pytest.approx(1.0)
     assert predict_self_speculative(FREE_ROWS, 20, GateCosts(3.0, 0.0), never, 3) == pytest.approx(30 / 33)
+
+
+def _two_layer_calibration() -> object:
+    """20 tokens, heads at layers 4 and 18 of 20, alpha 1.0: layer 4 may take token 0 only (the only one it
+    gets right with the lowest entropy), layer 18 tokens 0-9."""
+    n = 20
+    agree4 = torch.zeros(n, dtype=torch.bool)
+    agree4[0] = True
+    agree18 = torch.arange(n) < 10
+    scores = {
+        "entropy": {4: torch.arange(n, dtype=torch.float), 18: torch.arange(n, dtype=torch.float)},
+        "agree": {4: agree4, 18: agree18},
+        "real": {4: torch.ones(n, dtype=torch.bool), 18: torch.ones(n, dtype=torch.bool)},
+    }
+    return calibrate(scores, [1.0], n, "x.txt")
+
+
+def test_gate_layers_are_chosen_where_their_exits_pay_for_their_calls() -> None:
+    calib = _two_layer_calibration()
+    # Plain: 20 + 10 = 30 ms. Layer 18 alone with a 1 ms gate: half the tokens exit at 18 ms + 1 (their last two
+    # layers ride along free), the other half pay 31 ms. Layer 4 takes 5 % of tokens and costs every token 1 ms.
+    gate = GateCosts(1.0, 0.0)
+    layers, speed = best_gate_layers(calib, 1.0, "entropy", "early-exit", FREE_ROWS, 20, gate, 3)
+    assert layers == [18] and speed == pytest.approx(30 / (0.5 * 19 + 0.5 * 31))
+    # Gates for free: layer 4's token exits there instead of at 18, so both layers together are fastest.
+    layers, speed = best_gate_layers(calib, 1.0, "entropy", "early-exit", FREE_ROWS, 20, NO_GATE, 3)
+    assert layers == [4, 18] and speed == pytest.approx(30 / (0.05 * 4 + 0.45 * 18 + 0.5 * 30))
+    # A gate dearer than anything its exits save: no gate at all (plain decoding, 1.0).
+    assert best_gate_layers(calib, 1.0, "entropy", "early-exit", FREE_ROWS, 20, GateCosts(20.0, 0.0), 3) == ([], 1.0)

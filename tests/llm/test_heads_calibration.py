@@ -99,6 +99,35 @@ def test_calibration_roundtrip(tmp_path: Path) -> None:
         again.thresholds_for(0.7)
 
 
+def test_first_exits_of_every_subset_of_gate_layers(tmp_path: Path) -> None:
+    # Six tokens, two layers, alpha 0.5 takes every token each layer may take (A(k) >= 0.5 up to k = N here).
+    # Layer 2 fires on tokens 0-2 (entropy 0.1 < its threshold), layer 5 on tokens 0-5; agreement: layer 2
+    # agrees on tokens 0 and 1, layer 5 on tokens 0-3.
+    scores = {
+        "entropy": {
+            2: torch.tensor([0.1, 0.1, 0.1, 0.9, 0.9, 0.9]),
+            5: torch.tensor([0.1, 0.1, 0.1, 0.2, 0.2, 0.2]),
+        },
+        "agree": {
+            2: torch.tensor([True, True, False, False, False, False]),
+            5: torch.tensor([True, True, True, True, False, False]),
+        },
+        "real": {2: torch.ones(6, dtype=torch.bool), 5: torch.ones(6, dtype=torch.bool)},
+    }
+    calib = calibrate(scores, [0.6], 6, "x.txt")
+    assert calib.thresholds_for(0.6) == {2: pytest.approx(0.1), 5: pytest.approx(0.2)}
+    both = calib.first_exits_for(0.6, "entropy", [5, 2])
+    assert both is not None and both.layers == (2, 5)
+    assert both.shares == pytest.approx((3 / 6, 3 / 6)) and both.agreement == pytest.approx((2 / 3, 1 / 3))
+    late = calib.first_exits_for(0.6, "entropy", [5])
+    assert late is not None and late.shares == pytest.approx((1.0,)) and late.agreement == pytest.approx((4 / 6,))
+    # Agrees with the per-layer entries where every layer gates.
+    assert [e.first_exit_share for e in calib.level(0.6)] == pytest.approx(list(both.shares))
+    calib.save(tmp_path / "c.json")
+    again = Calibration.load(tmp_path / "c.json")
+    assert again.subsets == calib.subsets and again.first_exits_for(0.6, "probe", [2]) is None
+
+
 def test_training_lowers_kl_and_resumes(tmp_path: Path) -> None:
     adapter = adapter_for(tiny_model("llama").float())
     rows = torch.randint(0, 97, (6, 24), generator=torch.Generator().manual_seed(0))

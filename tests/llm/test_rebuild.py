@@ -107,6 +107,7 @@ def test_rebuild_then_benchmark_records_the_heads_hash(tiny_model_dir: Path, tmp
     bench += ["--calibration", str(out / "calibration.json"), "--test-text", str(text), "--passages", "1"]
     bench += ["--prompts", "1", "--new-tokens", "6", "--alphas", "0.5", "--copy-alphas", "--adaptive-alphas"]
     bench += ["--spec-alphas", "0.5", "--probe-alphas", "0.5", "--probe-spec-alphas", "0.5", "--cost-reps", "2"]
+    bench += ["--repeats", "2"]
     _run([*bench, "--out", str(tmp_path / "bench")], tmp_path)
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["heads_sha256"] == record["steps"][2]["sha256"]
@@ -120,3 +121,11 @@ def test_rebuild_then_benchmark_records_the_heads_hash(tiny_model_dir: Path, tmp
     for workload in result["workloads"].values():
         for name in ("self-speculative a=0.5", "self-speculative-probe a=0.5"):
             assert workload[name]["identical_to_hf_greedy"] == workload[name]["items"]
+        # Two timed runs: the reported ratio is their median, between their min and max.
+        for row in workload.values():
+            assert len(row["ratio_runs"]) == 2
+            assert row["ratio_min"] <= row["ratio"] <= row["ratio_max"]
+            assert row["ratio"] == pytest.approx(sum(row["ratio_runs"]) / 2)
+    # Each gate's layers are among the calibrated ones (chosen by the cost model from the calibration).
+    for layers in result["gate_layers"]["wikitext"].values():
+        assert set(layers) <= set(heads.layers)

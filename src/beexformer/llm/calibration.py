@@ -10,7 +10,10 @@ Confidence probes (`probes.py`) are calibrated the same way, on their score inst
 confident = highest score; a probe fires when its score >= its threshold; +inf: never).
 
 For the cost model each level also records where tokens would first exit with every calibrated layer gating
-(`first_exit_share`, `first_exit_agreement`): the work a decoder will do, known before it runs.
+(`first_exit_share`, `first_exit_agreement`): the work a decoder will do, known before it runs. Because a gate
+costs time whether it fires or not, a decoder may gate at only some of the layers; `FirstExits` records the
+same shares for every subset of the layers (the tokens a dropped layer would have taken may exit later), so
+that the subset the cost model prices fastest can be chosen from the calibration text alone.
 
 The guarantee is empirical on the calibration text, not distribution-free: another text (or the model's own
 generations, whose prefixes differ after an exit) can agree less.
@@ -56,6 +59,37 @@ class Threshold:
     first_exit_agreement: float = math.nan
 
 
+@dataclass(frozen=True)
+class FirstExits:
+    """With only `layers` gating (depth order) at one level: the share of calibration tokens that first exit at
+    each of them, and the agreement of those tokens with the last layer (nan where none exit)."""
+
+    alpha: float
+    gate: str  # "entropy" or "probe"
+    layers: tuple[int, ...]
+    shares: tuple[float, ...]
+    agreement: tuple[float, ...]
+
+
+# Subsets of more layers than this are not enumerated (2^n of them); only the whole set is recorded then.
+MAX_SUBSET_LAYERS = 8
+
+
+def first_exits(
+    fired: dict[int, torch.Tensor], agree: dict[int, torch.Tensor], layers: tuple[int, ...]
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(shares, agreement) of the first exits when only `layers` gate; `fired[layer]` [N] bool per token."""
+    remaining = torch.ones_like(fired[layers[0]])
+    shares, agreement = [], []
+    for layer in layers:  # depth order: a token exits at the first layer that fires
+        first = remaining & fired[layer]
+        remaining &= ~first
+        n = int(first.sum())
+        shares.append(n / first.numel())
+        agreement.append(float(agree[layer][first].float().mean()) if n else math.nan)
+    return tuple(shares), tuple(agreement)
+
+
 def entropy_threshold(entropies: torch.Tensor, agree: torch.Tensor, alpha: float) -> tuple[float, int, float]:
     """(threshold, k, A(k)) for one head; see the module docstring. entropies [N] float, agree [N] bool."""
     if not 0.0 < alpha <= 1.0:
@@ -86,6 +120,14 @@ class Calibration:
     gate_dtype: str = "float32"
     # Thresholds on the confidence probes' scores (empty when the heads have no probes).
     probe_entries: list[Threshold] = field(default_factory=list)
+    # First exits for every subset of the gate layers, per level and gate kind (empty in older files).
+    subsets: list[FirstExits] = field(default_factory=list)
+
+    def first_exits_for(self, alpha: float, gate: str, layers: list[int] | tuple[int, ...]) -> FirstExits | None:
+        """The recorded first exits with only `layers` gating at this level, or None if not recorded."""
+        key = tuple(sorted(layers))
+        found = [s for s in self.subsets if math.isclose(s.alpha, alpha) and s.gate == gate and s.layers == key]
+        return found[0] if found else None
 
     def gate_heads(self, heads: ExitHeads) -> ExitHeads:
         """`heads` in the precision these thresholds were set with."""
@@ -113,6 +155,7 @@ class Calibration:
             "gate_dtype": self.gate_dtype,
             "entries": [asdict(e) for e in self.entries],
             "probe_entries": [asdict(e) for e in self.probe_entries],
+            "subsets": [asdict(e) for e in self.subsets],
         }
         Path(path).write_text(json.dumps(data, indent=1))
 
@@ -126,7 +169,11 @@ class Calibration:
                 raise ValueError(f"gate_dtype {dtype!r} is not one of {sorted(GATE_DTYPES)}")
             probe = [Threshold(**e) for e in data.get("probe_entries", [])]
             entries = [Threshold(**e) for e in data["entries"]]
-            return cls(entries, data["tokens"], data["text"], overall, dtype, probe)
+            subsets = [
+                FirstExits(e["alpha"], e["gate"], *(tuple(e[k]) for k in ("layers", "shares", "agreement")))
+                for e in data.get("subsets", [])
+            ]
+            return cls(entries, data["tokens"], data["text"], overall, dtype, probe, subsets)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"cannot read calibration {path}: {err}") from err
 
@@ -177,33 +224,43 @@ def head_scores(adapter: ModelAdapter, heads: ExitHeads, rows: torch.Tensor) -> 
     }
 
 
-def _level(confidence: dict[int, torch.Tensor], scores: dict[str, Any], alpha: float, sign: float) -> list[Threshold]:
-    """Thresholds of every layer at one level on `confidence` (lower = more confident), with first-exit shares.
-    `sign` maps the threshold back to the gate's own scale (+1 entropy, -1 probe score)."""
+def _level(
+    confidence: dict[int, torch.Tensor], scores: dict[str, Any], alpha: float, sign: float
+) -> tuple[list[Threshold], list[FirstExits]]:
+    """Thresholds of every layer at one level on `confidence` (lower = more confident), with first-exit shares
+    (all layers gating), and the first exits of every subset of the layers. `sign` maps the threshold back to
+    the gate's own scale (+1 entropy, -1 probe score)."""
     fired: dict[int, torch.Tensor] = {}
     partial = []
     for layer, conf in confidence.items():
         thr, k, acc = entropy_threshold(conf, scores["agree"][layer], alpha)
         fired[layer] = (conf <= thr) & scores["real"][layer]
         partial.append((layer, sign * thr, k / conf.numel(), acc))
-    remaining = torch.ones_like(next(iter(fired.values())))
-    out = []
-    for layer, thr, share, acc in partial:  # layers in depth order: a token exits at the first that fires
-        first = remaining & fired[layer]
-        remaining &= ~first
-        n = int(first.sum())
-        agree = float(scores["agree"][layer][first].float().mean()) if n else math.nan
-        out.append(Threshold(layer, alpha, thr, share, acc, n / first.numel(), agree))
-    return out
+    layers = tuple(confidence)
+    shares, agreement = first_exits(fired, scores["agree"], layers)
+    out = [
+        Threshold(layer, alpha, thr, share, acc, first, first_agree)
+        for (layer, thr, share, acc), first, first_agree in zip(partial, shares, agreement, strict=True)
+    ]
+    gate = "entropy" if sign > 0 else "probe"
+    subsets = [layers] if len(layers) > MAX_SUBSET_LAYERS else _nonempty_subsets(layers)
+    return out, [FirstExits(alpha, gate, sub, *first_exits(fired, scores["agree"], sub)) for sub in subsets]
+
+
+def _nonempty_subsets(layers: tuple[int, ...]) -> list[tuple[int, ...]]:
+    return [tuple(x for i, x in enumerate(layers) if mask >> i & 1) for mask in range(1, 2 ** len(layers))]
 
 
 def calibrate(scores: dict[str, Any], alphas: list[float], tokens: int, text: str) -> Calibration:
     entropy = dict(sorted(scores["entropy"].items()))
     probe = {k: -v for k, v in sorted(scores.get("probe", {}).items())}
-    entries = [e for alpha in alphas for e in _level(entropy, scores, alpha, 1.0)]
-    probe_entries = [e for alpha in alphas for e in _level(probe, scores, alpha, -1.0)] if probe else []
+    levels = [_level(entropy, scores, alpha, 1.0) for alpha in alphas]
+    probe_levels = [_level(probe, scores, alpha, -1.0) for alpha in alphas] if probe else []
     overall = {layer: float(agree.float().mean()) for layer, agree in scores["agree"].items()}
-    return Calibration(entries, tokens, text, overall, probe_entries=probe_entries)
+    calib = Calibration([e for entries, _ in levels for e in entries], tokens, text, overall)
+    calib.probe_entries = [e for entries, _ in probe_levels for e in entries]
+    calib.subsets = [s for _, subs in (*levels, *probe_levels) for s in subs]
+    return calib
 
 
 def calibrate_file(
