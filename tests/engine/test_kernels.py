@@ -328,17 +328,52 @@ def test_bitserial_requantize_epilogue(ks, act, bits):
         assert np.array_equal(unpacked[clear], ((ref >> j) & 1)[clear])
 
 
+# ---------------------------------------------------------------------------------------------------------
+# the register tiles of `simd` (TILE columns per call; the last N % TILE columns take the scalar tile)
+
+TILE_SHAPES = [(3, 1, 32), (2, 63, 33), (5, 65, 64), (4, 130, 95), (3, 384, 96), (2, 1541, 131)]
+
+
+@pytest.mark.parametrize("shape", TILE_SHAPES, ids=str)
+def test_register_tiles_equal_the_integer_product_and_the_float32_epilogue(shape):
+    """Both sides of every tile boundary, K not a multiple of 64 included: the integer product exactly, and the
+    affine epilogue bit for bit equal to its float32 formula evaluated one rounding at a time (numpy float32,
+    no fused multiply-add), so register tiles and scalar columns compute the same function."""
+    from beexformer.engine import simd
+
+    m, k, n = shape
+    assert simd.TILE == 32
+    rng = np.random.default_rng(k + n)
+    a, w = rng.standard_normal((m, k)), rng.standard_normal((n, k))
+    ap, wp = pack_signs(a), pack_weight(w)
+    dot = _int_product(a, w)
+    assert np.array_equal(K.SERIAL.bgemm_int(ap, wp, k), dot)
+    beta = rng.random(m).astype(np.float32)
+    alpha, crs, bias = (rng.standard_normal(n).astype(np.float32) for _ in range(3))
+    ref = alpha * (beta[:, None] * dot.astype(np.float32) + crs) + bias
+    assert np.array_equal(K.SERIAL.bgemm_affine(ap, beta, wp, alpha, crs, bias, k), ref)
+    for bits in (1, 2, 3, 4):
+        codes = _random_codes(rng, m, k, bits)
+        planes, usum = _planes_of_codes(K.SERIAL, codes, bits)
+        corr = (2**bits - 1) * sign_pm1(w).astype(np.int64).sum(axis=1)
+        dot2 = (2 * codes.astype(np.int64) - (2**bits - 1)) @ sign_pm1(w).astype(np.int64).T
+        assert np.array_equal(K.SERIAL.bgemm_planes_int(planes, usum, wp, corr), dot2)
+        hs = np.float32(0.13)
+        ref = alpha * (hs * dot2.astype(np.float32)) + bias
+        assert np.array_equal(K.SERIAL.bgemm_planes_affine(planes, usum, hs, wp, alpha, corr, bias), ref)
+
+
 _PORTABILITY_SCRIPT = textwrap.dedent(
     """
     import numpy as np
     from beexformer.engine import kernels as K
     from beexformer.engine.packing import pack_signs, pack_weight, sign_pm1
     rng = np.random.default_rng(0)
-    for m, k, n in [(1, 65, 7), (9, 300, 129), (40, 256, 64)]:
+    for m, k, n in [(1, 65, 7), (9, 300, 129), (40, 256, 64)]:  # scalar columns, register tiles, both
         a, w = rng.standard_normal((m, k)), rng.standard_normal((n, k))
         ref = sign_pm1(a).astype(np.int64) @ sign_pm1(w).astype(np.int64).T
         assert np.array_equal(K.SERIAL.bgemm_int(pack_signs(a), pack_weight(w), k), ref)
-        for bits in (1, 2, 4):
+        for bits in (1, 2, 3, 4):
             n = rng.integers(0, 2**bits, (m, k)).astype(np.float32)
             planes, usum = K.SERIAL.quantize_rows(n, np.float32(1.0), np.float32(0.0), np.float32(0.5), bits)
             corr = (2**bits - 1) * sign_pm1(w).astype(np.int64).sum(axis=1)

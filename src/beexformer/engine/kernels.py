@@ -26,6 +26,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import intrinsic
 
+from beexformer.engine import simd
 from beexformer.engine.jitcache import jit
 
 # Activation codes of the fused "linear -> nonlinearity -> sign/pack" epilogue.
@@ -261,36 +262,51 @@ def _bgemm_int(a, w, K):
     M = a.shape[0]
     N = w.shape[1]
     out = np.empty((M, N), dtype=np.int32)
+    full = N - N % simd.TILE
     for mb in prange((M + ROW_BLOCK - 1) // ROW_BLOCK):
-        acc = np.empty(COL_TILE, dtype=np.uint64)
-        for n0 in range(0, N, COL_TILE):
-            n1 = min(N, n0 + COL_TILE)
-            for m in range(mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)):
-                _popcount_tile(a[m], w, n0, n1, acc)
-                orow = out[m, n0:n1]
-                for i in range(n1 - n0):
+        m0, m1 = mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)
+        # tiles of simd.TILE columns, their weights in L1 while the block's rows pass (register sums)
+        for n0 in range(0, full, simd.TILE):
+            for m in range(m0, m1):
+                simd.xor_tile_int(a[m], w, n0, K, out[m])
+        if full < N:  # the last columns (fewer than a tile): the scalar tile
+            acc = np.empty(COL_TILE, dtype=np.uint64)
+            for m in range(m0, m1):
+                _popcount_tile(a[m], w, full, N, acc)
+                orow = out[m, full:N]
+                for i in range(N - full):
                     orow[i] = np.int32(K - 2 * np.int64(acc[i]))
     return out
 
 
-def _bgemm_affine(a, beta, w, alpha, crs, bias, K):
-    """y[m, n] = alpha[n] * (beta[m] * dot[m, n] + crs[n]) + bias[n], float32 [M, N]; crs = c * rowsum.
+@jit(inline="always")
+def _affine_rows(a, beta, w, alpha, crs, bias, K, m0, m1, out, row0):
+    """out[m - row0] = alpha * (beta[m] * dot + crs) + bias for rows m0 <= m < m1: the XNOR GEMM with its
+    affine epilogue, full tiles in registers (`simd`), the last N % TILE columns by the scalar tile."""
+    N = w.shape[1]
+    full = N - N % simd.TILE
+    for n0 in range(0, full, simd.TILE):
+        for m in range(m0, m1):
+            simd.xor_tile_affine(a[m], w, n0, K, beta[m], alpha, crs, bias, out[m - row0])
+    if full < N:
+        acc = np.empty(COL_TILE, dtype=np.uint64)
+        al, cr, bi = alpha[full:], crs[full:], bias[full:]
+        for m in range(m0, m1):
+            _popcount_tile(a[m], w, full, N, acc)
+            bm = beta[m]
+            orow = out[m - row0, full:]
+            for i in range(N - full):
+                orow[i] = al[i] * (bm * np.float32(K - 2 * np.int64(acc[i])) + cr[i]) + bi[i]
 
-    Tiled: a tile of W (COL_TILE columns) stays in L1 while a block of ROW_BLOCK rows passes over it."""
+
+def _bgemm_affine(a, beta, w, alpha, crs, bias, K):
+    """y[m, n] = alpha[n] * (beta[m] * dot[m, n] + crs[n]) + bias[n], float32 [M, N]; crs = c * rowsum."""
     M = a.shape[0]
     N = w.shape[1]
     out = np.empty((M, N), dtype=np.float32)
     for mb in prange((M + ROW_BLOCK - 1) // ROW_BLOCK):
-        acc = np.empty(COL_TILE, dtype=np.uint64)
-        for n0 in range(0, N, COL_TILE):
-            n1 = min(N, n0 + COL_TILE)
-            al, cr, bi = alpha[n0:n1], crs[n0:n1], bias[n0:n1]
-            for m in range(mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)):
-                _popcount_tile(a[m], w, n0, n1, acc)
-                bm = beta[m]
-                orow = out[m, n0:n1]
-                for i in range(n1 - n0):
-                    orow[i] = al[i] * (bm * np.float32(K - 2 * np.int64(acc[i])) + cr[i]) + bi[i]
+        m0, m1 = mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)
+        _affine_rows(a, beta, w, alpha, crs, bias, K, m0, m1, out, 0)
     return out
 
 
@@ -325,17 +341,8 @@ def _bgemm_act_pack(a, beta, w, alpha, crs, bias, K, acts, centres):
     betas = np.empty((S, M), dtype=np.float32)
     for mb in prange((M + ROW_BLOCK - 1) // ROW_BLOCK):
         m0, m1 = mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)
-        acc = np.empty(COL_TILE, dtype=np.uint64)
         ys = np.empty((m1 - m0, N), dtype=np.float32)
-        for n0 in range(0, N, COL_TILE):
-            n1 = min(N, n0 + COL_TILE)
-            al, cr, bi = alpha[n0:n1], crs[n0:n1], bias[n0:n1]
-            for m in range(m0, m1):
-                _popcount_tile(a[m], w, n0, n1, acc)
-                bm = beta[m]
-                yrow = ys[m - m0, n0:n1]
-                for i in range(n1 - n0):
-                    yrow[i] = al[i] * (bm * np.float32(K - 2 * np.int64(acc[i])) + cr[i]) + bi[i]
+        _affine_rows(a, beta, w, alpha, crs, bias, K, m0, m1, ys, m0)
         for m in range(m0, m1):
             _act_pack_row(ys[m - m0], acts, centres, words[:, m], betas[:, m])
     return words, betas
@@ -509,24 +516,86 @@ def _quantize_rows(x, step, threshold, offset, bits):
     return planes, usum
 
 
+@jit(inline="always")
+def _planes_simd_int(arow, w, n0, usum2, corr, orow):
+    """One register tile of the bit-serial integer product (`simd`; the plane count is a compile-time
+    constant there, so it is dispatched here)."""
+    B = arow.shape[0]
+    if B == 1:
+        simd.plane1_int(arow, w, n0, usum2, corr, orow)
+    elif B == 2:
+        simd.plane2_int(arow, w, n0, usum2, corr, orow)
+    elif B == 3:
+        simd.plane3_int(arow, w, n0, usum2, corr, orow)
+    else:
+        simd.plane4_int(arow, w, n0, usum2, corr, orow)
+
+
+@jit(inline="always")
+def _planes_simd_affine(arow, w, n0, usum2, corr, hs, alpha, bias, orow):
+    B = arow.shape[0]
+    if B == 1:
+        simd.plane1_affine(arow, w, n0, usum2, corr, hs, alpha, bias, orow)
+    elif B == 2:
+        simd.plane2_affine(arow, w, n0, usum2, corr, hs, alpha, bias, orow)
+    elif B == 3:
+        simd.plane3_affine(arow, w, n0, usum2, corr, hs, alpha, bias, orow)
+    else:
+        simd.plane4_affine(arow, w, n0, usum2, corr, hs, alpha, bias, orow)
+
+
+@jit(inline="always")
+def _simd_columns(a, w):
+    """Columns covered by full register tiles (the bit-serial tiles exist for 1 to 4 planes)."""
+    N = w.shape[1]
+    return N - N % simd.TILE if a.shape[1] <= simd.MAX_PLANES else 0
+
+
 def _bgemm_planes_int(a, usum, w, corr):
     """Twice the integer product (N - z) @ sign(W)^T from bit planes a [M, B, KW], code sums usum [M] and
     corr[n] = z2 * rowsum(sign W[n]) (int64): int32 [M, N]."""
     M = a.shape[0]
     N = w.shape[1]
     out = np.empty((M, N), dtype=np.int32)
+    full = _simd_columns(a, w)
     for mb in prange((M + ROW_BLOCK - 1) // ROW_BLOCK):
-        acc = np.empty(COL_TILE, dtype=np.uint64)
-        for n0 in range(0, N, COL_TILE):
+        m0, m1 = mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)
+        for n0 in range(0, full, simd.TILE):
+            for m in range(m0, m1):
+                _planes_simd_int(a[m], w, n0, 2 * usum[m], corr, out[m])
+        acc = np.empty(COL_TILE if full < N else 0, dtype=np.uint64)
+        for n0 in range(full, N, COL_TILE):
             n1 = min(N, n0 + COL_TILE)
             cr = corr[n0:n1]
-            for m in range(mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)):
+            for m in range(m0, m1):
                 _plane_tile(a[m], w, n0, n1, acc)
                 us = 2 * usum[m]
                 orow = out[m, n0:n1]
                 for i in range(n1 - n0):
                     orow[i] = np.int32(4 * np.int64(acc[i]) - us - cr[i])
     return out
+
+
+@jit(inline="always")
+def _planes_affine_rows(a, usum, hs, w, alpha, corr, bias, m0, m1, out, row0):
+    """out[m - row0] = alpha * (hs * dot2) + bias for rows m0 <= m < m1: register tiles, then the scalar
+    tile for the last columns."""
+    N = w.shape[1]
+    full = _simd_columns(a, w)
+    for n0 in range(0, full, simd.TILE):
+        for m in range(m0, m1):
+            _planes_simd_affine(a[m], w, n0, 2 * usum[m], corr, hs, alpha, bias, out[m - row0])
+    acc = np.empty(COL_TILE if full < N else 0, dtype=np.uint64)
+    for n0 in range(full, N, COL_TILE):
+        n1 = min(N, n0 + COL_TILE)
+        al, cr, bi = alpha[n0:n1], corr[n0:n1], bias[n0:n1]
+        for m in range(m0, m1):
+            _plane_tile(a[m], w, n0, n1, acc)
+            us = 2 * usum[m]
+            orow = out[m - row0, n0:n1]
+            for i in range(n1 - n0):
+                dot2 = np.float32(4 * np.int64(acc[i]) - us - cr[i])
+                orow[i] = al[i] * (hs * dot2) + bi[i]
 
 
 def _bgemm_planes_affine(a, usum, half_step, w, alpha, corr, bias):
@@ -537,17 +606,8 @@ def _bgemm_planes_affine(a, usum, half_step, w, alpha, corr, bias):
     hs = np.float32(half_step)
     out = np.empty((M, N), dtype=np.float32)
     for mb in prange((M + ROW_BLOCK - 1) // ROW_BLOCK):
-        acc = np.empty(COL_TILE, dtype=np.uint64)
-        for n0 in range(0, N, COL_TILE):
-            n1 = min(N, n0 + COL_TILE)
-            al, cr, bi = alpha[n0:n1], corr[n0:n1], bias[n0:n1]
-            for m in range(mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)):
-                _plane_tile(a[m], w, n0, n1, acc)
-                us = 2 * usum[m]
-                orow = out[m, n0:n1]
-                for i in range(n1 - n0):
-                    dot2 = np.float32(4 * np.int64(acc[i]) - us - cr[i])
-                    orow[i] = al[i] * (hs * dot2) + bi[i]
+        m0, m1 = mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)
+        _planes_affine_rows(a, usum, hs, w, alpha, corr, bias, m0, m1, out, 0)
     return out
 
 
@@ -564,18 +624,8 @@ def _bgemm_planes_act_quant(
     usums = np.empty(M, dtype=np.int64)
     for mb in prange((M + ROW_BLOCK - 1) // ROW_BLOCK):
         m0, m1 = mb * ROW_BLOCK, min(M, mb * ROW_BLOCK + ROW_BLOCK)
-        acc = np.empty(COL_TILE, dtype=np.uint64)
         ys = np.empty((m1 - m0, N), dtype=np.float32)
-        for n0 in range(0, N, COL_TILE):
-            n1 = min(N, n0 + COL_TILE)
-            al, cr, bi = alpha[n0:n1], corr[n0:n1], bias[n0:n1]
-            for m in range(m0, m1):
-                _plane_tile(a[m], w, n0, n1, acc)
-                us = 2 * usum[m]
-                yrow = ys[m - m0, n0:n1]
-                for i in range(n1 - n0):
-                    dot2 = np.float32(4 * np.int64(acc[i]) - us - cr[i])
-                    yrow[i] = al[i] * (hs * dot2) + bi[i]
+        _planes_affine_rows(a, usum, hs, w, alpha, corr, bias, m0, m1, ys, m0)
         for m in range(m0, m1):
             yrow = ys[m - m0]
             if act == ACT_GELU:
