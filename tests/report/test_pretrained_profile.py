@@ -12,6 +12,7 @@ from beexformer.report.render_pretrained import render_pretrained
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOAT, W1A32, W1A1 = "float MiniLM", "pretrained W1A32", "pretrained W1A1"
+W1A32_KD, W1A4_KD, W1A1_KD = "pretrained W1A32 + KD", "pretrained W1A4 + KD", "pretrained W1A1 + KD"
 
 
 def test_plan_puts_what_the_acceptance_needs_first_and_has_three_seeds_on_small_tasks():
@@ -19,12 +20,22 @@ def test_plan_puts_what_the_acceptance_needs_first_and_has_three_seeds_on_small_
     tasks = list(settings.tasks)
     assert tasks == ["sst2", "cola", "mrpc", "stsb", "rte"]
     plan = build_plan(settings, tasks)
-    first = [(s.task, s.variant, s.seed) for s in plan[:8]]
-    assert first == [(t, v, 1) for t in ACCEPTANCE_TASKS for v in (FLOAT, W1A32)]
-    assert [(s.task, s.variant) for s in plan[8:12]] == [(t, W1A1) for t in ACCEPTANCE_TASKS]
+    first = [(s.task, s.variant, s.seed) for s in plan[:12]]
+    assert first == [(t, v, 1) for t in ACCEPTANCE_TASKS for v in (FLOAT, W1A32, W1A32_KD)]
+    assert [(s.task, s.variant) for s in plan[12:24]] == [
+        (t, v) for t in ACCEPTANCE_TASKS for v in (W1A1, W1A4_KD, W1A1_KD)
+    ]
     assert {s.seed for s in plan if s.task == "sst2"} == {1}
     assert {s.seed for s in plan if s.task == "cola"} == {1, 2, 3}
-    assert len(plan) == 3 + 4 * 3 * 3
+    assert len(plan) == 6 + 4 * 3 * 6
+    # every distilled run is taught by the float run of its task and seed, which comes before it
+    order = [s.run_id for s in plan]
+    for s in plan:
+        if s.variant.endswith("+ KD"):
+            assert s.teacher == f"main-{s.task}-float-minilm-s{s.seed}"
+            assert order.index(s.teacher) < order.index(s.run_id)
+        else:
+            assert s.teacher is None
     # every run starts from MiniLM with the task's fixed step budget; the float twin has nothing 1-bit
     assert all(s.training["init"] == "minilm" and "max_steps" not in s.training for s in plan)
     assert next(s for s in plan if s.variant == FLOAT).model["weight_bits"] == 32
@@ -85,6 +96,7 @@ def _results() -> dict:
     runs = [
         _run("sst2", FLOAT, 0.86, [0, 100, 100, 0, 0, 0], None),
         _run("sst2", W1A32, 0.82, [0, 100, 100, 0, 0, 0], 4_000_000),
+        _run("sst2", W1A32_KD, 0.845, [0, 100, 100, 0, 0, 0], 4_000_000),
         # every STS-B sample leaves at block 2, the earliest regression_patience allows
         _run("stsb", W1A32, 0.60, [0, 300, 0, 0, 0, 0], 4_000_000),
     ]
@@ -114,16 +126,18 @@ def _results() -> dict:
 def test_report_checks_the_acceptance_and_marks_what_does_not_count(tmp_path: Path):
     results = _results()
     md = render_pretrained(results, tmp_path / "docs" / "r.md", tmp_path, tmp_path / "out" / "results.json")
-    assert "**partial**" in md and "3 of 12 planned runs" in md
-    # SST-2: float 86.00 above both bars; W1A32 82.00 under TF-IDF's 82.60: marked and not accepted
-    assert "| SST-2 | 50.90 | 82.60 | 86.00 | 82.00 ‡ | yes | **no** |" in md
-    assert "4.00 points below the float MiniLM (**not** within 3 points)" in md
+    assert "**partial**" in md and "4 of 24 planned runs" in md
+    # SST-2: float 86.00 above both bars; W1A32 82.00 under TF-IDF's 82.60: marked and not accepted; the
+    # distilled W1A32 84.50 is above both and within 3 points of the float model
+    assert "| SST-2 | 50.90 | 82.60 | 86.00 | 82.00 ‡ | 84.50 | yes | **no** | yes |" in md
+    assert "pretrained W1A32 is 4.00 points below the float MiniLM (**not** within 3 points)" in md
+    assert "pretrained W1A32 + KD is 1.50 points below the float MiniLM (within 3 points)" in md
     # STS-B's float run is missing; its W1A32 saving does not count: all samples at block 2
-    assert "| STS-B | 0.00 | - | not run yet | 60.00 | not run yet | yes |" in md
+    assert "| STS-B | 0.00 | - | not run yet | 60.00 | not run yet | not run yet | yes | not run yet |" in md
     assert "60.00 % (all at block 2: does not count)" in md
     assert "| SST-2 | float MiniLM | 1 | 400 | 86.00 | 86.00 |" in md
     assert "| 90.0 | 5.0 | 2.5 |" in md  # float checkpoint MB, wall and CPU minutes
-    assert "15.0 min of wall clock (7.5 CPU-minutes)" in md
+    assert "20.0 min of wall clock (10.0 CPU-minutes)" in md
     assert "`main-stsb-float-minilm-s1` | not run yet" in md
     assert "facebookresearch/bit" in md and "| BiT | 1-1-1 | 13.4 | 89.9 | 72.0 |" in md
     # the same JSON gives the same markdown

@@ -240,3 +240,33 @@ def test_a_failed_worker_run_is_reported_and_the_others_are_kept(tmp_path: Path)
     saved = json.loads(results_path.read_text())
     assert list(saved["runs"]) == [good.run_id]
     assert "n_heads=5" in saved["failed"][bad.run_id]
+
+
+def test_a_student_is_trained_after_its_teacher_and_fails_with_it(tmp_path: Path):
+    """With --jobs 2, a distilled run starts only once its teacher is done and is taught by that run; the
+    student of a failed teacher is reported failed instead of waiting for ever."""
+    from beexformer.errors import BeexError
+    from beexformer.report.plan import RunSpec
+    from beexformer.report.runner import run_plan
+
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures" / "glue"
+    settings = profile_settings("ci", ("sst2",))
+    settings.measure_latency = False
+    training = {"max_steps": 2, "batch_size": 4, "max_len": 32, "vocab_size": 120}
+    small = {"d_model": 32, "n_heads": 2, "d_ff": 32, "n_blocks": 2, "exit_hidden": 8}
+    float32 = {**small, "weight_bits": 32, "act_bits": 32, "embedding_bits": 32, "exit_bits": 32}
+    teacher = RunSpec("main", "sst2", "float32", 1, float32, training)
+    bad_teacher = RunSpec("main", "sst2", "broken", 1, {**float32, "n_heads": 5}, training)
+    student = RunSpec("main", "sst2", "W1A32 + KD", 1, small, training, teacher=teacher.run_id)
+    orphan = RunSpec("main", "sst2", "W1A1 + KD", 1, {**small, "act_bits": 1}, training, teacher=bad_teacher.run_id)
+    # the students come first in the plan: the scheduler must still hold them back until their teachers ran
+    plan = [student, orphan, bad_teacher, teacher]
+    results_path = tmp_path / "results.json"
+    with pytest.raises(BeexError, match="2 of 4 runs failed"):
+        run_plan(settings, plan, str(fixtures), tmp_path / "w", results_path, {}, log=lambda m: None, jobs=2)
+    saved = json.loads(results_path.read_text())
+    assert set(saved["runs"]) == {teacher.run_id, student.run_id}
+    assert saved["runs"][student.run_id]["training_arguments"]["teacher"] == str(tmp_path / "w" / teacher.run_id)
+    assert saved["runs"][student.run_id]["spec"]["teacher"] == teacher.run_id
+    assert "teacher" not in saved["runs"][teacher.run_id]["spec"]  # specs without a teacher keep their shape
+    assert saved["failed"][orphan.run_id] == f"its teacher {bad_teacher.run_id} failed"

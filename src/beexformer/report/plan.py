@@ -11,10 +11,11 @@ Profiles (see docs/reproduce.md for durations):
   epoch; the five small tasks three seeds, two epochs; ablations on SST-2 (a quarter of its training set,
   one seed) and CoLA (three seeds). About 1.5 hours on two idle cores with `--jobs 2`.
 - `full`: three seeds on every task, more epochs on the small tasks, ablations on SST-2 and RTE.
-- `pretrained`: all-MiniLM-L6-v2 fine-tuned (`--init minilm`): the float model, W1A32 and W1A1, no teacher,
-  on SST-2, CoLA, MRPC, STS-B, RTE (WNLI with `--tasks`); a fixed step budget per task; three seeds on the
-  small tasks. Runs are ordered by what the acceptance needs first (seed 1 of the float model and W1A32 on
-  every task, then W1A1, then the other seeds), so a report stopped part-way has the most useful part. The
+- `pretrained`: all-MiniLM-L6-v2 fine-tuned (`--init minilm`): the float model, W1A32 and W1A1 without a
+  teacher, and W1A32, W1A4 and W1A1 distilled from the float run (`+ KD`), on SST-2, CoLA, MRPC, STS-B, RTE
+  (WNLI with `--tasks`); the trainer's `--init` budget; three seeds on the small tasks. Runs are ordered by
+  what the acceptance needs first (seed 1 of the float model and W1A32 with and without a teacher on every
+  task, then the other variants, then the other seeds), so a report stopped part-way has the most useful part. The
   from-scratch model is not retrained: its numbers come from the committed quick-profile results.
 """
 
@@ -69,12 +70,21 @@ ABLATION_NOTES: dict[str, str] = {
     "pre-LN": "norm='pre': LayerNorm before each sub-layer",
 }
 
-# The pretrained profile: the same three bit settings, started from all-MiniLM-L6-v2 (`--init minilm`).
+# The pretrained profile: the same three bit settings, started from all-MiniLM-L6-v2 (`--init minilm`), each
+# binarized one once with labels alone and once distilled from the float MiniLM run of the same task and seed.
 PRETRAINED_VARIANTS: dict[str, dict[str, Any]] = {
     "float MiniLM": MAIN_VARIANTS["float32"],
     "pretrained W1A32": {},
     "pretrained W1A1": {"act_bits": 1},
+    "pretrained W1A32 + KD": {},
+    "pretrained W1A4 + KD": {"act_bits": 4},
+    "pretrained W1A1 + KD": {"act_bits": 1},
 }
+# variant -> the variant of the same task and seed that teaches it (`--teacher`, the trainer's default weights:
+# logits, hidden states and attention, no label loss)
+TEACHERS: dict[str, str] = {v: "float MiniLM" for v in PRETRAINED_VARIANTS if v.endswith("+ KD")}
+# The variants issue 11's acceptance looks at, trained first.
+ACCEPTANCE_VARIANTS = ("float MiniLM", "pretrained W1A32", "pretrained W1A32 + KD")
 PRETRAINED_TASKS = ("sst2", "cola", "mrpc", "stsb", "rte")
 ACCEPTANCE_TASKS = ("sst2", "cola", "mrpc", "stsb")  # issue 11: above the trivial baseline and TF-IDF there
 # The pretrained profile trains every task for the trainer's own `--init` budget (3 epochs of batch 32, at most
@@ -100,6 +110,7 @@ class RunSpec:
     model: dict[str, Any]  # BEExformerConfig overrides
     training: dict[str, Any]  # TrainingArguments fields (without task, output, data_dir, seed, model)
     same_as: str | None = None  # id of an identical run whose results this one reuses
+    teacher: str | None = None  # id of the run that teaches this one (trained before it, same work dir)
 
     def same_training(self, other: RunSpec) -> bool:
         return (self.task, self.seed, self.model, self.training) == (
@@ -117,7 +128,10 @@ class RunSpec:
         return f"{self.group}-{self.task}-{slug}-s{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, **dataclasses.asdict(self)}
+        spec = {"run_id": self.run_id, **dataclasses.asdict(self)}
+        if self.teacher is None:
+            del spec["teacher"]  # runs without a teacher keep the spec (and so the identity) they were made with
+        return spec
 
 
 @dataclass
@@ -293,10 +307,11 @@ def _budget(settings: ProfileSettings, task: str) -> dict[str, Any]:
 
 
 def _priority(settings: ProfileSettings, spec: RunSpec, tasks: list[str]) -> tuple[int, ...]:
-    """What the acceptance of the pretrained start needs first: seed 1 of the float model and W1A32 on the
-    four acceptance tasks, then W1A1 there, then the other tasks, then the other seeds."""
+    """What the acceptance of the pretrained start needs first: seed 1 of the float model and W1A32 (with and
+    without a teacher) on the four acceptance tasks, then the other variants there, then the other tasks, then
+    the other seeds. A teacher always comes before the runs it teaches (the float model is first)."""
     variant_rank = settings.variants.index(spec.variant)
-    tier = (0 if variant_rank < 2 else 1) if spec.task in ACCEPTANCE_TASKS else 2
+    tier = (0 if spec.variant in ACCEPTANCE_VARIANTS else 1) if spec.task in ACCEPTANCE_TASKS else 2
     return (settings.seeds[spec.task].index(spec.seed), tier, tasks.index(spec.task), variant_rank)
 
 
@@ -308,7 +323,10 @@ def build_plan(settings: ProfileSettings, tasks: list[str]) -> list[RunSpec]:
         for seed in settings.seeds[task]:
             for variant in settings.variants:
                 model = {**settings.model, **variant_overrides(variant)}
-                runs.append(RunSpec("main", task, variant, seed, model, dict(training)))
+                spec = RunSpec("main", task, variant, seed, model, dict(training))
+                if variant in TEACHERS:
+                    spec.teacher = dataclasses.replace(spec, variant=TEACHERS[variant]).run_id
+                runs.append(spec)
     if settings.priority_order:
         runs.sort(key=lambda spec: _priority(settings, spec, tasks))
     for task in settings.ablation_tasks:

@@ -53,6 +53,9 @@ def train_run(
     done = _read_json(done_path)
     if done is not None and (run_dir / BEST).is_dir() and done.get("spec") == spec.to_dict():
         return done
+    training = dict(spec.training)
+    if spec.teacher is not None:
+        training["teacher"] = str(teacher_dir(spec, run_dir))
     args = TrainingArguments(
         task=spec.task,
         output=str(run_dir),
@@ -61,7 +64,7 @@ def train_run(
         model=dict(spec.model),
         progress=False,
         num_threads=threads,
-        **spec.training,
+        **training,
     )
     resume = ckpt.latest_checkpoint(run_dir / "checkpoints") is not None
     log(f"[{spec.run_id}] {'resuming' if resume else 'training'} in {run_dir}")
@@ -79,6 +82,15 @@ def train_run(
     }
     write_json(done_path, done, indent=1)
     return done
+
+
+def teacher_dir(spec: RunSpec, run_dir: Path) -> Path:
+    """The run directory of the run that teaches `spec`: trained before it in the same work dir (`run_plan`
+    hands a student out only once its teacher is done)."""
+    path = run_dir.parent / spec.teacher
+    if not (path / DONE).is_file():
+        raise BeexError(f"{spec.run_id}: its teacher {spec.teacher} has not finished training in {path.parent}")
+    return path
 
 
 def train_cpu_minutes(run_dir: Path) -> float | None:
@@ -402,6 +414,20 @@ def _prepare_in_worker(spec: RunSpec, run_dir: Path, data_dir: str, settings: Pr
     return prepare_run(spec, run_dir, data_dir, settings, log=lambda m: print(m, flush=True))
 
 
+def _ready(pending: list[RunSpec], done: set[str], failed: dict[str, str], slots: int) -> list[RunSpec]:
+    """Take up to `slots` runs off `pending`, in plan order, whose teacher (if any) is done; a run whose teacher
+    failed fails too (recorded in `failed`), and one whose teacher still trains waits in `pending`."""
+    ready = []
+    for spec in list(pending):
+        if spec.teacher in failed:
+            pending.remove(spec)
+            failed[spec.run_id] = f"its teacher {spec.teacher} failed"
+        elif len(ready) < slots and (spec.teacher is None or spec.teacher in done):
+            pending.remove(spec)
+            ready.append(spec)
+    return ready
+
+
 def run_plan(
     settings: ProfileSettings,
     plan: list[RunSpec],
@@ -448,24 +474,30 @@ def run_plan(
     save()  # the header (baselines, plan) is on disk before the first run, so a partial report renders
     if jobs > 1:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         log(f"training {len(trained)} runs in {jobs} worker processes")
         context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
+        pending, running, finished = list(trained), {}, 0
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_die_with_parent) as pool:
-            futures = {
-                pool.submit(_prepare_in_worker, spec, work_dir / spec.run_id, data_dir, settings): spec
-                for spec in trained
-            }
-            for finished, future in enumerate(as_completed(futures), start=1):
-                spec = futures[future]
-                try:
-                    add(spec, future.result())
-                except Exception as err:  # noqa: BLE001 - one failed run must not hold back the others' results
-                    failed[spec.run_id] = f"{type(err).__name__}: {err}"
-                    log(f"run {finished}/{len(trained)} FAILED: {spec.run_id}: {failed[spec.run_id]}")
-                    continue
-                log(f"run {finished}/{len(trained)} done: {spec.run_id}")
+            while pending or running:
+                for spec in _ready(pending, set(results["runs"]), failed, jobs - len(running)):
+                    job = pool.submit(_prepare_in_worker, spec, work_dir / spec.run_id, data_dir, settings)
+                    running[job] = spec
+                if not running:
+                    break  # only runs whose teacher failed are left (recorded in `failed` by _ready)
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    spec, finished = running.pop(future), finished + 1
+                    try:
+                        add(spec, future.result())
+                    except Exception as err:  # noqa: BLE001 - one failed run must not hold back the others' results
+                        failed[spec.run_id] = f"{type(err).__name__}: {err}"
+                        log(f"run {finished}/{len(trained)} FAILED: {spec.run_id}: {failed[spec.run_id]}")
+                        continue
+                    log(f"run {finished}/{len(trained)} done: {spec.run_id}")
+        for spec in pending:  # nothing left to run, yet these never got their teacher
+            failed[spec.run_id] = f"its teacher {spec.teacher} is not trained by this plan"
     else:
         for index, spec in enumerate(trained, start=1):
             log(f"run {index}/{len(trained)}: {spec.run_id}")
