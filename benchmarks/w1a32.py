@@ -6,9 +6,10 @@ On the linear shapes of MiniLM-L6 (d = 384, FFN 1536) at one sentence (25 tokens
 (800 tokens), it times y = x @ (alpha * sign W)^T + b computed by
 
 - `blas-unpacked`: numpy's sgemm on the weight unpacked once to alpha * sign(W) in float32: the very operand
-  PyTorch multiplies by (what the packed runtime does);
-- `numba-sign-folded`: no unpacking: y = alpha * (2 * sum of x over the +1 inputs - sum of x), the sums taken
-  by a select on each weight bit (the packed bits are all that is read);
+  PyTorch multiplies by (what the packed runtime did until it had `sign_gemm`);
+- `engine-sign-gemm`: the runtime's `kernels.sign_gemm`, no unpacking: y = alpha * (2 * sum of x over the +1
+  inputs - sum of x), one masked vector add per 16 products with the sums in registers (`engine.simd`), the
+  signs packed along the outputs (one bit per weight is all that is read);
 - `torch-f32`: PyTorch's float32 linear on the same operand (exact; not usable by the runtime, which does not
   import torch: a reference for how fast this CPU's best sgemm is);
 - `torch-int8-vnni`: PyTorch's dynamic int8 linear (fbgemm, VNNI on this CPU): activations rounded to int8 per
@@ -47,37 +48,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from numba import njit  # noqa: E402
 
 from beexformer.engine import cpu  # noqa: E402
-from beexformer.engine.packing import pack_weight, sign_pm1  # noqa: E402
-
-
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, error_model="numpy")
-def sign_folded(x, bits, alpha, bias):
-    """y[m, n] = alpha[n] * (2 * sum_{k: bit k of W[n] set} x[m, k] - sum_k x[m, k]) + bias[n], read from the
-    packed word-major bits [KW, N] (64 inputs per word; tails 0)."""
-    M, K = x.shape
-    KW, N = bits.shape
-    out = np.empty((M, N), dtype=np.float32)
-    acc = np.empty(N, dtype=np.float32)
-    for m in range(M):
-        xr = x[m]
-        total = np.float32(0.0)
-        for k in range(K):
-            total += xr[k]
-        for n in range(N):
-            acc[n] = 0.0
-        for kw in range(KW):
-            wrow = bits[kw]
-            for i in range(min(64, K - kw * 64)):
-                xv = xr[kw * 64 + i]
-                sh = np.uint64(i)
-                for n in range(N):
-                    acc[n] += xv if (wrow[n] >> sh) & np.uint64(1) else np.float32(0.0)
-        for n in range(N):
-            out[m, n] = alpha[n] * (np.float32(2.0) * acc[n] - total) + bias[n]
-    return out
+from beexformer.engine.kernels import SERIAL  # noqa: E402
+from beexformer.engine.packing import pack_signs, sign_pm1  # noqa: E402
 
 
 def median_time(fn, reps: int) -> float:
@@ -101,7 +75,7 @@ def main() -> None:
         bias = rng.standard_normal(n).astype(np.float32)
         wq = (alpha[:, None] * sign_pm1(w)).astype(np.float32)
         wt = np.ascontiguousarray(wq.T)
-        bits = pack_weight(w)
+        signs = pack_signs(np.ascontiguousarray(w.T))  # the runtime's layout: packed along the outputs
         ref = x.astype(np.float64) @ wq.T.astype(np.float64) + bias
         linear = torch.nn.Linear(k, n)
         with torch.no_grad():
@@ -115,7 +89,7 @@ def main() -> None:
         xt, xb = torch.from_numpy(x), torch.from_numpy(x).to(torch.bfloat16)
         options = {
             "blas-unpacked": lambda x=x, wt=wt, bias=bias: x @ wt + bias,
-            "numba-sign-folded": lambda x=x, bits=bits, alpha=alpha, bias=bias: sign_folded(x, bits, alpha, bias),
+            "engine-sign-gemm": lambda x=x, s=signs, alpha=alpha, bias=bias: SERIAL.sign_gemm(x, s, alpha, bias),
             "torch-f32": lambda linear=linear, xt=xt: linear(xt),
             "torch-int8-vnni": lambda int8=int8, xt=xt: int8(xt),
             "torch-bf16": lambda bf16=bf16, xb=xb: bf16(xb),

@@ -363,6 +363,43 @@ def test_register_tiles_equal_the_integer_product_and_the_float32_epilogue(shape
         assert np.array_equal(K.SERIAL.bgemm_planes_affine(planes, usum, hs, wp, alpha, corr, bias), ref)
 
 
+@pytest.mark.parametrize("ks", FLAVOURS, ids=["serial", "parallel"])
+@pytest.mark.parametrize("d", [1, 64, 100, 384])
+def test_embed_binary_rows(ks, d):
+    """Rows of the 1-bit token table: scale * sign, exactly, whole words and the partial last word."""
+    rng = np.random.default_rng(d)
+    table = rng.standard_normal((50, d)).astype(np.float32)
+    table[3, 0] = 0.0  # sign(0) = +1
+    scale = rng.random(50).astype(np.float32)
+    ids = rng.integers(0, 50, 30)
+    ids[0] = 3
+    ref = (np.where(table[ids] >= 0, 1, -1) * scale[ids][:, None]).astype(np.float32)
+    assert np.array_equal(ks.embed_binary(pack_signs(table), scale, ids, d), ref)
+
+
+SIGN_SHAPES = [(1, 1, 1), (1, 3, 64), (3, 100, 70), (4, 384, 128), (5, 65, 200), (9, 1536, 384), (25, 384, 1152)]
+
+
+@pytest.mark.parametrize("shape", SIGN_SHAPES, ids=str)
+def test_sign_gemm_is_the_w1a32_linear(shape):
+    """W1A32 from the bits: x @ (alpha * sign W)^T + bias against float64, rows past a 4-row tile and columns
+    past a 64-column word included; sign(0) = +1; the parallel flavour gives the same bits as the serial."""
+    m, k, n = shape
+    rng = np.random.default_rng(m + k + n)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    w[0, 0] = 0.0
+    alpha = rng.random(n).astype(np.float32) + np.float32(0.1)
+    bias = rng.standard_normal(n).astype(np.float32)
+    signs = pack_signs(np.ascontiguousarray(w.T))
+    y = K.SERIAL.sign_gemm(x, signs, alpha, bias)
+    ref = x.astype(np.float64) @ (alpha[:, None] * sign_pm1(w)).T.astype(np.float64) + bias
+    # float32 sums of k terms: error bounded by k ulps of sum |x| * alpha
+    bound = 2 * k * np.finfo(np.float32).eps * (np.abs(x).sum(axis=1)[:, None] * alpha + np.abs(bias)) + 1e-7
+    assert np.all(np.abs(y - ref) <= bound)
+    assert np.array_equal(K.PARALLEL.sign_gemm(x, signs, alpha, bias), y)
+
+
 _PORTABILITY_SCRIPT = textwrap.dedent(
     """
     import numpy as np
@@ -379,6 +416,10 @@ _PORTABILITY_SCRIPT = textwrap.dedent(
             corr = (2**bits - 1) * sign_pm1(w).astype(np.int64).sum(axis=1)
             ref = (2 * n.astype(np.int64) - (2**bits - 1)) @ sign_pm1(w).astype(np.int64).T
             assert np.array_equal(K.SERIAL.bgemm_planes_int(planes, usum, pack_weight(w), corr), ref)
+        x = a.astype(np.float32)  # W1A32 from the bits (float sums: close, not bit-exact)
+        alpha, bias = np.ones(len(w), np.float32), np.zeros(len(w), np.float32)
+        y = K.SERIAL.sign_gemm(x, pack_signs(np.ascontiguousarray(w.T)), alpha, bias)
+        assert np.allclose(y, x.astype(np.float64) @ sign_pm1(w).T, rtol=1e-5, atol=1e-4)
     print("exact")
     """
 )

@@ -479,16 +479,28 @@ def _quantize_row(x, step, threshold, offset, planes):
     """Codes n = clamp(floor((x - threshold) / step + offset), 0, 2^B - 1) of one row x [K] (offset = z + 1/2),
     written as bit planes [B, KW] (tails 0); returns sum(n). Computed in float32 in the order of
     `quantizers.quantize_codes`, with no fastmath: the division and the floor must be the IEEE operations
-    PyTorch performs (x - 0 is x exactly, so layers without a threshold pass 0). Per word of 64 inputs, the
-    codes go to a small buffer first, then each plane is one OR-reduction: both loops vectorize (writing bit
-    by bit into the planes did not, and cost more than the GEMM)."""
+    PyTorch performs (x - 0 is x exactly, so layers without a threshold pass 0). Full words of 64 inputs run
+    as vector code with the planes taken from vector compares (`simd.quantize_words*`); the last partial word
+    (and more than 4 planes) runs the loops: the codes to a small buffer first, then each plane is one
+    OR-reduction."""
     K = x.shape[0]
     B, KW = planes.shape
     step, threshold, offset = np.float32(step), np.float32(threshold), np.float32(offset)
     top = np.float32((1 << B) - 1)
-    codes = np.empty(64, dtype=np.uint64)
     total = 0
-    for kw in range(KW):
+    first = 0  # full words go through the vector code (`simd.quantize_words*`), the rest through the loops below
+    if B <= simd.MAX_PLANES:
+        first = K // 64
+        if B == 1:
+            total = simd.quantize_words1(x, step, threshold, offset, planes)
+        elif B == 2:
+            total = simd.quantize_words2(x, step, threshold, offset, planes)
+        elif B == 3:
+            total = simd.quantize_words3(x, step, threshold, offset, planes)
+        else:
+            total = simd.quantize_words4(x, step, threshold, offset, planes)
+    codes = np.empty(64, dtype=np.uint64)
+    for kw in range(first, KW):
         part = x[kw * 64 : min(K, kw * 64 + 64)]
         width = part.shape[0]
         word_total = np.uint64(0)
@@ -775,21 +787,79 @@ def _gelu_rows(x):
     return out
 
 
+@jit(inline="always")
+def _unpack_word(word, s, out, n):
+    """out[i] = s where bit i of word is set, else -s, for i < n."""
+    for i in range(n):
+        out[i] = s if (word >> np.uint64(i)) & np.uint64(1) else -s
+
+
 def _embed_binary(bits, scale, ids, K):
-    """Rows of a 1-bit table: out[t] = scale[ids[t]] * sign bits of row ids[t] (ids already range-checked)."""
+    """Rows of a 1-bit table: out[t] = scale[ids[t]] * sign bits of row ids[t] (ids already range-checked). Full
+    words with the constant trip count 64, which LLVM turns into vector code (a loop over k with k // 64 and
+    k % 64 per element ran scalar)."""
     T = ids.shape[0]
+    KW = (K + 63) // 64
     out = np.empty((T, K), dtype=np.float32)
     for t in prange(T):
         row = ids[t]
         s = scale[row]
+        orow = out[t]
+        for kw in range(K // 64):
+            _unpack_word(bits[row, kw], s, orow[kw * 64 : kw * 64 + 64], 64)
+        if K % 64:
+            _unpack_word(bits[row, KW - 1], s, orow[(KW - 1) * 64 :], K % 64)
+    return out
+
+
+@jit(inline="always")
+def _sign_tiles(x, m0, rows, signs, nw, totals, alpha, bias, out):
+    """One tile of `_sign_gemm` (`simd`; the row count is a compile-time constant there)."""
+    if rows == 4:
+        simd.sign_tile4(x, m0, signs, nw, totals, alpha, bias, out)
+    elif rows == 3:
+        simd.sign_tile3(x, m0, signs, nw, totals, alpha, bias, out)
+    elif rows == 2:
+        simd.sign_tile2(x, m0, signs, nw, totals, alpha, bias, out)
+    else:
+        simd.sign_tile1(x, m0, signs, nw, totals, alpha, bias, out)
+
+
+def _sign_gemm(x, signs, alpha, bias):
+    """A W1A32 linear, y = x @ (alpha * sign W)^T + bias, from float32 x [M, K] and the signs packed along the
+    outputs (`packing.pack_signs(W.T)`: [K, ceil(N / 64)], bit n % 64 of word n // 64 set where W[n, k] >= 0).
+    With P = the sum of x over the +1 weights and S = sum(x), the dot product is 2 P - S: one masked add per
+    16 products in registers (`simd.sign_tile*`), reading 1 bit per weight instead of 4 bytes."""
+    M, K = x.shape
+    N = alpha.shape[0]
+    out = np.empty((M, N), dtype=np.float32)
+    totals = np.empty(M, dtype=np.float32)
+    for m in range(M):
+        total = np.float32(0.0)
+        xr = x[m]
         for k in range(K):
-            bit = (bits[row, k // 64] >> np.uint64(k % 64)) & np.uint64(1)
-            out[t, k] = s if bit else -s
+            total += xr[k]
+        totals[m] = total
+    full = N // simd.SIGN_COLUMNS
+    for mb in prange((M + simd.SIGN_ROWS - 1) // simd.SIGN_ROWS):
+        m0 = mb * simd.SIGN_ROWS
+        rows = min(simd.SIGN_ROWS, M - m0)
+        for nw in range(full):
+            _sign_tiles(x, m0, rows, signs, nw, totals, alpha, bias, out)
+        for m in range(m0, m0 + rows):  # the last N % 64 columns
+            xr = x[m]
+            for n in range(full * simd.SIGN_COLUMNS, N):
+                word, bit = n // 64, np.uint64(n % 64)
+                p = np.float32(0.0)
+                for k in range(K):
+                    if (signs[k, word] >> bit) & np.uint64(1):
+                        p += xr[k]
+                out[m, n] = alpha[n] * (np.float32(2.0) * p - totals[m]) + bias[n]
     return out
 
 
 # (not gelu_rows: "reassoc" would let LLVM fold the exp's rounding trick (x + R) - R into x)
-_FLOAT_KERNELS = {"pack_rows", "bgemm_act_pack", "attention", "layernorm", "mean_pool", "float_linear"}
+_FLOAT_KERNELS = {"pack_rows", "bgemm_act_pack", "attention", "layernorm", "mean_pool", "float_linear", "sign_gemm"}
 
 _BODIES = {
     "embed_binary": _embed_binary,
@@ -808,6 +878,7 @@ _BODIES = {
     "mean_pool": _mean_pool,
     "float_linear": _float_linear,
     "gelu_rows": _gelu_rows,
+    "sign_gemm": _sign_gemm,
 }
 
 

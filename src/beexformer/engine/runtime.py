@@ -7,9 +7,9 @@ offsets per sample), so padding is never computed, and early exit removes a samp
 
 W1A1 layers (weight_bits=1, act_bits=1) run on the XNOR-popcount kernels with fused epilogues; activations
 stay packed between binary layers. W1A32 layers (weight_bits=1, act_bits=32) multiply float activations by
-the weights unpacked once at load time to alpha * sign(W) (float32), through numpy's BLAS: that is the exact
-operand the PyTorch layer uses, and BLAS on it is the fastest exact choice we measured (docs/engine.md).
-Attention scores, softmax, LayerNorm and the exit heads are float32.
+the signs straight from the bits (`kernels.sign_gemm`: alpha * (2 P - S), P the sum of the inputs under +1
+weights, S of all), faster than numpy's BLAS on the weights unpacked to floats at batch 1 (docs/engine.md).
+Float models run BLAS. Attention scores, softmax, LayerNorm and the exit heads are float32.
 
 Exit decisions come from `beexformer.exits` (numpy), the same code the PyTorch model calls, applied the same
 way as `BEExformer.early_exit`: after block c, every sample still in the batch whose rule fires leaves.
@@ -25,9 +25,9 @@ import numpy as np
 from beexformer.config import BEExformerConfig
 from beexformer.engine import blocks as B
 from beexformer.engine import kernels as K
-from beexformer.engine.blocks import binary_block, exit_head, planes_block
+from beexformer.engine.blocks import binary_block, embed, exit_head, planes_block
 from beexformer.engine.format import act_mode, block_linears, block_names, non_negative_input, read_packed
-from beexformer.engine.packing import unpack_signs, unpack_weight
+from beexformer.engine.packing import pack_signs, unpack_signs, unpack_weight
 from beexformer.engine.text import PackedTokenizer
 from beexformer.engine.threads import kernels_for
 from beexformer.errors import ConfigError, DataError
@@ -38,6 +38,9 @@ _SIGMOID_TANH = np.array([K.ACT_SIGMOID, K.ACT_TANH], dtype=np.int64)
 _SIGMOID_TANH_CENTRES = np.array([0.5, 0.0], dtype=np.float32)
 _GELU = np.array([K.ACT_GELU], dtype=np.int64)
 _ZERO_CENTRE = np.array([0.0], dtype=np.float32)
+# placeholders for the parts a model's embedding does not have (the fused call takes every argument)
+_NO_BITS, _NO_FLOATS = np.zeros((0, 1), dtype=np.uint64), np.zeros(0, dtype=np.float32)
+_NO_TABLE, _NO_IDS = np.zeros((0, 1), dtype=np.float32), np.zeros(0, dtype=np.int64)
 
 
 @dataclass
@@ -70,6 +73,30 @@ class _Dense:
         y = x @ self.wt
         y += self.bias
         return y
+
+
+@dataclass
+class _SignLinear:
+    """A W1A32 linear (float activations, +-1 weights): y = x @ (alpha * sign W)^T + bias computed from the
+    bits (`kernels.sign_gemm`), never unpacked to floats."""
+
+    signs: np.ndarray  # uint64 [K, ceil(N / 64)]: the signs packed along the outputs
+    alpha: np.ndarray  # float32 [N]
+    bias: np.ndarray  # float32 [N]
+
+    @classmethod
+    def from_parts(cls, parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> _SignLinear:
+        """From (+-1 weights [N_i, K], alpha [N_i], bias [N_i]) of linears that read the same input (q, k, v
+        stacked along N: one call)."""
+        signs = np.concatenate([w for w, _, _ in parts])
+        return cls(
+            pack_signs(np.ascontiguousarray(signs.T)),
+            np.ascontiguousarray(np.concatenate([a for _, a, _ in parts]), dtype=np.float32),
+            np.ascontiguousarray(np.concatenate([b for _, _, b in parts]), dtype=np.float32),
+        )
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return kernels_for(len(x)).sign_gemm(x, self.signs, self.alpha, self.bias)
 
 
 def _concat_binary(parts: list[_Binary]) -> _Binary:
@@ -126,6 +153,7 @@ class PackedModel:
         )
         self.segments = t.get("embeddings.segment.weight")
         self.emb_norm = (t["embeddings.norm.weight"], t["embeddings.norm.bias"])
+        self._arange = np.arange(c.max_len, dtype=np.int64)  # a single sentence's positions, sliced
         self.blocks = [self._prepare_block(t, prefix) for prefix in block_names(c)]
         self.exits = []
         for i in range(c.n_blocks):
@@ -152,6 +180,11 @@ class PackedModel:
         else:
             w = t[f"{name}.weight"]
         return _Dense(np.ascontiguousarray(w.T, dtype=np.float32), t[f"{name}.bias"])
+
+    @staticmethod
+    def _sign_parts(t: dict[str, np.ndarray], name: str, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A 1-bit linear's +-1 weights [N, K], alpha and bias."""
+        return unpack_weight(t[f"{name}.bits"], k), t[f"{name}.alpha"], t[f"{name}.bias"]
 
     def _planes(self, t: dict[str, np.ndarray], block: str, name: str, k: int) -> _Planes:
         bits, z2 = self.config.act_bits, 0 if non_negative_input(name) else 2**self.config.act_bits - 1
@@ -190,6 +223,14 @@ class PackedModel:
             for name, k, _ in block_linears(c):
                 block[name] = self._planes(t, p, name, k)
             block["gate"] = t.get(f"{p}.ffn.slfn_gate", np.zeros(1, dtype=np.float32))
+        elif c.weight_bits == 1:  # W1A32
+            sign = self._sign_parts
+            for name, k, _ in block_linears(c):
+                block[name] = _SignLinear.from_parts([sign(t, f"{p}.{name}", k)])
+            block["qkv"] = _SignLinear.from_parts([sign(t, f"{p}.attn.{n}", d) for n in ("q", "k", "v")])
+            for n in ("q", "k", "v"):
+                del block[f"attn.{n}"]
+            block["gate"] = t.get(f"{p}.ffn.slfn_gate")
         else:
             dn = self._dense
             for name, k, _ in block_linears(c):
@@ -203,16 +244,14 @@ class PackedModel:
 
     def _embed(self, ids: np.ndarray, positions: np.ndarray, segments: np.ndarray | None) -> np.ndarray:
         c = self.config
-        ks = kernels_for(len(ids))
-        if self.tok_bits is not None:
-            tok = ks.embed_binary(self.tok_bits, self.tok_scale, ids, self.tok_dim)
-        else:
-            tok = self.tok_table[ids]
-        pos = self.positions[positions]
-        x = tok + pos if c.combine == "add" else np.concatenate([tok, pos], axis=1)
-        if self.segments is not None and segments is not None:
-            x = x + self.segments[segments]
-        return ks.layernorm(np.ascontiguousarray(x, dtype=np.float32), *self.emb_norm, self.eps)
+        binary = self.tok_bits is not None
+        has_seg = self.segments is not None and segments is not None
+        return embed(kernels_for(len(ids)))(
+            self.tok_bits if binary else _NO_BITS, self.tok_scale if binary else _NO_FLOATS,
+            _NO_TABLE if binary else self.tok_table, binary, self.tok_dim, ids, self.positions, positions,
+            c.combine != "add", self.segments if has_seg else _NO_TABLE, segments if has_seg else _NO_IDS, has_seg,
+            *self.emb_norm, self.eps,
+        )  # fmt: skip
 
     def _block_binary(self, blk: dict, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """W1A1 block, one compiled call (`blocks.binary_block`): activations are packed right after each
@@ -249,7 +288,8 @@ class PackedModel:
         )  # fmt: skip
 
     def _block_dense(self, blk: dict, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """W1A32 (or float) block: BLAS on the unpacked weights, numba for attention and LayerNorm."""
+        """W1A32 block (linears from the bits, `_SignLinear`) or float block (BLAS); numba for attention and
+        LayerNorm."""
         c = self.config
         ks = kernels_for(len(x))
         attn_in = ks.layernorm(x, *blk["norm1"], self.eps) if self.pre_norm else x
@@ -299,20 +339,23 @@ class PackedModel:
         c = self.config
         if len(input_ids) == 0:
             raise DataError("empty batch")
-        lengths = np.array([len(s) for s in input_ids], dtype=np.int64)
-        if lengths.min() < 1:
+        lengths = [len(s) for s in input_ids]
+        if min(lengths) < 1:
             raise DataError("every input needs at least one token")
-        if lengths.max() > c.max_len:
-            raise DataError(f"an input has {lengths.max()} tokens; this model takes at most {c.max_len}")
-        ids = np.concatenate([np.asarray(s, dtype=np.int64) for s in input_ids])
+        if max(lengths) > c.max_len:
+            raise DataError(f"an input has {max(lengths)} tokens; this model takes at most {c.max_len}")
+        ids = _flat(input_ids)
         if ids.min() < 0 or ids.max() >= c.vocab_size:
             raise DataError(f"token id out of range [0, {c.vocab_size}) for this model")
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        positions = np.arange(len(ids), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
+        if len(lengths) == 1:  # one sentence (the latency case): no cumsum / repeat
+            offsets, positions = np.array([0, lengths[0]], dtype=np.int64), self._arange[: lengths[0]]
+        else:
+            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            positions = np.arange(len(ids), dtype=np.int64) - np.repeat(offsets[:-1], lengths)
         segs = None
         if token_type_ids is not None and self.segments is not None:
-            segs = np.concatenate([np.asarray(s, dtype=np.int64) for s in token_type_ids])
+            segs = _flat(token_type_ids)
             if segs.shape != ids.shape:
                 raise DataError("token_type_ids do not match input_ids in length")
             if segs.size and (segs.min() < 0 or segs.max() >= len(self.segments)):
@@ -380,6 +423,13 @@ class PackedModel:
         if self.tokenizer is None:
             raise ConfigError("this model was loaded without a tokenizer")
         return self.tokenizer.encode(texts_a, texts_b, self.max_len)
+
+
+def _flat(sequences) -> np.ndarray:
+    """The concatenation of per-sample id sequences as one int64 array."""
+    if len(sequences) == 1:
+        return np.ascontiguousarray(sequences[0], dtype=np.int64)
+    return np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences])
 
 
 def _compact(x: np.ndarray, offsets: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -209,3 +209,140 @@ plane1_int, plane1_affine = _make_plane_tiles(1)
 plane2_int, plane2_affine = _make_plane_tiles(2)
 plane3_int, plane3_affine = _make_plane_tiles(3)
 plane4_int, plane4_affine = _make_plane_tiles(4)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# W1A32: float activations times +-1 weights, from the bits. With P = the sum of x over the inputs whose
+# weight is +1 and S = the sum of all x, the dot product is 2 P - S, so a tile needs one masked add per 16
+# products (the weight bits are the mask) and reads 1 bit per weight instead of a float32: the unpacked
+# weights of a MiniLM block are 7 MB (memory-bound at batch 1), their bits 0.2 MB.
+
+SIGN_COLUMNS = 64  # output columns per tile: one 64-bit word of signs per input
+FLOAT_LANES = 16  # float32 lanes of one vector value
+_VF16 = ir.VectorType(_F32, FLOAT_LANES)
+
+
+def _make_sign_tile(rows: int):
+    @intrinsic
+    def sign_tile(typingctx, x, m0, signs, nw, totals, alpha, bias, out):
+        """out[m0 + r, 64 nw + c] = alpha[.] * (2 P - totals[m0 + r]) + bias[.] for r < rows, c < 64, where
+        P = sum over k of x[m0 + r, k] where bit c of signs[k, nw] is set (float32, sums in k order)."""
+        if not (_c_array(x, types.float32, 2) and _c_array(signs, types.uint64, 2) and _c_array(out, types.float32, 2)
+                and all(_c_array(a, types.float32, 1) for a in (totals, alpha, bias))):  # fmt: skip
+            return None
+
+        def codegen(context, builder, sig, args):
+            x_arr = context.make_array(sig.args[0])(context, builder, args[0])
+            s_arr = context.make_array(sig.args[2])(context, builder, args[2])
+            o_arr = context.make_array(sig.args[7])(context, builder, args[7])
+            totals, alpha, bias = (_data(context, builder, sig.args[i], args[i]) for i in (4, 5, 6))
+            m0, nw = args[1], args[3]
+            n_k = builder.extract_value(x_arr.shape, 1)
+            n_words = builder.extract_value(s_arr.shape, 1)
+            n_cols = builder.extract_value(o_arr.shape, 1)
+            vectors = SIGN_COLUMNS // FLOAT_LANES
+            zero = ir.Constant(_VF16, None)
+            slots = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)] for _ in range(rows)]
+            row_starts = [builder.mul(builder.add(m0, ir.Constant(_I64, r)), n_k) for r in range(rows)]
+            with cgutils.for_range(builder, n_k) as loop:
+                k = loop.index
+                word = builder.load(builder.gep(s_arr.data, [builder.add(builder.mul(k, n_words), nw)]))
+                bits = builder.bitcast(word, ir.VectorType(ir.IntType(1), SIGN_COLUMNS))
+                lane_sets = [list(range(FLOAT_LANES * v, FLOAT_LANES * (v + 1))) for v in range(vectors)]
+                undefined = ir.Constant(bits.type, ir.Undefined)
+                masks = [
+                    builder.shuffle_vector(bits, undefined, ir.Constant(ir.VectorType(_I32, FLOAT_LANES), lanes))
+                    for lanes in lane_sets
+                ]
+                for r in range(rows):
+                    xv = _splat(builder, builder.load(builder.gep(x_arr.data, [builder.add(row_starts[r], k)])), _VF16)
+                    for v in range(vectors):
+                        acc = builder.load(slots[r][v])
+                        builder.store(builder.select(masks[v], builder.fadd(acc, xv), acc), slots[r][v])
+            two = _splat(builder, ir.Constant(_F32, 2.0), _VF16)
+            col0 = builder.mul(nw, ir.Constant(_I64, SIGN_COLUMNS))
+            for r in range(rows):
+                row = builder.add(m0, ir.Constant(_I64, r))
+                total = _splat(builder, builder.load(builder.gep(totals, [row])), _VF16)
+                out_row = builder.mul(row, n_cols)
+                for v in range(vectors):
+                    col = builder.add(col0, ir.Constant(_I64, FLOAT_LANES * v))
+                    dot = builder.fsub(builder.fmul(two, builder.load(slots[r][v])), total)
+                    y = builder.fmul(_load_vec(builder, alpha, col, _VF16), dot)
+                    y = builder.fadd(y, _load_vec(builder, bias, col, _VF16))
+                    _store_vec(builder, y, o_arr.data, builder.add(out_row, col))
+            return context.get_dummy_value()
+
+        return types.void(x, types.int64, signs, types.int64, totals, alpha, bias, out), codegen
+
+    return sign_tile
+
+
+SIGN_ROWS = 4  # rows per tile (16 accumulator vectors)
+sign_tile1, sign_tile2, sign_tile3, sign_tile4 = (_make_sign_tile(r) for r in range(1, SIGN_ROWS + 1))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# k-bit activation codes, written as bit planes: 16 inputs per vector, each plane's 16 bits taken from a
+# vector compare as a mask (numba's loops for this cost about as much as the bit-serial GEMM they feed).
+
+
+def _make_quantize_words(planes: int):
+    @intrinsic
+    def quantize_words(typingctx, x, step, threshold, offset, out):
+        """For each full word kw < len(x) // 64: codes n = clamp(floor((x - threshold) / step + offset), 0,
+        2^B - 1) of x[64 kw : 64 kw + 64], bit j of each code into out[j, kw]; returns the sum of the codes.
+        float32 operations in `quantizers.quantize_codes`' order, no fast-math flags: the IEEE results
+        PyTorch's quantizer computes, so the codes are its codes."""
+        if not (_c_array(x, types.float32, 1) and _c_array(out, types.uint64, 2)):
+            return None
+        if not all(t == types.float32 for t in (step, threshold, offset)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            x_arr = context.make_array(sig.args[0])(context, builder, args[0])
+            out_arr = context.make_array(sig.args[4])(context, builder, args[4])
+            n_words_out = builder.extract_value(out_arr.shape, 1)
+            full = builder.sdiv(builder.extract_value(x_arr.shape, 0), ir.Constant(_I64, 64))
+            vi32 = ir.VectorType(_I32, FLOAT_LANES)
+            step_v, thr_v, off_v = (_splat(builder, args[i], _VF16) for i in (1, 2, 3))
+            top = _splat(builder, ir.Constant(_F32, float((1 << planes) - 1)), _VF16)
+            zero_f = ir.Constant(_VF16, None)
+            module = builder.module
+            vf2 = ir.FunctionType(_VF16, [_VF16, _VF16])
+            floor = cgutils.get_or_insert_function(module, ir.FunctionType(_VF16, [_VF16]), "llvm.floor.v16f32")
+            maxnum = cgutils.get_or_insert_function(module, vf2, "llvm.maxnum.v16f32")
+            minnum = cgutils.get_or_insert_function(module, vf2, "llvm.minnum.v16f32")
+            reduce_add = cgutils.get_or_insert_function(
+                module, ir.FunctionType(_I32, [vi32]), "llvm.vector.reduce.add.v16i32"
+            )
+            sums = cgutils.alloca_once_value(builder, ir.Constant(vi32, None))
+            with cgutils.for_range(builder, full) as loop:
+                kw = loop.index
+                words = [ir.Constant(_I64, 0)] * planes
+                for v in range(64 // FLOAT_LANES):
+                    at = builder.add(builder.mul(kw, ir.Constant(_I64, 64)), ir.Constant(_I64, FLOAT_LANES * v))
+                    u = builder.fadd(
+                        builder.fdiv(builder.fsub(_load_vec(builder, x_arr.data, at, _VF16), thr_v), step_v), off_v
+                    )
+                    level = builder.call(minnum, [builder.call(maxnum, [builder.call(floor, [u]), zero_f]), top])
+                    codes = builder.fptoui(level, vi32)
+                    builder.store(builder.add(builder.load(sums), codes), sums)
+                    for j in range(planes):
+                        bit = builder.and_(codes, _splat(builder, ir.Constant(_I32, 1 << j), vi32))
+                        mask = builder.icmp_unsigned("!=", bit, ir.Constant(vi32, None))
+                        chunk = builder.zext(builder.bitcast(mask, ir.IntType(FLOAT_LANES)), _I64)
+                        words[j] = builder.or_(words[j], builder.shl(chunk, ir.Constant(_I64, FLOAT_LANES * v)))
+                for j in range(planes):
+                    index = builder.add(builder.mul(ir.Constant(_I64, j), n_words_out), kw)
+                    builder.store(words[j], builder.gep(out_arr.data, [index]))
+            return builder.sext(builder.call(reduce_add, [builder.load(sums)]), _I64)
+
+        return types.int64(x, types.float32, types.float32, types.float32, out), codegen
+
+    return quantize_words
+
+
+quantize_words1, quantize_words2, quantize_words3, quantize_words4 = (
+    _make_quantize_words(b) for b in range(1, MAX_PLANES + 1)
+)
