@@ -190,12 +190,20 @@ def best_gate_layers(
     """The gate layers (of the calibrated ones, every subset the calibration recorded) whose predicted speed-up
     over full decoding is the largest, and that speed-up. A layer whose exits save less than what asking its
     gate costs every token that reaches it is left out this way; a gate whose exits never pay leaves the mode
-    with no gate at all (predicted 1.0). Ties go to fewer layers (less to ask)."""
+    with no gate at all (predicted 1.0). Ties go to fewer layers (less to ask).
+
+    Each layer's threshold is set alone; with several layers gating, the later ones get the tokens the earlier
+    ones did not take, and their exits agree less. For early exit, whose output is the exits' tokens, a subset
+    whose exits agree less than alpha on the calibration text is not a candidate (one layer alone always is).
+    Self-speculation's output does not depend on it; the cost model prices its acceptance instead."""
     all_layers = [e.layer for e in calib.level(alpha, gate)]
     candidates = [list(s.layers) for s in calib.subsets if math.isclose(s.alpha, alpha) and s.gate == gate]
     best: tuple[list[int], float] = ([], 1.0)
     for subset in candidates or [all_layers]:
-        speed = predict_mode(mode, unit, layers, costs, exit_profile(calib, alpha, gate, subset), max_draft)
+        prof = exit_profile(calib, alpha, gate, subset)
+        if mode == "early-exit" and len(subset) > 1 and prof.mean_agreement < alpha - 1e-9:
+            continue
+        speed = predict_mode(mode, unit, layers, costs, prof, max_draft)
         if speed > best[1] + 1e-9 or (abs(speed - best[1]) <= 1e-9 and len(subset) < len(best[0])):
             best = (subset, speed)
     return best

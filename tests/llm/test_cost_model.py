@@ -71,5 +71,18 @@ def test_gate_layers_are_chosen_where_their_exits_pay_for_their_calls() -> None:
     # Gates for free: layer 4's token exits there instead of at 18, so both layers together are fastest.
     layers, speed = best_gate_layers(calib, 1.0, "entropy", "early-exit", FREE_ROWS, 20, NO_GATE, 3)
     assert layers == [4, 18] and speed == pytest.approx(30 / (0.05 * 4 + 0.45 * 18 + 0.5 * 30))
+    # At alpha 0.75 layer 4 alone takes tokens 0-11 (9 right: 0.75), layer 18 alone all 20 (16 right: 0.8).
+    # Together layer 18 only gets tokens 12-19, half of them wrong: the pair's exits agree 13 / 20 < 0.75, so
+    # early exit may not gate at both, however much faster the pair would be (20 + 10 = 30 ms plain; layer 4
+    # alone 0.6 * 4 + 0.4 * 30 ms a token, the pair 0.6 * 4 + 0.4 * 18).
+    scores = {
+        "entropy": {4: torch.arange(20.0), 18: torch.arange(20.0)},
+        "agree": {4: torch.arange(20) < 9, 18: torch.arange(20) < 16},
+        "real": {4: torch.ones(20, dtype=torch.bool), 18: torch.ones(20, dtype=torch.bool)},
+    }
+    mixed = calibrate(scores, [0.75], 20, "x.txt")
+    assert [e.exit_share for e in mixed.level(0.75)] == pytest.approx([0.6, 1.0])
+    layers, speed = best_gate_layers(mixed, 0.75, "entropy", "early-exit", FREE_ROWS, 20, NO_GATE, 3)
+    assert layers == [4] and speed == pytest.approx(30 / (0.6 * 4 + 0.4 * 30))
     # A gate dearer than anything its exits save: no gate at all (plain decoding, 1.0).
     assert best_gate_layers(calib, 1.0, "entropy", "early-exit", FREE_ROWS, 20, GateCosts(20.0, 0.0), 3) == ([], 1.0)
