@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -430,8 +430,96 @@ def _one_layer_profile(gate_layers: list[int], layer: int, share: float, accept:
     return ExitProfile(used, [0.0] * (len(used) - 1) + [share], [0.0] * (len(used) - 1) + [accept])
 
 
+@dataclass(frozen=True)
+class ModePrediction:
+    """A mode's gate layers as `best_gate_layers` chooses them, and its predicted speed-up over full decoding."""
+
+    workload: str
+    mode: str  # "early-exit" or "self-speculative"
+    gate: str  # "entropy" or "probe"
+    alpha: float
+    layers: list[int]
+    speedup: float
+    exit_share: float  # first exits on the calibration text with those layers gating
+    exit_agreement: float
+
+
+def predict_from_calibrations(
+    costs: dict[str, Any], calibs: dict[str, Any], alphas: list[float], layers: int, max_draft: int = 8
+) -> list[ModePrediction]:
+    """Before any decoding run: for every workload's calibration, level, gate kind and mode, the gate layers the
+    cost model prices fastest at these unit costs (`costs_ms` of an earlier run on the same machine) and the
+    predicted speed-up. The probe modes are left out when the heads have no probes or the run did not time a
+    probe call."""
+    out = []
+    for workload, calib in calibs.items():
+        unit = measured_costs(costs, calib.gate_dtype)
+        gates = {
+            "entropy": GateCosts(costs.get("gate_call_ms_cold", unit.gate), 0.0),
+            "probe": GateCosts(costs.get("probe_call_ms_cold", 0.0), costs.get("gate_head_ms_cold", 0.0)),
+        }
+        for alpha in alphas:
+            probes = bool(calib.probe_entries) and "probe_call_ms_cold" in costs
+            for gate in ("entropy", "probe") if probes else ("entropy",):
+                for mode in ("early-exit", "self-speculative"):
+                    chosen, speed = best_gate_layers(calib, alpha, gate, mode, unit, layers, gates[gate], max_draft)
+                    prof = exit_profile(calib, alpha, gate, chosen)
+                    share, agree = prof.exit_share, prof.mean_agreement
+                    out.append(ModePrediction(workload, mode, gate, alpha, chosen, speed, share, agree))
+    return out
+
+
+def predictions_markdown(rows: list[ModePrediction]) -> str:
+    lines = [
+        "| workload | mode | gate | alpha | gate layers | first exits (calibration) | their agreement | "
+        "predicted vs full |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        layers = ", ".join(map(str, r.layers)) or "none"
+        lines.append(
+            f"| {r.workload} | {r.mode} | {r.gate} | {r.alpha} | {layers} | {r.exit_share:.3f} | "
+            f"{r.exit_agreement:.3f} | {r.speedup:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def predict_main(argv: list[str]) -> int:
+    """llm_cost_model.py predict --costs RUN.json --calibration NAME=CAL.json ... --out PREFIX"""
+    import argparse
+
+    from beexformer.llm.calibration import Calibration
+
+    p = argparse.ArgumentParser(prog="llm_cost_model.py predict", description=predict_from_calibrations.__doc__)
+    p.add_argument("--costs", type=Path, required=True, help="a llm_decoding.py result whose costs_ms to use")
+    p.add_argument("--calibration", nargs="+", required=True, help="WORKLOAD=calibration.json")
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.8, 0.9, 0.95])
+    p.add_argument("--max-draft", type=int, default=8)
+    p.add_argument("--out", type=Path, required=True, help="writes OUT.json and OUT.md")
+    args = p.parse_args(argv)
+    if any("=" not in c for c in args.calibration):
+        p.error("--calibration takes WORKLOAD=PATH (e.g. wikitext=runs/llm/gemma3-270m/calibration.json)")
+    costs_report = json.loads(args.costs.read_text())
+    calibs = {name: Calibration.load(path) for name, path in (c.split("=", 1) for c in args.calibration)}
+    # Runs older than the Gemma work were all SmolLM2's and did not record the depth.
+    layers = costs_report.get("num_layers", SMOLLM2_135M.layers)
+    rows = predict_from_calibrations(costs_report["costs_ms"], calibs, args.alphas, layers, args.max_draft)
+    record = {
+        "costs_from": str(args.costs),
+        "calibrations": dict(c.split("=", 1) for c in args.calibration),
+        "predictions": [asdict(r) for r in rows],
+    }
+    args.out.with_suffix(".json").write_text(json.dumps(record, indent=1))
+    table = predictions_markdown(rows)
+    args.out.with_suffix(".md").write_text(f"unit costs of {args.costs}\n\n{table}\n")
+    print(table)
+    return 0
+
+
 def main() -> int:
-    """llm_cost_model.py RUN.json [--transfer-to-gemma3-270m]"""
+    """llm_cost_model.py RUN.json [--transfer-to-gemma3-270m] | llm_cost_model.py predict ..."""
+    if len(sys.argv) > 1 and sys.argv[1] == "predict":
+        return predict_main(sys.argv[2:])
     report = json.loads(Path(sys.argv[1]).read_text())
     if len(sys.argv) > 2 and sys.argv[2] == "--transfer-to-gemma3-270m":
         print(transfer_what_if(report, SMOLLM2_135M, GEMMA3_270M))

@@ -18,6 +18,7 @@ from llm_cost_model import (  # noqa: E402
     UnitCosts,
     best_gate_layers,
     predict_early_exit,
+    predict_from_calibrations,
     predict_self_speculative,
 )
 
@@ -86,3 +87,19 @@ def test_gate_layers_are_chosen_where_their_exits_pay_for_their_calls() -> None:
     assert layers == [4] and speed == pytest.approx(30 / (0.6 * 4 + 0.4 * 30))
     # A gate dearer than anything its exits save: no gate at all (plain decoding, 1.0).
     assert best_gate_layers(calib, 1.0, "entropy", "early-exit", FREE_ROWS, 20, GateCosts(20.0, 0.0), 3) == ([], 1.0)
+
+
+def test_predictions_from_a_calibration_and_an_earlier_runs_costs() -> None:
+    # The costs of FREE_ROWS as a run records them, with a 1 ms entropy gate call and no probe timed.
+    costs = {
+        "layer_ms": {str(k): 1.0 for k in (1, 2, 3, 4, 5, 8)},
+        "full_head_ms": 10.0,
+        "full_head_ms_5rows": 10.0,
+        "gate_ms": 1.0,
+        "gate_call_ms_cold": 1.0,
+    }
+    rows = predict_from_calibrations(costs, {"wikitext": _two_layer_calibration()}, [1.0], 20, 3)
+    assert [(r.mode, r.gate) for r in rows] == [("early-exit", "entropy"), ("self-speculative", "entropy")]
+    early = rows[0]
+    assert early.layers == [18] and early.exit_share == pytest.approx(0.5) and early.exit_agreement == 1.0
+    assert early.speedup == pytest.approx(30 / (0.5 * 19 + 0.5 * 31))
