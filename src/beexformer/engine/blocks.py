@@ -127,9 +127,8 @@ def _embed(
     gamma, beta, eps,
 ):  # fmt: skip
     """X0 = LayerNorm(combine(token rows, position rows) + segment rows), one call (it was eight numpy and numba
-    calls, a tenth of a sentence's time at batch 1): the same float32 operations in the same order as the
-    PyTorch embedding. The token rows come from the 1-bit table (`binary`) or the float one; absent parts are
-    passed as empty placeholders."""
+    calls): the same float32 operations in the same order as the PyTorch embedding. The token rows come from
+    the 1-bit table (`binary`) or the float one; absent parts are passed as empty placeholders."""
     tok = embed_binary(tok_bits, tok_scale, ids, tok_dim) if binary else tok_table[ids]
     pos = pos_table[pos_ids]
     x = np.concatenate((tok, pos), axis=1) if concat else tok + pos
