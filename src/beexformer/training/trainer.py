@@ -340,6 +340,12 @@ class Trainer:
     def _restore(self, path: Path) -> None:
         self.accelerator.load_state(str(path / "state"))
         self.state = TrainerState(**ckpt.read_trainer_state(path))
+        if self.args.exit_threshold is None:
+            # The threshold chosen on the held-out slice at the last evaluation, not the rule's default: a
+            # checkpoint written before the next evaluation (or at the end of a run resumed when complete)
+            # must keep it.
+            info = TaskInfo.load(path / "model")
+            self.rule = _exit_rule_for(self.task, info.exit_rule, info.exit_threshold)
         self.log(f"resumed from {path} (step {self.state.step}, epoch {self.state.epoch})")
 
     # -------------------------------------------------------------------------------- evaluation
