@@ -41,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--render-only", action="store_true", help="only re-render markdown and plots from the JSON")
     p.add_argument("--add-baselines", action="store_true", help="compute the trivial and TF-IDF baselines "
                    "of the JSON's tasks into it (no training; needs --data-dir), then render")  # fmt: skip
+    p.add_argument("--collect", action="store_true", help="write the JSON and markdown from the runs already "
+                   "finished in --work-dir, training and timing nothing (a report stopped part-way)")  # fmt: skip
     p.add_argument("--plan-only", action="store_true", help="print the plan and exit")
     p.add_argument("--estimate", action="store_true", help="time a few steps of each task and model of the "
                    "plan, write OUT/estimate-PROFILE.json with the expected duration, and exit")  # fmt: skip
@@ -130,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
                 header["from_scratch"] = load_reference(settings.from_scratch, tasks).to_dict()
             started = time.perf_counter()
-            results = run_plan(settings, plan, args.data_dir, work_dir, json_path, header, jobs=args.jobs)
+            results = run_plan(
+                settings, plan, args.data_dir, work_dir, json_path, header, jobs=args.jobs, collect_only=args.collect
+            )
             print(f"all runs done in {(time.perf_counter() - started) / 60:.1f} min; wrote {json_path}")
         pretrained = results["profile"]["name"] == "pretrained"
         markdown = (render_pretrained if pretrained else render)(results, docs, out, json_path)

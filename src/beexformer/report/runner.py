@@ -395,6 +395,17 @@ def prepare_run(
     }
 
 
+def is_finished(spec: RunSpec, run_dir: Path, settings: ProfileSettings) -> bool:
+    """Whether `spec` is trained and evaluated in `run_dir` exactly as `prepare_run` would leave it."""
+    from beexformer.training.trainer import BEST
+
+    done, record = _read_json(run_dir / DONE), _read_json(run_dir / RECORD)
+    if done is None or record is None or not (run_dir / BEST).is_dir():
+        return False
+    key = {"spec": spec.to_dict(), "trained_steps": done["steps"], "evaluation": eval_settings(settings)}
+    return done.get("spec") == spec.to_dict() and all(record.get(k) == v for k, v in key.items())
+
+
 def _die_with_parent() -> None:
     """Worker initializer: on Linux, ask for SIGTERM when the parent dies, so that a killed report does not
     leave workers training on (the trainer saves a checkpoint on SIGTERM and stops)."""
@@ -437,8 +448,12 @@ def run_plan(
     header: dict[str, Any],
     log: Callable[[str], None] = print,
     jobs: int = 1,
+    collect_only: bool = False,
 ) -> dict[str, Any]:
     """Train and evaluate every run (skipping what is done), writing `results_path` after each run.
+
+    With `collect_only`, nothing is trained, evaluated or timed: the results are those of the runs already
+    finished in `work_dir` (for a report stopped part-way, or continued by several commands).
 
     With `jobs > 1`, runs train and evaluate in that many worker processes (one torch thread each by
     default). Latency is timed afterwards, one run at a time in this process, so that no training shares
@@ -470,6 +485,9 @@ def run_plan(
         save()
 
     trained = [spec for spec in plan if spec.same_as is None]
+    if collect_only:
+        trained = [spec for spec in trained if is_finished(spec, work_dir / spec.run_id, settings)]
+        jobs = 1
     failed: dict[str, str] = {}  # run id -> error, with jobs > 1 (one process dying must not stall the rest)
     save()  # the header (baselines, plan) is on disk before the first run, so a partial report renders
     if jobs > 1:
@@ -508,7 +526,7 @@ def run_plan(
         raise BeexError(f"{len(failed)} of {len(trained)} runs failed ({', '.join(failed)}); the others are in "
                         f"{results_path}; run again to retry the failed ones")  # fmt: skip
 
-    timed = [spec for spec in trained if settings.measures_latency(spec)]
+    timed = [spec for spec in trained if settings.measures_latency(spec) and not collect_only]
     for index, spec in enumerate(timed, start=1):
         run_dir = work_dir / spec.run_id
         record = _read_json(run_dir / RECORD)
