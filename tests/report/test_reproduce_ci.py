@@ -207,13 +207,15 @@ def test_ci_profile_end_to_end(glue_dir: Path, tmp_path: Path):
         k: v["metric_early_exit"] for k, v in results["runs"].items()
     }
 
-    # --collect reports the finished runs only and trains, evaluates and times nothing
-    unfinished = "main-sst2-float32-s1"
-    (work / unfinished / "record.json").unlink()
+    # --collect reports the trained runs only, evaluates one whose evaluation is missing, trains and times nothing
+    untrained, unevaluated = "main-sst2-float32-s1", "main-stsb-float32-s1"
+    (work / untrained / "done.json").unlink()
+    (work / unevaluated / "record.json").unlink()
     assert main([*argv, "--collect"]) == 0
     collected = json.loads((out / "results.json").read_text())
-    assert set(collected["runs"]) == set(results["plan"]) - {unfinished}
-    assert collected["complete"] is False and not (work / unfinished / "record.json").exists()
+    assert set(collected["runs"]) == set(results["plan"]) - {untrained}
+    assert collected["complete"] is False and not (work / untrained / "done.json").exists()
+    assert collected["runs"][unevaluated]["metric_no_exit"] == results["runs"][unevaluated]["metric_no_exit"]
     assert collected["runs"]["main-sst2-w1a32-s1"]["latency"] == results["runs"]["main-sst2-w1a32-s1"]["latency"]
 
 

@@ -41,8 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--render-only", action="store_true", help="only re-render markdown and plots from the JSON")
     p.add_argument("--add-baselines", action="store_true", help="compute the trivial and TF-IDF baselines "
                    "of the JSON's tasks into it (no training; needs --data-dir), then render")  # fmt: skip
-    p.add_argument("--collect", action="store_true", help="write the JSON and markdown from the runs already "
-                   "finished in --work-dir, training and timing nothing (a report stopped part-way)")  # fmt: skip
+    p.add_argument("--collect", action="store_true", help="write the JSON and markdown from the runs that "
+                   "finished training in --work-dir (evaluating those not evaluated yet), training and timing "
+                   "nothing: a report stopped part-way")  # fmt: skip
     p.add_argument("--plan-only", action="store_true", help="print the plan and exit")
     p.add_argument("--estimate", action="store_true", help="time a few steps of each task and model of the "
                    "plan, write OUT/estimate-PROFILE.json with the expected duration, and exit")  # fmt: skip

@@ -395,15 +395,12 @@ def prepare_run(
     }
 
 
-def is_finished(spec: RunSpec, run_dir: Path, settings: ProfileSettings) -> bool:
-    """Whether `spec` is trained and evaluated in `run_dir` exactly as `prepare_run` would leave it."""
+def is_trained(spec: RunSpec, run_dir: Path) -> bool:
+    """Whether `spec` has finished training in `run_dir` (its evaluation may still be missing)."""
     from beexformer.training.trainer import BEST
 
-    done, record = _read_json(run_dir / DONE), _read_json(run_dir / RECORD)
-    if done is None or record is None or not (run_dir / BEST).is_dir():
-        return False
-    key = {"spec": spec.to_dict(), "trained_steps": done["steps"], "evaluation": eval_settings(settings)}
-    return done.get("spec") == spec.to_dict() and all(record.get(k) == v for k, v in key.items())
+    done = _read_json(run_dir / DONE)
+    return done is not None and done.get("spec") == spec.to_dict() and (run_dir / BEST).is_dir()
 
 
 def _die_with_parent() -> None:
@@ -452,8 +449,8 @@ def run_plan(
 ) -> dict[str, Any]:
     """Train and evaluate every run (skipping what is done), writing `results_path` after each run.
 
-    With `collect_only`, nothing is trained, evaluated or timed: the results are those of the runs already
-    finished in `work_dir` (for a report stopped part-way, or continued by several commands).
+    With `collect_only`, nothing is trained or timed: the results are those of the runs that finished training
+    in `work_dir` (a report stopped part-way), each evaluated if its evaluation is missing.
 
     With `jobs > 1`, runs train and evaluate in that many worker processes (one torch thread each by
     default). Latency is timed afterwards, one run at a time in this process, so that no training shares
@@ -486,7 +483,7 @@ def run_plan(
 
     trained = [spec for spec in plan if spec.same_as is None]
     if collect_only:
-        trained = [spec for spec in trained if is_finished(spec, work_dir / spec.run_id, settings)]
+        trained = [spec for spec in trained if is_trained(spec, work_dir / spec.run_id)]
         jobs = 1
     failed: dict[str, str] = {}  # run id -> error, with jobs > 1 (one process dying must not stall the rest)
     save()  # the header (baselines, plan) is on disk before the first run, so a partial report renders
