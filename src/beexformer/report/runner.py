@@ -47,11 +47,11 @@ def train_run(
     """Train (or resume, or skip) one run; returns the contents of its done.json."""
     from beexformer.training import checkpoint as ckpt
     from beexformer.training.arguments import TrainingArguments
-    from beexformer.training.trainer import BEST, train
+    from beexformer.training.trainer import train
 
     done_path = run_dir / DONE
-    done = _read_json(done_path)
-    if done is not None and (run_dir / BEST).is_dir() and done.get("spec") == spec.to_dict():
+    done = finished_training(spec, run_dir)
+    if done is not None:
         return done
     training = dict(spec.training)
     if spec.teacher is not None:
@@ -82,6 +82,17 @@ def train_run(
     }
     write_json(done_path, done, indent=1)
     return done
+
+
+def finished_training(spec: RunSpec, run_dir: Path) -> dict[str, Any] | None:
+    """The done.json of `spec` when it has finished training in `run_dir` (its evaluation may still be
+    missing), else None."""
+    from beexformer.training.trainer import BEST
+
+    done = _read_json(run_dir / DONE)
+    if done is not None and (run_dir / BEST).is_dir() and done.get("spec") == spec.to_dict():
+        return done
+    return None
 
 
 def teacher_dir(spec: RunSpec, run_dir: Path) -> Path:
@@ -395,14 +406,6 @@ def prepare_run(
     }
 
 
-def is_trained(spec: RunSpec, run_dir: Path) -> bool:
-    """Whether `spec` has finished training in `run_dir` (its evaluation may still be missing)."""
-    from beexformer.training.trainer import BEST
-
-    done = _read_json(run_dir / DONE)
-    return done is not None and done.get("spec") == spec.to_dict() and (run_dir / BEST).is_dir()
-
-
 def _die_with_parent() -> None:
     """Worker initializer: on Linux, ask for SIGTERM when the parent dies, so that a killed report does not
     leave workers training on (the trainer saves a checkpoint on SIGTERM and stops)."""
@@ -483,7 +486,7 @@ def run_plan(
 
     trained = [spec for spec in plan if spec.same_as is None]
     if collect_only:
-        trained = [spec for spec in trained if is_trained(spec, work_dir / spec.run_id)]
+        trained = [spec for spec in trained if finished_training(spec, work_dir / spec.run_id) is not None]
         jobs = 1
     failed: dict[str, str] = {}  # run id -> error, with jobs > 1 (one process dying must not stall the rest)
     save()  # the header (baselines, plan) is on disk before the first run, so a partial report renders
@@ -500,7 +503,7 @@ def run_plan(
                     job = pool.submit(_prepare_in_worker, spec, work_dir / spec.run_id, data_dir, settings)
                     running[job] = spec
                 if not running:
-                    break  # only runs whose teacher failed are left (recorded in `failed` by _ready)
+                    break  # what is left waits for a teacher this plan never trains (failed below)
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     spec, finished = running.pop(future), finished + 1
