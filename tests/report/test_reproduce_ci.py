@@ -224,6 +224,16 @@ def test_render_only_without_results_fails_cleanly(tmp_path: Path, capsys):
     assert "results.json" in capsys.readouterr().err
 
 
+def test_collect_from_a_work_dir_without_finished_runs_fails_in_one_line(tmp_path: Path, capsys):
+    fixtures = Path(__file__).resolve().parent.parent / "fixtures" / "glue"
+    argv = ["--profile", "ci", "--data-dir", str(fixtures), "--out", str(tmp_path / "out"), "--docs",
+            str(tmp_path / "r.md"), "--work-dir", str(tmp_path / "none"), "--collect"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--collect: no run of this plan has finished training in" in err and "Traceback" not in err
+    assert not (tmp_path / "r.md").exists()
+
+
 def test_jobs_below_one_is_refused_before_any_work(tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--profile", "ci", "--jobs", "0", "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "w")])

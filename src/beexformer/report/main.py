@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         # An interrupted training (Ctrl-C) lands here too: its checkpoint is saved, and so is every finished
         # run in the results JSON; the same command continues.
         print(f"error: {err}", file=sys.stderr)
-        if not args.render_only:
+        if not (args.render_only or args.collect):
             print("run the same command again to continue where the report stopped", file=sys.stderr)
         return getattr(err, "exit_code", 2)
     except FileNotFoundError as err:

@@ -487,6 +487,8 @@ def run_plan(
     trained = [spec for spec in plan if spec.same_as is None]
     if collect_only:
         trained = [spec for spec in trained if finished_training(spec, work_dir / spec.run_id) is not None]
+        if not trained:
+            raise BeexError(f"--collect: no run of this plan has finished training in {work_dir} (check --work-dir)")
         jobs = 1
     failed: dict[str, str] = {}  # run id -> error, with jobs > 1 (one process dying must not stall the rest)
     save()  # the header (baselines, plan) is on disk before the first run, so a partial report renders
