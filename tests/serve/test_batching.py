@@ -80,3 +80,25 @@ def test_batches_split_at_max_batch_and_by_threshold_and_queue_is_bounded():
     # Within the first batch, each threshold is its own engine call, in arrival order.
     assert model.calls[:2] == [(["t0", "t2"], None), (["t1", "t3"], 0.1)]
     assert model.calls[2:] == [(["t4"], None), (["t5"], 0.1)]
+
+
+def test_a_free_engine_starts_at_min_batch_without_waiting_for_max_wait():
+    model = HeldModel()
+    model.release.set()
+
+    async def go():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(model, pool, max_batch=32, max_wait_s=60, max_queue=64, min_batch=4)
+            batcher.start()
+            first = [asyncio.create_task(batcher.submit([f"t{i}"], None, None)) for i in range(3)]
+            await asyncio.sleep(0.3)
+            calls_before = len(model.calls)  # 3 < min_batch: still waiting (max_wait is a minute)
+            last = asyncio.create_task(batcher.submit(["t3"], None, None))
+            results = await asyncio.wait_for(asyncio.gather(*first, last), 10)  # far less than max_wait
+            await batcher.stop()
+            return calls_before, results, batcher.batches
+
+    calls_before, results, batches = asyncio.run(go())
+    assert calls_before == 0
+    assert [r[0].score for r in results] == [2.0] * 4
+    assert batches == 1 and model.calls == [(["t0", "t1", "t2", "t3"], None)]

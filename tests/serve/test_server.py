@@ -149,10 +149,11 @@ def test_bad_model_file_fails_startup_in_one_line(tmp_path, packed_models, name,
         (["--threads", "0"], "--threads 0: must be at least 1"),
         (["--max-batch", "0"], "--max-batch must be at least 1"),
         (["--max-wait-ms", "-1"], "--max-wait-ms must be >= 0"),
+        (["--min-batch", "0"], "--min-batch must be at least 1"),
         (["--api-key-file", "/nonexistent/key"], "/nonexistent/key: no such file (--api-key-file)"),
         (["sst2=" + "{model}"], "two models named 'sst2'"),
     ],
-    ids=["threads", "max-batch", "max-wait", "api-key-file", "duplicate-name"],
+    ids=["threads", "max-batch", "max-wait", "min-batch", "api-key-file", "duplicate-name"],
 )
 def test_bad_arguments_are_one_line_errors(packed_models, capsys, extra, message):
     from beexformer.cli.main import main

@@ -41,6 +41,12 @@ def register(subparsers) -> None:
     p.add_argument("--max-batch", type=int, default=32, help="inputs per batch at most")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
     p.add_argument(
+        "--min-batch",
+        type=int,
+        help="a free engine starts a batch as soon as this many inputs wait, without waiting --max-wait-ms "
+        "(default: --max-batch; larger values are capped at it)",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         help="CPU threads of the model (numba pool; BLAS for W1A32 models); default: all cores. A batch uses them "
@@ -90,6 +96,8 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in positive:
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.min_batch is not None and args.min_batch < 1:
+        raise ConfigError("--min-batch must be at least 1")
     if args.max_wait_ms < 0:
         raise ConfigError("--max-wait-ms must be >= 0")
     if not 0 <= args.port <= 65535:
@@ -126,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     api_key = _read_api_key(args.api_key_file)
     models = [ServedModel(name, path) for name, path in _model_specs(args.models)]
     limits = Limits(args.max_inputs, args.max_text_chars, args.max_body_bytes, args.max_queue)
-    app = create_app(models, ServeConfig(args.max_batch, args.max_wait_ms, limits, api_key, args.threads))
+    serve_config = ServeConfig(args.max_batch, args.max_wait_ms, limits, api_key, args.threads, args.min_batch)
+    app = create_app(models, serve_config)
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     state = server_state(app)

@@ -42,6 +42,7 @@ class ServeConfig:
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
     threads: int | None = None  # kernel threads of the inference thread (None: numba's default)
+    min_batch: int | None = None  # a free engine starts a batch at this many queued inputs (None: max_batch)
 
 
 class ServerState:
@@ -101,6 +102,7 @@ async def _lifespan(app: Starlette):
             max_queue=cfg.limits.max_queue,
             on_batch=state.metrics.observe_batch,
             on_queue=state.metrics.set_queue_depth,
+            min_batch=cfg.min_batch,
         )
         batcher.start()
         state.batchers[name] = batcher

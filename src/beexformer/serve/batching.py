@@ -62,10 +62,12 @@ class MicroBatcher:
         max_queue: int,
         on_batch: Callable[[BatchReport], None] = lambda report: None,
         on_queue: Callable[[str, int], None] = lambda name, depth: None,
+        min_batch: int | None = None,
     ) -> None:
         self.model = model
         self.executor = executor
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
+        self.min_batch = max_batch if min_batch is None else max(1, min(min_batch, max_batch))
         self.on_batch, self.on_queue = on_batch, on_queue
         self._pending: deque[Job] = deque()
         self._queued = 0  # inputs in `_pending`
@@ -95,7 +97,7 @@ class MicroBatcher:
         first = not self._pending
         self._pending.append(job)
         self._set_queued(self._queued + job.size)
-        if first or self._queued >= self.max_batch:  # the only two moments the batcher waits for
+        if first or self._queued >= self.min_batch:  # the only two moments the batcher waits for
             self._arrival.set()
         return await job.future
 
@@ -126,9 +128,9 @@ class MicroBatcher:
                     job.future.set_result(outcome)
 
     async def _fill(self) -> None:
-        """Wait until the batch is full or the oldest job has waited `max_wait_s`."""
+        """Wait until `min_batch` inputs are queued or the oldest job has waited `max_wait_s`."""
         deadline = self._pending[0].arrived + self.max_wait_s
-        while self._queued < self.max_batch:
+        while self._queued < self.min_batch:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
