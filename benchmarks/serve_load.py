@@ -48,6 +48,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     p.add_argument("--max-batches", type=int, nargs="+", default=[32, 1], help="first one is the batched server")
     p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--min-batch", type=int, help="--min-batch of the servers (default: the server's default)")
     p.add_argument("--threads", type=int, help="--threads of the servers (default: the server's default)")
     p.add_argument("--requests", type=int, default=3000, help="requests per server and concurrency")
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds of sending per server and concurrency")
@@ -64,11 +65,9 @@ def parse_args() -> argparse.Namespace:
 class Server:
     """`beex serve MODEL --port 0 ...` in a child process; the port is read from its start-up line."""
 
-    def __init__(self, model: str, max_batch: int, max_wait_ms: float, threads: int | None) -> None:
+    def __init__(self, model: str, max_batch: int, shared: list[str]) -> None:
         cmd = [sys.executable, "-m", "beexformer.cli.main", "serve", model, "--port", "0", "--log-level", "warning"]
-        cmd += ["--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)]
-        if threads:
-            cmd += ["--threads", str(threads)]
+        cmd += ["--max-batch", str(max_batch), *shared]
         env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         self.max_batch = max_batch
         self.command = " ".join(cmd[1:])
@@ -282,18 +281,18 @@ class EngineCeiling:
     """The engine alone, in this process, on the sentences the client sends: what batching can give at most."""
 
     sentences: int
-    ms_per_sentence_batch_1: float
-    ms_per_sentence_batch_max: float
-    batch: int
+    batch: int  # the batched server's --max-batch
+    ms_per_sentence: dict[int, float]  # wall time, by batch size
+    cpu_ms_per_sentence: dict[int, float]  # CPU time of the process (all threads), by batch size
 
     @property
     def ratio(self) -> float:
-        return self.ms_per_sentence_batch_1 / self.ms_per_sentence_batch_max
+        return self.ms_per_sentence[1] / self.ms_per_sentence[self.batch]
 
 
 def engine_ceiling(model: str, sentences: list[str], batch: int, threads: int | None, reps: int = 3) -> EngineCeiling:
     """Median over `reps` interleaved repetitions of `ServedModel.predict` (the call the server's inference
-    thread makes) at batch 1 and at `batch`, same sentences, same threads."""
+    thread makes) at batch 1, 8 and `batch`, same sentences, same threads."""
     sys.path.insert(0, str(SRC))
     from beexformer.cli.common import apply_threads
     from beexformer.serve.model import ServedModel
@@ -303,14 +302,30 @@ def engine_ceiling(model: str, sentences: list[str], batch: int, threads: int | 
     served = ServedModel("ceiling", model)
     texts = sentences[: 8 * batch]
     served.predict(texts[:batch], None, None, batch)  # compile / load the kernels
-    times: dict[int, list[float]] = {1: [], batch: []}
+    sizes = sorted({1, min(8, batch), batch})
+    wall: dict[int, list[float]] = {size: [] for size in sizes}
+    cpu: dict[int, list[float]] = {size: [] for size in sizes}
     for _ in range(reps):
-        for size in times:
-            start = time.perf_counter()
+        for size in sizes:
+            start, start_cpu = time.perf_counter(), time.process_time()
             for i in range(0, len(texts), size):
                 served.predict(texts[i : i + size], None, None, size)
-            times[size].append((time.perf_counter() - start) / len(texts) * 1000)
-    return EngineCeiling(len(texts), float(np.median(times[1])), float(np.median(times[batch])), batch)
+            wall[size].append((time.perf_counter() - start) / len(texts) * 1000)
+            cpu[size].append((time.process_time() - start_cpu) / len(texts) * 1000)
+    return EngineCeiling(
+        len(texts),
+        batch,
+        {size: float(np.median(v)) for size, v in wall.items()},
+        {size: float(np.median(v)) for size, v in cpu.items()},
+    )
+
+
+def engine_line(c: EngineCeiling) -> str:
+    sizes = ", ".join(
+        f"batch {b}: {c.ms_per_sentence[b]:.3f} ms per sentence ({c.cpu_ms_per_sentence[b]:.3f} ms CPU)"
+        for b in sorted(c.ms_per_sentence)
+    )
+    return f"{sizes}; batch 1 / batch {c.batch}: {c.ratio:.2f}x"
 
 
 def sst2_sentences(data_dir: str) -> list[str]:
@@ -341,24 +356,24 @@ def markdown(report: dict) -> str:
         f"A{report['model']['bits']['activations']}); {report['cpu']}; {report['note']}",
         "",
         "| concurrency | max batch | req/s | p50 ms | p95 ms | p99 ms | mean batch | mean exit layer | errors | "
-        "unanswered | server CPU ms/request |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "unanswered | CPU ms/request: server | client |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         lat = r["latency_ms"]
         lines.append(
             f"| {r['concurrency']} | {r['max_batch']} | {r['throughput_rps']:.0f} | {lat.get('p50', 0):.1f} | "
             f"{lat.get('p95', 0):.1f} | {lat.get('p99', 0):.1f} | {r['mean_batch_size']:.1f} | "
-            f"{r['mean_exit_layer']:.2f} | {r['errors']} | {r['unanswered']} | {r['server_cpu_ms_per_request']:.2f} |"
+            f"{r['mean_exit_layer']:.2f} | {r['errors']} | {r['unanswered']} | {r['server_cpu_ms_per_request']:.2f} | "
+            f"{r['client_cpu_ms_per_request']:.3f} |"
         )
     lines += ["", f"| concurrency | throughput, max batch {batched} / max batch {single} |", "|---|---|"]
     lines += [f"| {c} | {ratio:.2f}x |" for c, ratio in report["throughput_ratio"].items()]
     e = report["engine_alone"]
     lines += [
         "",
-        f"Engine alone (`ServedModel.predict` in the benchmark process, {e['sentences']} of the same sentences): "
-        f"{e['ms_per_sentence_batch_1']:.3f} ms per sentence at batch 1, {e['ms_per_sentence_batch_max']:.3f} at "
-        f"batch {e['batch']}: {e['ratio']:.2f}x, the engine's own gain from batching (the server also saves its "
+        f"Engine alone (`ServedModel.predict` in the benchmark process, {e['sentences']} of the same sentences, "
+        f"the servers' threads): {e['line']}; the engine's own gain from batching (the server also saves its "
         "per-batch costs: hand-off to the inference thread, tokenizer and engine calls).",
     ]
     lines += ["", "Goals: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in report["goals"].items())]
@@ -370,12 +385,12 @@ def main() -> int:
     args = parse_args()
     sentences = sst2_sentences(args.data_dir)
     ceiling = engine_ceiling(args.model, sentences, args.max_batches[0], args.threads)
-    print(
-        f"engine alone: {ceiling.ms_per_sentence_batch_1:.3f} ms per sentence at batch 1, "
-        f"{ceiling.ms_per_sentence_batch_max:.3f} at batch {ceiling.batch}: {ceiling.ratio:.2f}x",
-        flush=True,
-    )
-    servers = [Server(args.model, b, args.max_wait_ms, args.threads) for b in args.max_batches]
+    print(f"engine alone: {engine_line(ceiling)}", flush=True)
+    # Every server gets the same options but --max-batch.
+    shared = ["--max-wait-ms", str(args.max_wait_ms)]
+    shared += ["--min-batch", str(args.min_batch)] if args.min_batch else []
+    shared += ["--threads", str(args.threads)] if args.threads else []
+    servers = [Server(args.model, b, shared) for b in args.max_batches]
     try:
         card = httpx.get(servers[0].url("/v1/models"), timeout=30).json()["models"][0]
         payloads = [request_bytes(card["name"], s) for s in sentences]
@@ -413,10 +428,11 @@ def main() -> int:
         "model": card,
         "max_batches": args.max_batches,
         "max_wait_ms": args.max_wait_ms,
+        "min_batch": args.min_batch,
         "threads": args.threads,
         "requests_per_level": args.requests,
         "time_limit_s": args.time_limit,
-        "engine_alone": asdict(ceiling) | {"ratio": ceiling.ratio},
+        "engine_alone": asdict(ceiling) | {"ratio": ceiling.ratio, "line": engine_line(ceiling)},
         "results": [asdict(r) for r in results],
         "throughput_ratio": {str(c): v for c, v in ratio.items()},
         "goals": goals,
