@@ -142,10 +142,11 @@ async def _predict(request: Request) -> JSONResponse:
     limits = state.config.limits
     body = await _read_body(request, limits.max_body_bytes)
     req = parse_predict(body, model.card, limits)
-    try:
-        model.exit_rule(req.exit_threshold)
-    except ConfigError as err:
-        raise ApiError(422, "invalid_request", str(err)) from None
+    if req.exit_threshold is not None:  # refused here, with a 422, rather than in the batch
+        try:
+            model.exit_rule(req.exit_threshold)
+        except ConfigError as err:
+            raise ApiError(422, "invalid_request", str(err)) from None
     try:
         results = await state.batchers[name].submit(req.texts_a, req.texts_b, req.exit_threshold)
     except QueueFull as err:
@@ -256,9 +257,7 @@ class MetricsMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                self.metrics.observe_request(
-                    _route_label(scope["path"]), message["status"], time.perf_counter() - start
-                )
+                self.metrics.observe_request(route, message["status"], time.perf_counter() - start)
             await send(message)
 
         try:
