@@ -126,6 +126,7 @@ class Server:
 class BatchStats:
     batches: float
     inputs: float
+    busy_seconds: float  # the inference thread's time on batches
     exit_sum: float
     exit_count: float
     exit_buckets: dict[str, float]  # cumulative counts by upper bound
@@ -143,6 +144,7 @@ def batch_stats(text: str) -> BatchStats:
     return BatchStats(
         value("beex_batch_size_count"),
         value("beex_batch_size_sum"),
+        value("beex_batch_duration_seconds_sum"),
         value("beex_exit_layer_sum"),
         value("beex_exit_layer_count"),
         buckets,
@@ -165,6 +167,7 @@ class LoadResult:
     throughput_rps: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
     mean_batch_size: float = 0.0
+    engine_busy: float = 0.0  # fraction of the wall time the inference thread spent on batches
     mean_exit_layer: float = 0.0
     exit_layers: dict[str, int] = field(default_factory=dict)
     server_cpu_ms_per_request: float = 0.0  # user + system time of the server process over answered requests
@@ -263,6 +266,7 @@ def run_level(server: Server, payloads: list[bytes], concurrency: int, args) -> 
         result.latency_ms = {f"p{q}": float(np.percentile(ms, q)) for q in (50, 95, 99)} | {"max": float(ms.max())}
     batches = after.batches - before.batches
     result.mean_batch_size = (after.inputs - before.inputs) / batches if batches else 0.0
+    result.engine_busy = (after.busy_seconds - before.busy_seconds) / seconds
     exits = after.exit_count - before.exit_count
     result.mean_exit_layer = (after.exit_sum - before.exit_sum) / exits if exits else 0.0
     cumulative = {k: after.exit_buckets[k] - before.exit_buckets.get(k, 0.0) for k in after.exit_buckets}
@@ -355,17 +359,17 @@ def markdown(report: dict) -> str:
         f"Model: {report['model']['name']} ({report['model']['task']}, W{report['model']['bits']['weights']}"
         f"A{report['model']['bits']['activations']}); {report['cpu']}; {report['note']}",
         "",
-        "| concurrency | max batch | req/s | p50 ms | p95 ms | p99 ms | mean batch | mean exit layer | errors | "
-        "unanswered | CPU ms/request: server | client |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| concurrency | max batch | req/s | p50 ms | p95 ms | p99 ms | mean batch | engine busy | mean exit layer | "
+        "errors | unanswered | CPU ms/request: server | client |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         lat = r["latency_ms"]
         lines.append(
             f"| {r['concurrency']} | {r['max_batch']} | {r['throughput_rps']:.0f} | {lat.get('p50', 0):.1f} | "
             f"{lat.get('p95', 0):.1f} | {lat.get('p99', 0):.1f} | {r['mean_batch_size']:.1f} | "
-            f"{r['mean_exit_layer']:.2f} | {r['errors']} | {r['unanswered']} | {r['server_cpu_ms_per_request']:.2f} | "
-            f"{r['client_cpu_ms_per_request']:.3f} |"
+            f"{100 * r['engine_busy']:.0f} % | {r['mean_exit_layer']:.2f} | {r['errors']} | {r['unanswered']} | "
+            f"{r['server_cpu_ms_per_request']:.2f} | {r['client_cpu_ms_per_request']:.3f} |"
         )
     lines += ["", f"| concurrency | throughput, max batch {batched} / max batch {single} |", "|---|---|"]
     lines += [f"| {c} | {ratio:.2f}x |" for c, ratio in report["throughput_ratio"].items()]
@@ -401,7 +405,8 @@ def main() -> int:
                 print(
                     f"concurrency {concurrency:3d}, max batch {server.max_batch:3d}: {r.throughput_rps:7.0f} req/s, "
                     f"p50 {r.latency_ms.get('p50', 0):6.1f} ms, p99 {r.latency_ms.get('p99', 0):6.1f} ms, "
-                    f"mean batch {r.mean_batch_size:5.1f}, exit layer {r.mean_exit_layer:.2f}, "
+                    f"mean batch {r.mean_batch_size:5.1f}, engine busy {100 * r.engine_busy:3.0f} %, "
+                    f"exit layer {r.mean_exit_layer:.2f}, "
                     f"errors {r.errors}, unanswered {r.unanswered}",
                     flush=True,
                 )

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import logging
+import re
 
 import httpx
 import pytest
@@ -126,6 +127,9 @@ def test_concurrent_requests_share_batches_and_answer_like_beex_predict(served, 
     assert batches == 1
     assert 'beex_batch_size_count{model="sst2"} 1.0' in metrics
     assert f'beex_batch_size_sum{{model="sst2"}} {float(len(SENTENCES))}' in metrics
+    assert 'beex_batch_duration_seconds_count{model="sst2"} 1.0' in metrics
+    busy = re.search(r'^beex_batch_duration_seconds_sum\{model="sst2"\} (\S+)$', metrics, re.MULTILINE)
+    assert busy and 0 < float(busy.group(1)) < 60
     assert f'beex_exit_layer_count{{model="sst2"}} {float(len(SENTENCES))}' in metrics
     assert 'beex_responses_total{status="200"} 8.0' in metrics
     assert 'beex_queue_depth{model="sst2"} 0.0' in metrics

@@ -39,6 +39,7 @@ def test_running_batch_finishes_for_the_others_when_one_waiter_is_cancelled():
             tasks = [asyncio.create_task(batcher.submit([t], None, None)) for t in ("a", "bb", "ccc")]
             await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 10)
             tasks[1].cancel()  # the batch is running: it must finish for the other two
+            await asyncio.sleep(0.2)  # the batch's reported time covers the whole of it
             model.release.set()
             done = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 10)
             later = await asyncio.wait_for(batcher.submit(["dddd"], None, None), 10)  # the batcher goes on
@@ -51,6 +52,7 @@ def test_running_batch_finishes_for_the_others_when_one_waiter_is_cancelled():
     assert later[0].score == 4.0
     assert model.calls[0] == (["a", "bb", "ccc"], None)  # one batch, the cancelled input computed with it
     assert [r.n_inputs for r in reports] == [3, 1]
+    assert reports[0].seconds >= 0.2
 
 
 def test_batches_split_at_max_batch_and_by_threshold_and_queue_is_bounded():

@@ -50,6 +50,7 @@ class BatchReport:
     model: str
     n_inputs: int
     exit_layers: list[int]
+    seconds: float  # wall time of the batch in the inference thread (tokenizer, engine, results)
 
 
 class MicroBatcher:
@@ -155,6 +156,7 @@ class MicroBatcher:
 
     def _compute(self, batch: list[Job]) -> list[list[InputResult] | BaseException]:
         """In the inference thread: one engine call per exit threshold present in the batch."""
+        began = time.perf_counter()
         outcomes: list[list[InputResult] | BaseException] = [[] for _ in batch]
         groups: dict[float | None, list[int]] = {}
         for i, job in enumerate(batch):
@@ -177,5 +179,6 @@ class MicroBatcher:
                 outcomes[i] = results[start : start + job.size]
                 start += job.size
             exit_layers.extend(r.exit_layer for r in results)
-        self.on_batch(BatchReport(self.model.card.name, sum(job.size for job in batch), exit_layers))
+        seconds = time.perf_counter() - began
+        self.on_batch(BatchReport(self.model.card.name, sum(job.size for job in batch), exit_layers, seconds))
         return outcomes

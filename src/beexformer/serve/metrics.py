@@ -9,6 +9,7 @@ from beexformer.serve.batching import BatchReport
 # Seconds: a batched request on the packed runtime takes milliseconds; the tail goes to seconds under overload.
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+BATCH_SECONDS_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 class ServerMetrics:
@@ -24,6 +25,13 @@ class ServerMetrics:
         self.responses = Counter("beex_responses", "Responses by status code", ["status"], registry=self.registry)
         self.batch_size = Histogram(
             "beex_batch_size", "Inputs per engine batch", ["model"], buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.batch_seconds = Histogram(
+            "beex_batch_duration_seconds",
+            "Time the inference thread spent on a batch (their sum over wall time: how busy the engine is)",
+            ["model"],
+            buckets=BATCH_SECONDS_BUCKETS,
+            registry=self.registry,
         )
         self.exit_layer = Histogram(
             "beex_exit_layer",
@@ -48,6 +56,7 @@ class ServerMetrics:
 
     def observe_batch(self, report: BatchReport) -> None:
         self.batch_size.labels(report.model).observe(report.n_inputs)
+        self.batch_seconds.labels(report.model).observe(report.seconds)
         hist = self.exit_layer.labels(report.model)
         for layer in report.exit_layers:
             hist.observe(layer)
