@@ -67,6 +67,23 @@ def parse_args() -> argparse.Namespace:
         "--probe-spec-alphas", type=float, nargs="*", default=[], help="self-speculative with probe-gated drafts"
     )
     p.add_argument("--max-draft", type=int, default=8)
+    p.add_argument(
+        "--no-ledger",
+        action="store_true",
+        help="no gate ledger: by default every gated mode switches off, for the rest of a generation, a gate "
+        "layer whose running balance at this run's unit costs shows it does not pay (GateLedger)",
+    )
+    p.add_argument(
+        "--also-without-ledger",
+        nargs="*",
+        default=[],
+        metavar="MODE_PREFIX",
+        help="also run these modes (name prefixes, e.g. self-speculative) without the ledger, as '... no-ledger'",
+    )
+    p.add_argument("--ledger-min-calls", type=int, default=8, help="calls before the ledger may switch a gate off")
+    p.add_argument(
+        "--ledger-margin", type=float, default=0.1, help="how far in the red (in plain steps) a gate may run"
+    )
     p.add_argument("--passages", type=int, default=10)
     p.add_argument("--context", type=int, default=128, help="tokens of each WikiText passage")
     p.add_argument("--prompts", type=int, default=20)
@@ -213,7 +230,13 @@ def main() -> int:
     from beexformer.llm.adapters import adapter_for
     from beexformer.llm.calibration import Calibration
     from beexformer.llm.gates import HeadGate, ProbeGate
-    from beexformer.llm.generation import EarlyExitDecoding, FullDecoding, SelfSpeculativeDecoding
+    from beexformer.llm.generation import (
+        EarlyExitDecoding,
+        FullDecoding,
+        GateBudget,
+        GatePrices,
+        SelfSpeculativeDecoding,
+    )
     from beexformer.llm.generation.strategies import break_even_acceptance
     from beexformer.llm.heads import ExitHeads
     from beexformer.llm.loading import load_model
@@ -240,11 +263,26 @@ def main() -> int:
         "probe": GateCosts(costs.get("probe_call_ms_cold", 0.0), costs.get("gate_head_ms_cold", 0.0)),
     }
 
+    def budgets(unit: Any) -> dict[str, Any]:
+        """The gate ledger's budget per gate kind, priced at this run's unit costs (None: no ledger)."""
+        if args.no_ledger:
+            return {"entropy": None, "probe": None}
+        extra_head_row = (unit.head[5] - unit.head[1]) / 4
+        return {
+            kind: GateBudget(
+                GatePrices(unit.layer[1], unit.layer[2] - unit.layer[1], unit.head[1], extra_head_row, g.call, g.fired),
+                args.ledger_min_calls,
+                args.ledger_margin,
+            )
+            for kind, g in gate_costs.items()
+        }
+
     def build_strategies(calib: Any) -> tuple[dict[str, Any], dict[str, dict[int, float]]]:
         """Every mode, with gates from one calibration (the modes of both workloads share names)."""
 
         gating = calib.gate_heads(heads)  # the precision the thresholds were set with
         unit = measured_costs(costs, calib.gate_dtype)
+        budget = budgets(unit)
 
         def thresholds(alpha: float, kind: str, mode: str) -> dict[int, float]:
             """--gate-layers, or else the layers the cost model prices fastest for this mode, from this run's
@@ -261,29 +299,31 @@ def main() -> int:
             return ProbeGate(gating, thresholds(alpha, "probe", mode))
 
         spec = "self-speculative"
-        strategies: dict[str, Any] = {"full": FullDecoding(adapter)}
+        entropy, probe = budget["entropy"], budget["probe"]
+        # (name, class, gate, options): every gated mode, each with the ledger of its gate kind
+        gated: list[tuple[str, Any, Any, dict[str, Any]]] = []
+        draft = {"max_draft": args.max_draft}
         for alpha in args.alphas:
-            strategies[f"early-exit a={alpha}"] = EarlyExitDecoding(adapter, gate_for(alpha))
+            gated.append((f"early-exit a={alpha}", EarlyExitDecoding, gate_for(alpha), {"budget": entropy}))
         for alpha in args.copy_alphas:
-            strategies[f"early-exit-copy a={alpha}"] = EarlyExitDecoding(adapter, gate_for(alpha), kv_fill="copy")
+            options = {"kv_fill": "copy", "budget": entropy}
+            gated.append((f"early-exit-copy a={alpha}", EarlyExitDecoding, gate_for(alpha), options))
         for alpha in args.spec_alphas:
-            strategies[f"self-speculative a={alpha}"] = SelfSpeculativeDecoding(
-                adapter, gate_for(alpha, spec), max_draft=args.max_draft
-            )
+            gate = gate_for(alpha, spec)
+            gated.append((f"self-speculative a={alpha}", SelfSpeculativeDecoding, gate, {**draft, "budget": entropy}))
         for alpha in args.probe_alphas:
-            strategies[f"early-exit-probe a={alpha}"] = EarlyExitDecoding(adapter, probe_gate_for(alpha))
+            gated.append((f"early-exit-probe a={alpha}", EarlyExitDecoding, probe_gate_for(alpha), {"budget": probe}))
         for alpha in args.probe_spec_alphas:
-            strategies[f"self-speculative-probe a={alpha}"] = SelfSpeculativeDecoding(
-                adapter, probe_gate_for(alpha, spec), max_draft=args.max_draft
-            )
+            gate = probe_gate_for(alpha, spec)
+            options = {**draft, "budget": probe}
+            gated.append((f"self-speculative-probe a={alpha}", SelfSpeculativeDecoding, gate, options))
         if args.spec_gate_layers:
             only = set(args.spec_gate_layers)
             for alpha in args.spec_alphas:
                 thr = {k: v for k, v in calib.thresholds_for(alpha).items() if k in only}
                 label = ",".join(str(x) for x in sorted(only))
-                strategies[f"self-speculative a={alpha} gates={label}"] = SelfSpeculativeDecoding(
-                    adapter, HeadGate(gating, thr), max_draft=args.max_draft
-                )
+                name = f"self-speculative a={alpha} gates={label}"
+                gated.append((name, SelfSpeculativeDecoding, HeadGate(gating, thr), {**draft, "budget": entropy}))
         floors_by_alpha: dict[str, dict[int, float]] = {}
         for alpha in args.adaptive_alphas:
             gate = gate_for(alpha, spec)
@@ -291,9 +331,14 @@ def main() -> int:
                 layer: break_even_acceptance(layer, num, row_cost, head_cost, head_row_cost) for layer in gate.layers
             }
             floors_by_alpha[str(alpha)] = floors
-            strategies[f"self-speculative-adaptive a={alpha}"] = SelfSpeculativeDecoding(
-                adapter, gate, max_draft=args.max_draft, min_acceptance=floors
-            )
+            options = {**draft, "min_acceptance": floors, "budget": entropy}
+            gated.append((f"self-speculative-adaptive a={alpha}", SelfSpeculativeDecoding, gate, options))
+        strategies: dict[str, Any] = {"full": FullDecoding(adapter)}
+        for name, cls, gate, options in gated:
+            strategies[name] = cls(adapter, gate, **options)
+        for name, cls, gate, options in gated:
+            if options["budget"] is not None and any(name.startswith(m) for m in args.also_without_ledger):
+                strategies[f"{name} no-ledger"] = cls(adapter, gate, **{**options, "budget": None})
         if args.modes:
             strategies = {k: v for k, v in strategies.items() if any(k.startswith(m) for m in args.modes)}
         return strategies, floors_by_alpha
@@ -335,6 +380,7 @@ def main() -> int:
         },
         "thresholds": {w: {a: c.thresholds_for(a) for a in alphas} for w, c in calibs.items()},
         "adaptive_acceptance_floors": {w: floors for w, (_, floors) in per_workload.items()},
+        "ledger": None if args.no_ledger else {"min_calls": args.ledger_min_calls, "margin": args.ledger_margin},
         "workloads": {},
     }
     print(f"model: {loaded.source}; torch threads: {args.threads}; gates: {report['gate_layers']}", flush=True)
@@ -466,6 +512,9 @@ def summarize(acc: dict[str, Any], items: list[Any], adapter: Any, num: int, agr
             "layers_skipped_at_exit": sum(num - d for d in depths) / len(depths),
             "exit_share": sum(d < num for d in depths) / len(depths),
         }
+        off = [layer for r in results for layer in r.switched_off]
+        if off:  # gate layer -> in how many items the ledger switched it off
+            row["switched_off"] = {layer: off.count(layer) for layer in sorted(set(off))}
         work: dict[str, Any] = {"layer_calls": {}, "head_calls": {}, "gate_calls": 0, "kv_projections": 0}
         for r in results:
             for key in ("layer_calls", "head_calls"):
@@ -555,6 +604,19 @@ def to_markdown(report: dict[str, Any]) -> str:
     ]
     if per_layer:
         lines += ["", "acceptance per draft layer (of drafts): " + "; ".join(per_layer)]
+    ledger = report.get("ledger")
+    if ledger:
+        off = [
+            f"{wname} {name}: " + ", ".join(f"L{layer} in {n}" for layer, n in r["switched_off"].items())
+            for wname, rows in report["workloads"].items()
+            for name, r in rows.items()
+            if r.get("switched_off")
+        ]
+        lines += [
+            "",
+            f"gate ledger (min {ledger['min_calls']} calls, margin {ledger['margin']} of a plain step); gate layers "
+            "it switched off (in how many items of the first run): " + ("; ".join(off) or "none"),
+        ]
     c = report.get("costs_ms", {})
     if c:
         lines += [

@@ -12,6 +12,9 @@ from beexformer.llm.gates import HeadGate
 from beexformer.llm.generation import (
     EarlyExitDecoding,
     FullDecoding,
+    GateBudget,
+    GateLedger,
+    GatePrices,
     LayerwiseDecoder,
     SelfSpeculativeDecoding,
 )
@@ -220,6 +223,100 @@ def test_draft_statistics_carry_the_adaptive_policy_across_generations() -> None
     assert second.drafted == 0  # learnt in the first answer
     assert fresh.drafted == 3  # without shared statistics the layer is tried again
     assert second.tokens == fresh.tokens == hf_greedy(model, PROMPTS[2], 20)
+
+
+# SmolLM2-like prices in one-row layers: a head of 5 layers, a second row 0.06 of a layer, a gate call 0.56.
+SMOL = GatePrices(layer=1.0, extra_row=0.06, head=5.0, extra_head_row=1.65, call=0.56)
+
+
+def test_ledger_switches_off_a_gate_that_is_never_accepted() -> None:
+    """A constructed sequence: a layer-6 gate of a 30-layer model whose every draft is rejected. Each call and
+    rejection is priced; once it has made min_calls calls and is more than the margin in the red, it is off."""
+    budget = GateBudget(SMOL, min_calls=5, margin=0.1)  # margin: 0.1 x (30 + 5) = 3.5 layers
+    ledger = GateLedger(budget, frozenset({6, 24}), 30)
+    gate = ledger.watch(lambda depth, hidden: 7)
+    for call in range(1, 5):
+        gate(6, None)
+        ledger.verified([6], accepted=0)  # each rejection loses 6 + 24 x 0.06 + 1.65 = 9.09 layers
+        assert ledger.active == {6, 24}, call  # deep in the red, but fewer than min_calls calls
+    gate(6, None)
+    assert ledger.active == {6, 24}  # a call that fires is judged when its draft is
+    ledger.verified([6], accepted=0)
+    assert ledger.active == {24} and ledger.switched_off == {6: 5}
+    assert ledger.balance[6] == pytest.approx(-5 * (0.56 + 9.09))
+    # A gate that is asked and never fires: off at its min_calls-th call once 0.56 a call is past -3.5.
+    silent = ledger.watch(lambda depth, hidden: None)
+    for _ in range(6):
+        silent(24, None)
+    assert ledger.active == {24}  # 6 calls: -3.36
+    silent(24, None)
+    assert ledger.active == set() and ledger.switched_off == {6: 5, 24: 7}
+
+
+def test_ledger_keeps_a_gate_that_pays_and_has_hysteresis() -> None:
+    """Kept drafts pay for later rejections: the gate goes off only when the running balance falls below the
+    margin, not at the first loss after min_calls."""
+    ledger = GateLedger(GateBudget(SMOL, min_calls=2, margin=0.1), frozenset({6}), 30)
+    gate = ledger.watch(lambda depth, hidden: 7)
+    gate(6, None)
+    ledger.verified([6], accepted=1)  # + (35 - 9.09) = 25.91
+    for _ in range(2):
+        gate(6, None)
+        ledger.verified([6], accepted=0)
+    # 25.91 - 3 x 0.56 - 2 x 9.09 = 6.05: two losses after min_calls, still on (without the kept draft it
+    # would have gone off at the first of them).
+    assert ledger.active == {6} and ledger.balance[6] == pytest.approx(6.05)
+    gate(6, None)
+    ledger.verified([6], accepted=0)  # 6.05 - 0.56 - 9.09 = -3.60, past the margin of -3.5
+    assert ledger.active == set() and ledger.switched_off == {6: 4}
+
+
+def test_ledger_switches_off_never_firing_early_exit_gates_and_keeps_the_output(arch: str) -> None:
+    """Gates that never fire cost every call and buy nothing: each is off after exactly min_calls calls, and
+    the tokens are plain greedy's."""
+    model = tiny_model(arch)
+    adapter = adapter_for(model)
+    heads = own_heads(adapter, [1, 3, 5], pruned=True)
+    gate = HeadGate(heads, {1: -1.0, 3: -1.0, 5: -1.0})
+    budget = GateBudget(GatePrices(1.0, 0.5, 1.0, 0.5, call=1.0), min_calls=4, margin=0.0)
+    for prompt in PROMPTS:
+        out = EarlyExitDecoding(adapter, gate, budget=budget).generate(torch.tensor(prompt), 15)
+        assert out.tokens == hf_greedy(model, prompt, 15)
+        assert out.switched_off == {1: 4, 3: 4, 5: 4} and out.gate_calls == 12
+
+
+def test_ledger_keeps_early_exit_gates_whose_exits_pay(arch: str) -> None:
+    """An always-firing gate earns an exit's worth at every call: never switched off, so the decoding is the
+    same as without a ledger."""
+    adapter = adapter_for(damped_model(arch))
+    gate = HeadGate(own_heads(adapter, [2], pruned=False), {2: 100.0})
+    budget = GateBudget(GatePrices(1.0, 0.5, 1.0, 0.5, call=1.0), min_calls=1, margin=0.0)
+    prompt = torch.tensor(PROMPTS[0])
+    plain = EarlyExitDecoding(adapter, gate, max_pending=4).generate(prompt, 20)
+    out = EarlyExitDecoding(adapter, gate, max_pending=4, budget=budget).generate(prompt, 20)
+    assert out.switched_off == {} and out.tokens == plain.tokens and out.exit_depths == plain.exit_depths
+
+
+def test_switching_gates_off_never_changes_the_greedy_output(arch: str) -> None:
+    """Self-speculation with a ledger that switches layers off in the middle of a generation (drafts both kept
+    and rejected before) still produces plain greedy's tokens."""
+    model = damped_model(arch)
+    adapter = adapter_for(model)
+    heads = own_heads(adapter, [2, 3], pruned=False)
+    gate = HeadGate(heads, {2: 10.0, 3: 10.0})  # layer 2 fires whenever it is on
+    dear = GateBudget(GatePrices(1.0, 0.5, 1.0, 0.5, call=100.0), min_calls=3, margin=0.0)
+    tight = GateBudget(GatePrices(1.0, 0.5, 1.0, 0.5, call=0.5), min_calls=2, margin=0.0)
+    switched = 0
+    for prompt in PROMPTS:
+        reference = hf_greedy(model, prompt, 30)
+        out = SelfSpeculativeDecoding(adapter, gate, max_draft=3, budget=dear).generate(torch.tensor(prompt), 30)
+        assert out.tokens == reference
+        # Layer 2 drafts 3 times and goes off; only then is layer 3 asked (3 times), then plain decoding.
+        assert out.switched_off == {2: 3, 3: 3} and out.gate_calls == 6
+        out = SelfSpeculativeDecoding(adapter, gate, max_draft=3, budget=tight).generate(torch.tensor(prompt), 30)
+        assert out.tokens == reference
+        switched += len(out.switched_off)
+    assert switched > 0
 
 
 def test_projected_kv_equals_what_the_layer_caches(arch: str) -> None:

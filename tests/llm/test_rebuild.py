@@ -107,7 +107,7 @@ def test_rebuild_then_benchmark_records_the_heads_hash(tiny_model_dir: Path, tmp
     bench += ["--calibration", str(out / "calibration.json"), "--test-text", str(text), "--passages", "1"]
     bench += ["--prompts", "1", "--new-tokens", "6", "--alphas", "0.5", "--copy-alphas", "--adaptive-alphas"]
     bench += ["--spec-alphas", "0.5", "--probe-alphas", "0.5", "--probe-spec-alphas", "0.5", "--cost-reps", "2"]
-    bench += ["--repeats", "2"]
+    bench += ["--repeats", "2", "--also-without-ledger", "self-speculative"]
     _run([*bench, "--out", str(tmp_path / "bench")], tmp_path)
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["heads_sha256"] == record["steps"][2]["sha256"]
@@ -117,10 +117,14 @@ def test_rebuild_then_benchmark_records_the_heads_hash(tiny_model_dir: Path, tmp
         "self-speculative a=0.5",
         "early-exit-probe a=0.5",
         "self-speculative-probe a=0.5",
+        "self-speculative a=0.5 no-ledger",
+        "self-speculative-probe a=0.5 no-ledger",
     }
+    assert result["ledger"] == {"min_calls": 8, "margin": 0.1}
     for workload in result["workloads"].values():
         for name in ("self-speculative a=0.5", "self-speculative-probe a=0.5"):
-            assert workload[name]["identical_to_hf_greedy"] == workload[name]["items"]
+            for mode in (name, f"{name} no-ledger"):  # with the gate ledger (the default) and without
+                assert workload[mode]["identical_to_hf_greedy"] == workload[mode]["items"]
         # Two timed runs: the reported ratio is their median, between their min and max.
         for row in workload.values():
             assert len(row["ratio_runs"]) == 2

@@ -6,6 +6,9 @@ from beexformer.llm.generation.strategies import (
     DraftStatistics,
     EarlyExitDecoding,
     FullDecoding,
+    GateBudget,
+    GateLedger,
+    GatePrices,
     SelfSpeculativeDecoding,
 )
 
@@ -15,6 +18,9 @@ __all__ = [
     "DraftStatistics",
     "EarlyExitDecoding",
     "FullDecoding",
+    "GateBudget",
+    "GateLedger",
+    "GatePrices",
     "GenerationResult",
     "LayerwiseDecoder",
     "SelfSpeculativeDecoding",

@@ -25,6 +25,7 @@ class GenerationResult:
     drafted: int = 0  # self-speculative: draft tokens proposed
     accepted: int = 0  # self-speculative: draft tokens the full model confirmed
     draft_lengths: list[int] = field(default_factory=list)
+    switched_off: dict[int, int] = field(default_factory=dict)  # gate layer -> its calls when its ledger turned it off
     # Work done (cost model): decoder-layer calls by rows, head calls by rows, gate calls, K/V projections.
     layer_calls: dict[int, int] = field(default_factory=dict)
     head_calls: dict[int, int] = field(default_factory=dict)
