@@ -168,6 +168,7 @@ class LoadResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     mean_batch_size: float = 0.0
     engine_busy: float = 0.0  # fraction of the wall time the inference thread spent on batches
+    engine_ms_per_input: float = 0.0  # the inference thread's time per input
     mean_exit_layer: float = 0.0
     exit_layers: dict[str, int] = field(default_factory=dict)
     server_cpu_ms_per_request: float = 0.0  # user + system time of the server process over answered requests
@@ -267,6 +268,8 @@ def run_level(server: Server, payloads: list[bytes], concurrency: int, args) -> 
     batches = after.batches - before.batches
     result.mean_batch_size = (after.inputs - before.inputs) / batches if batches else 0.0
     result.engine_busy = (after.busy_seconds - before.busy_seconds) / seconds
+    inputs = after.inputs - before.inputs
+    result.engine_ms_per_input = 1000 * (after.busy_seconds - before.busy_seconds) / inputs if inputs else 0.0
     exits = after.exit_count - before.exit_count
     result.mean_exit_layer = (after.exit_sum - before.exit_sum) / exits if exits else 0.0
     cumulative = {k: after.exit_buckets[k] - before.exit_buckets.get(k, 0.0) for k in after.exit_buckets}
@@ -359,17 +362,18 @@ def markdown(report: dict) -> str:
         f"Model: {report['model']['name']} ({report['model']['task']}, W{report['model']['bits']['weights']}"
         f"A{report['model']['bits']['activations']}); {report['cpu']}; {report['note']}",
         "",
-        "| concurrency | max batch | req/s | p50 ms | p95 ms | p99 ms | mean batch | engine busy | mean exit layer | "
-        "errors | unanswered | CPU ms/request: server | client |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| concurrency | max batch | req/s | p50 ms | p95 ms | p99 ms | mean batch | engine busy | engine ms/input | "
+        "mean exit layer | errors | unanswered | CPU ms/request: server | client |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         lat = r["latency_ms"]
         lines.append(
             f"| {r['concurrency']} | {r['max_batch']} | {r['throughput_rps']:.0f} | {lat.get('p50', 0):.1f} | "
             f"{lat.get('p95', 0):.1f} | {lat.get('p99', 0):.1f} | {r['mean_batch_size']:.1f} | "
-            f"{100 * r['engine_busy']:.0f} % | {r['mean_exit_layer']:.2f} | {r['errors']} | {r['unanswered']} | "
-            f"{r['server_cpu_ms_per_request']:.2f} | {r['client_cpu_ms_per_request']:.3f} |"
+            f"{100 * r['engine_busy']:.0f} % | {r['engine_ms_per_input']:.3f} | {r['mean_exit_layer']:.2f} | "
+            f"{r['errors']} | {r['unanswered']} | {r['server_cpu_ms_per_request']:.2f} | "
+            f"{r['client_cpu_ms_per_request']:.3f} |"
         )
     lines += ["", f"| concurrency | throughput, max batch {batched} / max batch {single} |", "|---|---|"]
     lines += [f"| {c} | {ratio:.2f}x |" for c, ratio in report["throughput_ratio"].items()]
