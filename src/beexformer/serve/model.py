@@ -109,16 +109,14 @@ class ServedModel:
 
         out = self.predictor.predict(texts_a, texts_b, self.exit_rule(threshold), batch_size=batch_size)
         if self.card.regression:
-            return [
-                InputResult(None, float(v), None, int(b)) for v, b in zip(out.predictions, out.exit_block, strict=True)
-            ]
-        probs = np.exp(log_softmax(out.logits))
+            values, blocks = out.predictions.tolist(), out.exit_block.tolist()
+            return [InputResult(None, v, None, b) for v, b in zip(values, blocks, strict=True)]
+        rows = np.exp(log_softmax(out.logits)).tolist()  # one conversion per batch, not one per input
         labels = self.card.labels
-        results = []
-        for i, k in enumerate(out.predictions.tolist()):
-            label = labels[k] if k < len(labels) else k
-            results.append(InputResult(label, float(probs[i, k]), probs[i].tolist(), int(out.exit_block[i])))
-        return results
+        return [
+            InputResult(labels[k] if k < len(labels) else k, row[k], row, block)
+            for k, row, block in zip(out.predictions.tolist(), rows, out.exit_block.tolist(), strict=True)
+        ]
 
 
 def _card(name: str, path: Path, predictor) -> ModelCard:
