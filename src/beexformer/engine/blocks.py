@@ -13,6 +13,7 @@ import types
 
 import numpy as np
 
+from beexformer.engine import amx
 from beexformer.engine import kernels as K
 from beexformer.engine.jitcache import jit
 
@@ -28,6 +29,10 @@ quantize_rows = K.SERIAL.quantize_rows
 embed_binary = K.SERIAL.embed_binary
 bgemm_planes_affine = K.SERIAL.bgemm_planes_affine
 bgemm_planes_act_quant = K.SERIAL.bgemm_planes_act_quant
+# the AMX flavours' kernels (`amx.TileKernels`), resolved the same way
+gemm_u8, quantize_bytes = amx.SERIAL.gemm_u8, amx.SERIAL.quantize_bytes
+planes_affine, planes_act_quant = amx.SERIAL.planes_affine, amx.SERIAL.planes_act_quant
+_TILE_KERNEL_NAMES = ("gemm_u8", "quantize_bytes", "planes_affine", "planes_act_quant")
 _KERNEL_NAMES = ("layernorm", "pack_rows", "bgemm_affine", "bgemm_act_pack", "attention", "add", "gated_add",
                  "quantize_rows", "bgemm_planes_affine", "bgemm_planes_act_quant", "embed_binary")  # fmt: skip
 
@@ -89,6 +94,31 @@ def _qlinear_act_qlinear(x, first, act, second, bits):
     return bgemm_planes_affine(hidden, hsums, step2 * np.float32(0.5), w2, alpha2, corr2, bias2)
 
 
+def _qlinear_amx(x, lin, bits):
+    """`_qlinear` on AMX tiles (`amx`): the codes as bytes, the weights as `amx.tile_weights`."""
+    w, alpha, corr, bias, step, threshold, offset = lin
+    codes, _ = quantize_bytes(x, step, threshold, offset, bits, 4 * w.shape[1])
+    dots = np.empty((codes.shape[0], 16 * w.shape[0]), dtype=np.int32)
+    gemm_u8(codes, w, dots)
+    return planes_affine(dots, x.shape[0], step * np.float32(0.5), alpha, corr, bias)
+
+
+def _qlinear_act_qlinear_amx(x, first, act, second, bits):
+    """`_qlinear_act_qlinear` on AMX tiles: the hidden layer exists only as byte codes."""
+    w, alpha, corr, bias, step, threshold, offset = first
+    w2, alpha2, corr2, bias2, step2, threshold2, offset2 = second
+    codes, _ = quantize_bytes(x, step, threshold, offset, bits, 4 * w.shape[1])
+    dots = np.empty((codes.shape[0], 16 * w.shape[0]), dtype=np.int32)
+    gemm_u8(codes, w, dots)
+    hidden, _ = planes_act_quant(
+        dots, x.shape[0], step * np.float32(0.5), alpha, corr, bias, act, step2, threshold2, offset2, bits,
+        4 * w2.shape[1],
+    )  # fmt: skip
+    dots2 = np.empty((hidden.shape[0], 16 * w2.shape[0]), dtype=np.int32)
+    gemm_u8(hidden, w2, dots2)
+    return planes_affine(dots2, x.shape[0], step2 * np.float32(0.5), alpha2, corr2, bias2)
+
+
 # Replaced in each flavour's globals by its compiled copies (`_flavours`).
 qlinear, qlinear_act_qlinear = _qlinear, _qlinear_act_qlinear
 
@@ -145,13 +175,18 @@ def _copy(fn, scope: dict, name: str):
     return jit(nogil=True)(copy)
 
 
-def _flavours(kernels: K.KernelSet, suffix: str):
-    """The fused blocks compiled against one kernel flavour (the helpers they call too)."""
+def _flavours(kernels: K.KernelSet, suffix: str, tiles: bool = False):
+    """The fused blocks compiled against one kernel flavour (the helpers they call too); with `tiles`, the
+    bit-serial linears run on AMX (`amx`)."""
     scope = dict(globals())
     for attr in _KERNEL_NAMES:
         scope[attr] = getattr(kernels, attr)
-    scope["qlinear"] = _copy(_qlinear, scope, f"qlinear_{suffix}")
-    scope["qlinear_act_qlinear"] = _copy(_qlinear_act_qlinear, scope, f"qlinear_act_qlinear_{suffix}")
+    tile_kernels = amx.PARALLEL if kernels.parallel else amx.SERIAL
+    for attr in _TILE_KERNEL_NAMES:
+        scope[attr] = getattr(tile_kernels, attr)
+    qlinear_fn, act_fn = (_qlinear_amx, _qlinear_act_qlinear_amx) if tiles else (_qlinear, _qlinear_act_qlinear)
+    scope["qlinear"] = _copy(qlinear_fn, scope, f"qlinear_{suffix}")
+    scope["qlinear_act_qlinear"] = _copy(act_fn, scope, f"qlinear_act_qlinear_{suffix}")
     return (
         _copy(_binary_block, scope, f"binary_block_{suffix}"),
         _copy(_planes_block, scope, f"planes_block_{suffix}"),
@@ -161,6 +196,9 @@ def _flavours(kernels: K.KernelSet, suffix: str):
 
 binary_block_serial, planes_block_serial, embed_serial = _flavours(K.SERIAL, "serial")
 binary_block_parallel, planes_block_parallel, embed_parallel = _flavours(K.PARALLEL, "parallel")
+# on AMX tiles: compiled only if called, which happens only where amx.usable()
+_, planes_block_amx_serial, _ = _flavours(K.SERIAL, "amx_serial", tiles=True)
+_, planes_block_amx_parallel, _ = _flavours(K.PARALLEL, "amx_parallel", tiles=True)
 
 
 def binary_block(kernels: K.KernelSet):
@@ -168,8 +206,10 @@ def binary_block(kernels: K.KernelSet):
     return binary_block_parallel if kernels.parallel else binary_block_serial
 
 
-def planes_block(kernels: K.KernelSet):
-    """The fused bit-serial block compiled against this kernel flavour."""
+def planes_block(kernels: K.KernelSet, tiles: bool = False):
+    """The fused bit-serial block compiled against this kernel flavour, its linears on AMX tiles or not."""
+    if tiles:
+        return planes_block_amx_parallel if kernels.parallel else planes_block_amx_serial
     return planes_block_parallel if kernels.parallel else planes_block_serial
 
 

@@ -30,7 +30,7 @@ from numba.core.registry import cpu_target
 ENGINE_DIR = Path(__file__).resolve().parent
 # The engine modules that define jitted functions (tests/engine/test_jitcache.py checks that the list is
 # complete), and this file, which decides where they go.
-JIT_MODULES = ("jitcache.py", "simd.py", "kernels.py", "blocks.py")
+JIT_MODULES = ("jitcache.py", "simd.py", "kernels.py", "amx.py", "blocks.py")
 
 
 def source_digest(paths: Iterable[Path]) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from beexformer.config import BEExformerConfig
+from beexformer.engine import amx
 from beexformer.engine import blocks as B
 from beexformer.engine import kernels as K
 from beexformer.engine.blocks import binary_block, embed, exit_head, planes_block
@@ -125,7 +126,9 @@ class PackedModel:
         tensors: dict[str, np.ndarray],
         tokenizer: PackedTokenizer | None,
         task_info: dict | None = None,
+        tiles: bool | None = None,
     ):
+        """`tiles`: run the bit-serial linears on AMX (`amx`); None: wherever this process can."""
         c = self.config = config
         self.task_info = dict(task_info or {})
         # Texts are truncated as at training time (task.json's max_len), never beyond the position table.
@@ -134,6 +137,7 @@ class PackedModel:
             raise ConfigError(f"float weights with {c.act_bits}-bit activations are not a supported combination")
         self.tokenizer = tokenizer
         self.mode = act_mode(c)  # "float" (W1A32 or float), "sign" (W1A1 mean-sign) or "planes" (bit-serial)
+        self.tiles = self.mode == "planes" and (amx.usable() if tiles is None else bool(tiles) and amx.usable())
         if self.mode == "sign" and c.ffn == "ffn_slfn":
             raise ConfigError("ffn='ffn_slfn' with the 1-bit mean-sign is not supported by the packed runtime")
         self.cls_pooling = c.pooling == "cls"
@@ -166,11 +170,11 @@ class PackedModel:
     # loading
 
     @classmethod
-    def load(cls, path: str | Path) -> PackedModel:
+    def load(cls, path: str | Path, tiles: bool | None = None) -> PackedModel:
         """Read, validate and prepare a packed model file (raises `CheckpointError` if it is not sound)."""
         packed = read_packed(path)
         tokenizer = PackedTokenizer(packed.tokenizer_json, packed.text_encoder)
-        return cls(packed.config, packed.tensors, tokenizer, packed.task_info)
+        return cls(packed.config, packed.tensors, tokenizer, packed.task_info, tiles=tiles)
 
     @staticmethod
     def _dense(t: dict[str, np.ndarray], name: str, k: int) -> _Dense:
@@ -193,6 +197,8 @@ class PackedModel:
         offset = np.float32(0.5 if z2 == 0 else 2 ** (bits - 1))  # z + 1/2, exact
         step, threshold = t[f"{block}.{name}.act_step"][0], t[f"{block}.{name}.act_threshold"][0]
         corr = (z2 * rowsum).astype(np.int64)
+        if self.tiles:  # the same signs in the tile unit's order (`amx.tile_weights`)
+            words = amx.tile_weights(unpack_weight(words, k, np.int8))
         return _Planes((words, t[f"{block}.{name}.alpha"], corr, t[f"{block}.{name}.bias"], step, threshold, offset))
 
     @staticmethod
@@ -281,7 +287,7 @@ class PackedModel:
         names += tuple(f"{slfn}.{n}" for n in ("s1", "s2", "f1", "f2"))
         # Layers this FFN kind does not have get a placeholder of the same types (never called).
         lins = [blk.get(n, blk.get("attn.q")).args for n in names]
-        fused = planes_block(kernels_for(len(x)))
+        fused = planes_block(kernels_for(len(x)), self.tiles)
         return fused(
             x, offsets, c.n_heads, self.pre_norm, ffn_kind, self.eps, c.act_bits, *lins, blk["gate"],
             *blk["norm1"], *blk["norm2"],
