@@ -111,7 +111,14 @@ _METRICS = {
 }
 
 
-def compute_metrics(task: GlueTask, predictions: ArrayLike, labels: ArrayLike) -> dict[str, float]:
+def main_metric(task: GlueTask, predictions: ArrayLike, labels: ArrayLike) -> float:
+    """The task's main metric alone (as `compute_metrics(...)["main"]`, without computing the others)."""
+    return compute_metrics(task, predictions, labels, names=(task.main_metric,))["main"]
+
+
+def compute_metrics(
+    task: GlueTask, predictions: ArrayLike, labels: ArrayLike, names: tuple[str, ...] = ()
+) -> dict[str, float]:
     """The task's official metrics (docs/design.md section 7) as fractions, plus ``"main"``.
 
     Args:
@@ -119,6 +126,7 @@ def compute_metrics(task: GlueTask, predictions: ArrayLike, labels: ArrayLike) -
         predictions: class indices [N], or scores/logits [N, C] (argmax is taken); for the regression task
             STS-B, scores [N] or [N, 1].
         labels: gold class indices [N] (floats for STS-B).
+        names: compute only these metrics (default: all of the task's); the main one must be among them.
 
     Returns:
         e.g. ``{"f1": 0.88, "accuracy": 0.84, "main": 0.88}`` for MRPC.
@@ -130,6 +138,6 @@ def compute_metrics(task: GlueTask, predictions: ArrayLike, labels: ArrayLike) -
         pred = pred.argmax(axis=-1)
     elif pred.ndim != 1:
         raise ValueError(f"predictions must be [N] or [N, C], got shape {pred.shape}")
-    out = {name: _METRICS[name](pred, labels) for name in task.metric_names}
+    out = {name: _METRICS[name](pred, labels) for name in names or task.metric_names}
     out["main"] = out[task.main_metric]
     return out

@@ -375,6 +375,7 @@ class Trainer:
                 heldout_metric_early_exit=heldout.metric_early_exit,
                 heldout_metric_no_exit=heldout.metric_no_exit,
                 heldout_flops_saved=heldout.flops_saved,
+                heldout_drop_bound=heldout.drop_bound,
             )
         self.state.history.append(entry)
         if self.accelerator.is_main_process:
