@@ -1,6 +1,6 @@
 """Exit thresholds chosen on the held-out slice, two ways, and what each then costs on the dev set.
 
-    python benchmarks/threshold_choice.py RUN [RUN ...] [--threads 1] \
+    python benchmarks/threshold_choice.py RUN [RUN ...] [--threads 1] [--write] \
         --out benchmarks/results/threshold_choice.json
 
 - "point": the threshold that saves most FLOPs while the drop *measured on the slice* stays within the
@@ -8,9 +8,12 @@
 - "bound": the same, with the 90th percentile of the drop over paired bootstrap resamples of the slice in its
   place (the trainer's choice now: `beexformer.training.holdout`).
 
+`--write` stores the "bound" choice in the evaluated model's task.json, as a run trained today would have it
+(the reproduction report then evaluates the run again: its record keys on the stored exit rule).
 Both look only at the held-out slice the run's trainer set aside (the same split: the run's seed and holdout
-fraction, rebuilt from its run.json); the dev set is only reported. Each RUN is a `beex train` output directory
-(its best/ model is used). Not a test: every run evaluates up to 2,000 held-out and all dev sentences in PyTorch.
+fraction, rebuilt from its run.json); the dev set is only reported. Each RUN is a `beex train` output directory;
+its model after the last step is used, as in the reproduction report. Not a test: every run evaluates up to
+2,000 held-out and all dev sentences in PyTorch.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from beexformer.data.glue import get_task
 from beexformer.evaluation import ExitLogits, rule_result
 from beexformer.exits import NeverExit
 from beexformer.inference import load_predictor
+from beexformer.jsonio import write_json
+from beexformer.report.runner import final_model_dir
 from beexformer.training.arguments import HOLDOUT_CAP, TrainingArguments
-from beexformer.training.holdout import TOLERANCE, choose_threshold, split_holdout
+from beexformer.training.holdout import TOLERANCE, ThresholdChoice, choose_threshold, split_holdout
 from beexformer.training.trainer import load_examples
 
 CHOICES = {"point": None, "bound": 0.9}  # name -> confidence given to choose_threshold
@@ -49,20 +54,31 @@ class ChoiceRow:
     dev_flops_saved: float
 
 
-def run_rows(run: Path) -> list[ChoiceRow]:
+def run_rows(run: Path, write: bool) -> list[ChoiceRow]:
     """Both choices for one run: held-out and dev exit logits computed once, every rule on them."""
     args = TrainingArguments(**_training_fields(json.loads((run / "run.json").read_text())))
     task = get_task(args.task)
-    predictor = load_predictor(run / "best")
+    model_dir = final_model_dir(run)
+    predictor = load_predictor(model_dir)
     train = load_examples(task, "train", args)
     held = split_holdout(len(train), args.holdout, HOLDOUT_CAP, args.seed)[1]
     heldout = predictor.exit_logits([train[i] for i in held])
     dev = predictor.exit_logits(load_examples(task, "dev", args))
-    return [_row(run, task, predictor, name, conf, heldout, dev) for name, conf in CHOICES.items()]
+    rule_name = predictor.default_rule().name
+    choices = {name: choose_threshold(task, predictor.config, heldout, rule_name, confidence=conf)
+               for name, conf in CHOICES.items()}  # fmt: skip
+    if write:
+        _store_rule(model_dir, choices["bound"].rule)
+    return [_row(run, task, predictor, name, choice, dev) for name, choice in choices.items()]
 
 
-def _row(run, task, predictor, name, confidence, heldout: ExitLogits, dev: ExitLogits) -> ChoiceRow:
-    choice = choose_threshold(task, predictor.config, heldout, predictor.default_rule().name, confidence=confidence)
+def _store_rule(model_dir: Path, rule) -> None:
+    info = json.loads((model_dir / "task.json").read_text())
+    info.update(exit_rule=rule.name, exit_threshold=getattr(rule, rule.threshold_name))
+    write_json(model_dir / "task.json", info, indent=2)
+
+
+def _row(run, task, predictor, name, choice: ThresholdChoice, dev: ExitLogits) -> ChoiceRow:
     dev_exit = rule_result(task, predictor.config, dev, choice.rule)
     dev_none = rule_result(task, predictor.config, dev, NeverExit())
     return ChoiceRow(
@@ -119,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="beex train output directories")
     parser.add_argument("--out", type=Path, required=True, help="JSON; the markdown table goes beside it")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--write", action="store_true", help="store the bound choice in each run's task.json")
     args = parser.parse_args(argv)
     import torch
 
@@ -129,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rows = []
     for run in args.runs:
-        rows += run_rows(run)
+        rows += run_rows(run, args.write)
         print(markdown(rows[-2:]), end="", flush=True)
     command = "python benchmarks/threshold_choice.py " + " ".join(sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)

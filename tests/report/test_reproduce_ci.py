@@ -16,6 +16,7 @@ import pytest
 from beexformer.report.aggregate import stats
 from beexformer.report.main import main
 from beexformer.report.plan import ABLATION_VARIANTS, MAIN_VARIANTS, build_plan, profile_settings
+from beexformer.report.runner import final_model_dir
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SECTIONS = [
@@ -217,6 +218,15 @@ def test_ci_profile_end_to_end(glue_dir: Path, tmp_path: Path):
     assert collected["complete"] is False and not (work / untrained / "done.json").exists()
     assert collected["runs"][unevaluated]["metric_no_exit"] == results["runs"][unevaluated]["metric_no_exit"]
     assert collected["runs"]["main-sst2-w1a32-s1"]["latency"] == results["runs"]["main-sst2-w1a32-s1"]["latency"]
+
+    # a threshold stored again (benchmarks/threshold_choice.py --write) is evaluated again, and only that run
+    changed = work / "main-sst2-w1a32-s1"
+    task_json = final_model_dir(changed) / "task.json"
+    task_json.write_text(json.dumps({**json.loads(task_json.read_text()), "exit_threshold": 0.3}))
+    stamps = {p: p.stat().st_mtime_ns for p in work.glob("*/record.json")}
+    assert main([*argv, "--collect"]) == 0
+    assert [p for p in stamps if p.stat().st_mtime_ns != stamps[p]] == [changed / "record.json"]
+    assert json.loads((out / "results.json").read_text())["runs"][changed.name]["exit_threshold"] == 0.3
 
 
 def test_render_only_without_results_fails_cleanly(tmp_path: Path, capsys):

@@ -2,9 +2,9 @@
 
 Each run lives in WORK_DIR/<run_id>/: the trainer's run directory, plus `done.json` (written once training
 finished) and `record.json` (its evaluation). A run with `best/` and `done.json` is not trained again; a run
-with `record.json` for the same spec is not evaluated again; a run with checkpoints but no `done.json` is
-resumed from its newest checkpoint. The results JSON is rewritten after every run, so an interrupted report
-loses at most the run in progress.
+with `record.json` for the same spec and the same stored exit rule is not evaluated again; a run with
+checkpoints but no `done.json` is resumed from its newest checkpoint. The results JSON is rewritten after every
+run, so an interrupted report loses at most the run in progress.
 """
 
 from __future__ import annotations
@@ -114,6 +114,12 @@ def train_cpu_minutes(run_dir: Path) -> float | None:
         return None
     seconds = ckpt.read_trainer_state(latest).get("cpu_seconds")
     return None if seconds is None else seconds / 60
+
+
+def stored_exit(run_dir: Path) -> dict[str, Any]:
+    """The exit rule and threshold stored with the evaluated model (its task.json)."""
+    info = json.loads((final_model_dir(run_dir) / "task.json").read_text())
+    return {"exit_rule": info.get("exit_rule"), "exit_threshold": info.get("exit_threshold")}
 
 
 def final_model_dir(run_dir: Path) -> Path:
@@ -392,7 +398,12 @@ def prepare_run(
     A top-level function, so that a worker process of `run_plan(jobs > 1)` can run it."""
     done = train_run(spec, run_dir, data_dir, log, settings.threads)
     record = _read_json(run_dir / RECORD)
-    key = {"spec": spec.to_dict(), "trained_steps": done["steps"], "evaluation": eval_settings(settings)}
+    key = {
+        "spec": spec.to_dict(),
+        "trained_steps": done["steps"],
+        "evaluation": eval_settings(settings),
+        "stored_exit": stored_exit(run_dir),  # a threshold chosen again (threshold_choice.py --write) re-evaluates
+    }
     if record is None or any(record.get(k) != v for k, v in key.items()):
         record = {**evaluate_run(spec, run_dir, data_dir, settings, log).to_dict(), **key}
         write_json(run_dir / RECORD, record, indent=1)
