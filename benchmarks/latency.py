@@ -352,7 +352,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     rule = FractionalEntropy(DELTA)
     info = cpu.summary()
-    print(f"CPU: {info['model']} ({info['llvm_cpu']}); popcount path: {info['popcount_path']}")
+    print(f"CPU: {info['model']} ({info['llvm_cpu']}); popcount path: {info['popcount_path']}; "
+          f"bit-serial linears on AMX tiles: {'yes' if info['amx_tiles'] else 'no'}")  # fmt: skip
     print(f"flags: {' '.join(info['flags'])}", flush=True)
 
     models, sizes = {}, {}
@@ -480,7 +481,8 @@ def build_report(args, info, sizes, metrics, majority, rows, rss) -> dict:
 
 def render(report: dict) -> str:
     lines = [
-        f"CPU: {report['cpu']['model']} ({report['cpu']['llvm_cpu']}); popcount: {report['cpu']['popcount_path']}",
+        f"CPU: {report['cpu']['model']} ({report['cpu']['llvm_cpu']}); popcount: {report['cpu']['popcount_path']}; "
+        f"W1A2/W1A4 linears on AMX tiles: {'yes' if report['cpu'].get('amx_tiles') else 'no'}",
         f"flags: {' '.join(report['cpu']['flags'])}",
         f"command: `{report['command']}`",
         f"early exit: {report['early_exit_rule']}; "

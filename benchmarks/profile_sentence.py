@@ -57,11 +57,25 @@ def _width(x: np.ndarray, k: int) -> np.ndarray:
     return x if x.shape[1] == k else np.ascontiguousarray(np.resize(x, (x.shape[0], k)))
 
 
-def _bit_serial(ks, linear: tuple, x: np.ndarray, bits: int) -> tuple[float, float]:
-    """The input quantization and the bit-serial GEMM of one linear, each alone."""
+def _bit_serial(ks, linear: tuple, x: np.ndarray, bits: int, tiles: bool) -> tuple[float, float]:
+    """The input quantization and the bit-serial GEMM of one linear (with its epilogue), each alone; on AMX
+    tiles (`engine.amx`) when the model runs there."""
     w, alpha, corr, bias, step, threshold, offset = linear
-    planes, usum = ks.quantize_rows(x, step, threshold, offset, bits)
     half_step = step * np.float32(0.5)
+    if tiles:
+        from beexformer.engine import amx
+
+        codes, _ = amx.SERIAL.quantize_bytes(x, step, threshold, offset, bits, 4 * w.shape[1])
+        dots = np.empty((codes.shape[0], 16 * w.shape[0]), dtype=np.int32)
+
+        def gemm():
+            amx.SERIAL.gemm_u8(codes, w, dots)
+            return amx.SERIAL.planes_affine(dots, x.shape[0], half_step, alpha, corr, bias)
+
+        return best_us(lambda: amx.SERIAL.quantize_bytes(x, step, threshold, offset, bits, 4 * w.shape[1])), best_us(
+            gemm
+        )
+    planes, usum = ks.quantize_rows(x, step, threshold, offset, bits)
     return (
         best_us(lambda: ks.quantize_rows(x, step, threshold, offset, bits)),
         best_us(lambda: ks.bgemm_planes_affine(planes, usum, half_step, w, alpha, corr, bias)),
@@ -99,9 +113,12 @@ def block_kernels(model, x: np.ndarray, offsets: np.ndarray) -> dict[str, float]
             ),
         }  # fmt: skip
     elif model.mode == "planes":
+        gemm = "AMX tile GEMM" if model.tiles else "bit-serial GEMM"
         for name in ("attn.q", "attn.k", "attn.v", "attn.o", "ffn.lin1", "ffn.lin2"):
             xin = _width(x, c.d_ff if name == "ffn.lin2" else c.d_model)
-            out[f"{name} quantize"], out[f"{name} bit-serial GEMM"] = _bit_serial(ks, blk[name].args, xin, c.act_bits)
+            out[f"{name} quantize"], out[f"{name} {gemm}"] = _bit_serial(
+                ks, blk[name].args, xin, c.act_bits, model.tiles
+            )
         qkv = np.concatenate([x, x, x], axis=1)
         out["attention"] = best_us(lambda: ks.attention(qkv, offsets, c.n_heads))
     else:

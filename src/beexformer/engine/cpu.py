@@ -80,10 +80,13 @@ def popcount_path(features: dict[str, bool] | None = None) -> str:
 
 
 def summary() -> dict[str, object]:
+    from beexformer.engine import amx
+
     flags = linux_flags()
     return {
         "model": model_name(),
         "llvm_cpu": cpu_name(),
         "popcount_path": popcount_path(),
-        "flags": [f for f in flags if f in INTERESTING or f.startswith("avx512")],
+        "amx_tiles": amx.usable(),  # the bit-serial linears run on AMX tiles (engine/amx.py)
+        "flags": [f for f in flags if f in INTERESTING or f.startswith("avx512") or f.startswith("amx")],
     }
