@@ -68,17 +68,19 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--max-draft", type=int, default=8)
     p.add_argument(
-        "--no-ledger",
-        action="store_true",
-        help="no gate ledger: by default every gated mode switches off, for the rest of a generation, a gate "
-        "layer whose running balance at this run's unit costs shows it does not pay (GateLedger)",
+        "--ledger-modes",
+        nargs="*",
+        default=["self-speculative"],
+        metavar="MODE_PREFIX",
+        help="modes (name prefixes) that switch off, for the rest of a generation, a gate layer whose running "
+        "balance at this run's unit costs shows it does not pay (GateLedger); none: no ledger",
     )
     p.add_argument(
         "--also-without-ledger",
         nargs="*",
         default=[],
         metavar="MODE_PREFIX",
-        help="also run these modes (name prefixes, e.g. self-speculative) without the ledger, as '... no-ledger'",
+        help="also run these ledger modes (name prefixes) without the ledger, as '... no-ledger'",
     )
     p.add_argument("--ledger-min-calls", type=int, default=8, help="calls before the ledger may switch a gate off")
     p.add_argument(
@@ -264,9 +266,7 @@ def main() -> int:
     }
 
     def budgets(unit: Any) -> dict[str, Any]:
-        """The gate ledger's budget per gate kind, priced at this run's unit costs (None: no ledger)."""
-        if args.no_ledger:
-            return {"entropy": None, "probe": None}
+        """The gate ledger's budget per gate kind, priced at this run's unit costs."""
         extra_head_row = (unit.head[5] - unit.head[1]) / 4
         return {
             kind: GateBudget(
@@ -299,31 +299,31 @@ def main() -> int:
             return ProbeGate(gating, thresholds(alpha, "probe", mode))
 
         spec = "self-speculative"
-        entropy, probe = budget["entropy"], budget["probe"]
-        # (name, class, gate, options): every gated mode, each with the ledger of its gate kind
-        gated: list[tuple[str, Any, Any, dict[str, Any]]] = []
+        # (name, class, gate, gate kind, options): every gated mode
+        gated: list[tuple[str, Any, Any, str, dict[str, Any]]] = []
         draft = {"max_draft": args.max_draft}
         for alpha in args.alphas:
-            gated.append((f"early-exit a={alpha}", EarlyExitDecoding, gate_for(alpha), {"budget": entropy}))
+            gated.append((f"early-exit a={alpha}", EarlyExitDecoding, gate_for(alpha), "entropy", {}))
         for alpha in args.copy_alphas:
-            options = {"kv_fill": "copy", "budget": entropy}
-            gated.append((f"early-exit-copy a={alpha}", EarlyExitDecoding, gate_for(alpha), options))
+            gated.append(
+                (f"early-exit-copy a={alpha}", EarlyExitDecoding, gate_for(alpha), "entropy", {"kv_fill": "copy"})
+            )
         for alpha in args.spec_alphas:
-            gate = gate_for(alpha, spec)
-            gated.append((f"self-speculative a={alpha}", SelfSpeculativeDecoding, gate, {**draft, "budget": entropy}))
+            gated.append(
+                (f"self-speculative a={alpha}", SelfSpeculativeDecoding, gate_for(alpha, spec), "entropy", draft)
+            )
         for alpha in args.probe_alphas:
-            gated.append((f"early-exit-probe a={alpha}", EarlyExitDecoding, probe_gate_for(alpha), {"budget": probe}))
+            gated.append((f"early-exit-probe a={alpha}", EarlyExitDecoding, probe_gate_for(alpha), "probe", {}))
         for alpha in args.probe_spec_alphas:
             gate = probe_gate_for(alpha, spec)
-            options = {**draft, "budget": probe}
-            gated.append((f"self-speculative-probe a={alpha}", SelfSpeculativeDecoding, gate, options))
+            gated.append((f"self-speculative-probe a={alpha}", SelfSpeculativeDecoding, gate, "probe", draft))
         if args.spec_gate_layers:
             only = set(args.spec_gate_layers)
             for alpha in args.spec_alphas:
                 thr = {k: v for k, v in calib.thresholds_for(alpha).items() if k in only}
                 label = ",".join(str(x) for x in sorted(only))
                 name = f"self-speculative a={alpha} gates={label}"
-                gated.append((name, SelfSpeculativeDecoding, HeadGate(gating, thr), {**draft, "budget": entropy}))
+                gated.append((name, SelfSpeculativeDecoding, HeadGate(gating, thr), "entropy", draft))
         floors_by_alpha: dict[str, dict[int, float]] = {}
         for alpha in args.adaptive_alphas:
             gate = gate_for(alpha, spec)
@@ -331,14 +331,14 @@ def main() -> int:
                 layer: break_even_acceptance(layer, num, row_cost, head_cost, head_row_cost) for layer in gate.layers
             }
             floors_by_alpha[str(alpha)] = floors
-            options = {**draft, "min_acceptance": floors, "budget": entropy}
-            gated.append((f"self-speculative-adaptive a={alpha}", SelfSpeculativeDecoding, gate, options))
+            options = {**draft, "min_acceptance": floors}
+            gated.append((f"self-speculative-adaptive a={alpha}", SelfSpeculativeDecoding, gate, "entropy", options))
         strategies: dict[str, Any] = {"full": FullDecoding(adapter)}
-        for name, cls, gate, options in gated:
-            strategies[name] = cls(adapter, gate, **options)
-        for name, cls, gate, options in gated:
-            if options["budget"] is not None and any(name.startswith(m) for m in args.also_without_ledger):
-                strategies[f"{name} no-ledger"] = cls(adapter, gate, **{**options, "budget": None})
+        for name, cls, gate, kind, options in gated:
+            ledgered = any(name.startswith(m) for m in args.ledger_modes)
+            strategies[name] = cls(adapter, gate, **options, budget=budget[kind] if ledgered else None)
+            if ledgered and any(name.startswith(m) for m in args.also_without_ledger):
+                strategies[f"{name} no-ledger"] = cls(adapter, gate, **options)
         if args.modes:
             strategies = {k: v for k, v in strategies.items() if any(k.startswith(m) for m in args.modes)}
         return strategies, floors_by_alpha
@@ -380,7 +380,7 @@ def main() -> int:
         },
         "thresholds": {w: {a: c.thresholds_for(a) for a in alphas} for w, c in calibs.items()},
         "adaptive_acceptance_floors": {w: floors for w, (_, floors) in per_workload.items()},
-        "ledger": None if args.no_ledger else {"min_calls": args.ledger_min_calls, "margin": args.ledger_margin},
+        "ledger": {"modes": args.ledger_modes, "min_calls": args.ledger_min_calls, "margin": args.ledger_margin},
         "workloads": {},
     }
     print(f"model: {loaded.source}; torch threads: {args.threads}; gates: {report['gate_layers']}", flush=True)
@@ -614,7 +614,8 @@ def to_markdown(report: dict[str, Any]) -> str:
         ]
         lines += [
             "",
-            f"gate ledger (min {ledger['min_calls']} calls, margin {ledger['margin']} of a plain step); gate layers "
+            f"gate ledger in {', '.join(ledger.get('modes', [])) or 'no'} modes (min {ledger['min_calls']} calls, "
+            f"margin {ledger['margin']} of a plain step); gate layers "
             "it switched off (in how many items of the first run): " + ("; ".join(off) or "none"),
         ]
     c = report.get("costs_ms", {})

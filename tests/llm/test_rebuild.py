@@ -120,7 +120,7 @@ def test_rebuild_then_benchmark_records_the_heads_hash(tiny_model_dir: Path, tmp
         "self-speculative a=0.5 no-ledger",
         "self-speculative-probe a=0.5 no-ledger",
     }
-    assert result["ledger"] == {"min_calls": 8, "margin": 0.1}
+    assert result["ledger"] == {"modes": ["self-speculative"], "min_calls": 8, "margin": 0.1}
     for workload in result["workloads"].values():
         for name in ("self-speculative a=0.5", "self-speculative-probe a=0.5"):
             for mode in (name, f"{name} no-ledger"):  # with the gate ledger (the default) and without
