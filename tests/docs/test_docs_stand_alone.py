@@ -19,7 +19,7 @@ def test_referenced_docs_exist():
     for path, text in _texts():
         assert "shared/docs" not in text, path
         # Names of documents; a benchmarks/results/ file is the output of the benchmark that writes it.
-        names |= set(re.findall(r"(?<!\w)(?<!results/)([a-z_-]+\.md)\b", text))
+        names |= set(re.findall(r"(?<![\w-])(?<!results/)([a-z_-]+\.md)\b", text))
     committed = {
         p.name for p in [*ROOT.glob("*.md"), *(ROOT / "docs").glob("*.md"), *(ROOT / "benchmarks").rglob("*.md")]
     }
