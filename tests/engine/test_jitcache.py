@@ -3,12 +3,14 @@ machine code compiled against the old version of another (it did: a segfault aft
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from beexformer.engine import jitcache
@@ -122,3 +124,80 @@ def test_avx512_hosts_get_512_bit_vectors(tmp_path):
     env["PYTHONPATH"] = os.pathsep.join(sys.path)
     out = subprocess.run([sys.executable, "-c", ZMM_PROBE], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_each_kernel_flavour_has_a_cache_entry_of_its_own():
+    """numba's cache key leaves out the compile options: under one name, the serial and the parallel build of
+    a kernel shared one entry and each process loaded whichever was written last."""
+    from beexformer.engine import kernels
+
+    for name in kernels._BODIES:
+        serial, parallel = getattr(kernels.SERIAL, name), getattr(kernels.PARALLEL, name)
+        assert serial._cache._cache_file._index_path != parallel._cache._cache_file._index_path, name
+
+
+CACHE_STAGE = """
+import json, sys
+import numba.np.ufunc.parallel as numba_parallel
+import numpy as np
+from beexformer.engine import blocks, kernels
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((7, 40)).astype(np.float32)
+g, b = rng.standard_normal(40).astype(np.float32), rng.standard_normal(40).astype(np.float32)
+eps = np.float32(1e-5)
+if sys.argv[1] == "parallel kernels":
+    kernels.PARALLEL.layernorm(x, g, b, eps)
+    kernels.PARALLEL.embed_binary(np.zeros((1, 1), np.uint64), np.zeros(1, np.float32), np.zeros(1, np.int64), 40)
+else:
+    w1t, b1 = rng.standard_normal((40, 8)).astype(np.float32), rng.standard_normal(8).astype(np.float32)
+    w2t, b2 = rng.standard_normal((8, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    offsets = np.array([0, 3, 7], dtype=np.int64)
+    head = blocks.exit_head(x, offsets, False, True, g, b, w1t, b1, w2t, b2)
+    pool_after_serial = numba_parallel._is_initialized  # the serial flavour never starts the thread pool
+    ids = np.array([1, 4, 6], dtype=np.int64)
+    no_bits, no_scale = np.zeros((1, 1), np.uint64), np.zeros(1, np.float32)
+    emb = blocks.embed_parallel(no_bits, no_scale, x, False, 40, ids, x, ids, False, x, ids, True, g, b, eps)
+    print(json.dumps({"head": head.tolist(), "embed": emb.tolist(), "pool_after_serial": pool_after_serial}))
+"""
+
+
+def _numpy_layernorm(x, g, b, eps=1e-5):
+    x = x.astype(np.float64)
+    return (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps) * g + b
+
+
+def test_a_cache_filled_piecewise_by_several_processes_loads_and_runs(tmp_path):
+    """Process 1 compiles parallel kernels; process 2 compiles a serial exit head and a parallel embedding
+    against that cache; process 3 loads everything from the cache and must give the right numbers.
+
+    This is the order two report workers compiling into one empty cache happened to produce. It used to
+    leave entries that jumped to address 0 in every later process: the serial head had loaded the parallel
+    layernorm (the flavours shared a cache entry) and the parallel embedding was cached without numba's step
+    that starts the thread pool (jitcache.renamed, jitcache._EngineCache)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_NUM_THREADS": "2"}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+
+    def stage(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", CACHE_STAGE, name], env=env, capture_output=True, text=True)
+
+    assert stage("parallel kernels").returncode == 0
+    outputs = []
+    for _ in range(2):  # compiles against the cached kernels, then loads everything
+        done = stage("blocks")
+        assert done.returncode == 0, f"exit code {done.returncode}: {done.stderr[-2000:]}"
+        outputs.append(json.loads(done.stdout))
+    assert outputs[0] == outputs[1]
+    out = outputs[1]
+    assert out["pool_after_serial"] is False
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 40)).astype(np.float32)
+    g, b = rng.standard_normal(40).astype(np.float32), rng.standard_normal(40).astype(np.float32)
+    w1t, b1 = rng.standard_normal((40, 8)).astype(np.float32), rng.standard_normal(8).astype(np.float32)
+    w2t, b2 = rng.standard_normal((8, 3)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    pooled = np.stack([x[:3].mean(0), x[3:].mean(0)])
+    head = np.maximum(_numpy_layernorm(pooled, g, b) @ w1t + b1, 0) @ w2t + b2
+    np.testing.assert_allclose(out["head"], head, rtol=1e-4, atol=1e-4)
+    rows = x[[1, 4, 6]]
+    np.testing.assert_allclose(out["embed"], _numpy_layernorm(rows + rows + rows, g, b), atol=1e-4)

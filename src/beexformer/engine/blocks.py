@@ -9,13 +9,11 @@ same source: a copy of the function whose globals name the other flavour.
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 
 from beexformer.engine import amx
 from beexformer.engine import kernels as K
-from beexformer.engine.jitcache import jit
+from beexformer.engine.jitcache import jit, renamed
 
 # Resolved at compile time from the function's globals; the parallel copy gets PARALLEL's versions.
 layernorm = K.SERIAL.layernorm
@@ -169,10 +167,7 @@ def _embed(
 
 def _copy(fn, scope: dict, name: str):
     """fn compiled with `scope` as its globals, cached under its own name (one cache entry per flavour)."""
-    copy = types.FunctionType(fn.__code__, scope, name, fn.__defaults__)
-    copy.__qualname__ = name
-    copy.__module__ = __name__
-    return jit(nogil=True)(copy)
+    return jit(nogil=True)(renamed(fn, name, scope))
 
 
 def _flavours(kernels: K.KernelSet, suffix: str, tiles: bool = False):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import types
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import llvmlite.binding as llvm
 from numba import config, njit
+from numba.core.caching import FunctionCache
 from numba.core.registry import cpu_target
 
 ENGINE_DIR = Path(__file__).resolve().parent
@@ -106,12 +108,45 @@ def prefer_512_bit_vectors() -> bool:
 PREFERS_512_BIT = prefer_512_bit_vectors()
 
 
+class _EngineCache(FunctionCache):
+    """numba's on-disk cache with one repair: a function loaded from it keeps, on its library, what must run
+    before its code does (numba's `reload_init`: starting the thread pool, for code with prange).
+
+    numba 0.68 runs those steps when it loads an entry but leaves them off the loaded library, where a caller
+    compiled against it looks for them. So a fused block compiled in a process whose parallel kernels came from
+    the cache was cached calling into numba's thread pool without the step that starts it, and a later process
+    that called that block first jumped to address 0."""
+
+    def load_overload(self, sig, target_context):
+        cres = super().load_overload(sig, target_context)
+        if cres is not None:
+            cres.library._reload_init.update(cres.reload_init)
+        return cres
+
+
 def jit(**options) -> Callable:
     """`numba.njit(cache=True, **options)` with the cache under `engine_cache_dir()`: the decorator every
     cached function of the engine uses."""
 
     def decorate(fn):
         with cache_dir(engine_cache_dir()):
-            return njit(cache=True, **options)(fn)
+            dispatcher = njit(cache=True, **options)(fn)
+            dispatcher._cache = _EngineCache(dispatcher.py_func)  # what enable_caching() set, repaired
+            return dispatcher
 
     return decorate
+
+
+def renamed(fn: Callable, name: str, scope: dict | None = None) -> Callable:
+    """A copy of `fn` called `name` (with `scope` as its globals if given), to compile it once more with other
+    options or other globals under a cache entry of its own.
+
+    Why: numba keys a cache entry by the function's name, its signature, the CPU and its bytecode, not by the
+    compile options. Compiled twice under one name (`parallel=True` and not), both flavours shared one entry:
+    each process loaded whichever flavour was written last, and a serial caller compiled against a cached
+    parallel callee was cached with calls into numba's thread pool but without numba's note to start that
+    pool when the entry is loaded, so a later process that loaded it jumped to address 0 (docs/engine.md)."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__ if scope is None else scope, name, fn.__defaults__)
+    copy.__qualname__ = name
+    copy.__module__ = fn.__module__
+    return copy

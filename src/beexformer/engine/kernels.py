@@ -27,7 +27,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from beexformer.engine import simd
-from beexformer.engine.jitcache import jit
+from beexformer.engine.jitcache import jit, renamed
 
 # Activation codes of the fused "linear -> nonlinearity -> sign/pack" epilogue.
 ACT_IDENTITY, ACT_SIGMOID, ACT_TANH, ACT_GELU, ACT_RELU = 0, 1, 2, 3, 4
@@ -891,9 +891,11 @@ class KernelSet:
 
     def __init__(self, parallel: bool) -> None:
         self.parallel = parallel
+        flavour = "parallel" if parallel else "serial"
         for name, body in _BODIES.items():
             flags = _FLOAT_FLAGS if name in _FLOAT_KERNELS else False
-            setattr(self, name, _jit(parallel, flags)(body))
+            # a copy per flavour: each needs its own cache entry (`jitcache.renamed` says why)
+            setattr(self, name, _jit(parallel, flags)(renamed(body, f"{body.__name__}_{flavour}")))
 
 
 SERIAL = KernelSet(parallel=False)
