@@ -22,7 +22,6 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-import types as types_module
 from functools import cache
 
 import numpy as np
@@ -32,7 +31,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from beexformer.engine import kernels as K
-from beexformer.engine.jitcache import jit
+from beexformer.engine.jitcache import jit, renamed
 
 ROWS = 16  # rows of a tile (activation rows per A tile, output rows per C tile)
 K_TILE = 64  # inputs per A-tile row: 64 bytes
@@ -385,10 +384,7 @@ def _compile(fn, parallel: bool, name: str, dot=None):
     scope = dict(globals())
     if dot is not None:
         scope["tile_dot"] = dot
-    copy = types_module.FunctionType(fn.__code__, scope, name, fn.__defaults__)
-    copy.__qualname__ = name
-    copy.__module__ = __name__
-    return jit(nogil=True, parallel=parallel, error_model="numpy")(copy)
+    return jit(nogil=True, parallel=parallel, error_model="numpy")(renamed(fn, name, scope))
 
 
 class TileKernels:
