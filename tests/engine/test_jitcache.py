@@ -201,3 +201,51 @@ def test_a_cache_filled_piecewise_by_several_processes_loads_and_runs(tmp_path):
     np.testing.assert_allclose(out["head"], head, rtol=1e-4, atol=1e-4)
     rows = x[[1, 4, 6]]
     np.testing.assert_allclose(out["embed"], _numpy_layernorm(rows + rows + rows, g, b), atol=1e-4)
+
+
+def _double(x):
+    return x + x
+
+
+def test_two_signatures_saved_at_once_get_data_files_of_their_own(tmp_path, monkeypatch):
+    """numba numbers a function's data files by counting its index entries; two saves of different signatures
+    that both read the index before either wrote it took the same file. Here both saves stretch the window
+    between reading the index and writing it to 0.3 s; the engine's cache lets one save at a time through."""
+    import threading
+    import time
+
+    from numba import njit, types
+    from numba.core.caching import IndexDataCacheFile
+
+    load_index = IndexDataCacheFile._load_index
+
+    def slow_load_index(self):
+        index = load_index(self)
+        time.sleep(0.3)
+        return index
+
+    compiled = njit(_double)
+    signatures = [(types.int64,), (types.float64,)]
+    for sig in signatures:
+        compiled.compile(sig)
+    with jitcache.cache_dir(tmp_path):
+        caches = [jitcache._EngineCache(_double) for _ in signatures]  # one per process, in effect
+    monkeypatch.setattr(IndexDataCacheFile, "_load_index", slow_load_index)
+    saves = [
+        threading.Thread(target=cache.save_overload, args=(sig, compiled.overloads[sig]))
+        for cache, sig in zip(caches, signatures, strict=True)
+    ]
+    for thread in saves:
+        thread.start()
+    for thread in saves:
+        thread.join()
+    monkeypatch.setattr(IndexDataCacheFile, "_load_index", load_index)
+
+    with jitcache.cache_dir(tmp_path):
+        fresh = jitcache._EngineCache(_double)
+    index = fresh._cache_file._load_index()
+    assert len(index) == 2 and len(set(index.values())) == 2
+    for sig, value in zip(signatures, (21, 2.5), strict=True):
+        loaded = fresh.load_overload(sig, compiled.targetctx)
+        assert loaded is not None and loaded.signature.args == sig
+        assert loaded.entry_point(value) == 2 * value

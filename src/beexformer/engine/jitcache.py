@@ -26,6 +26,11 @@ from pathlib import Path
 
 import llvmlite.binding as llvm
 from numba import config, njit
+
+try:
+    import fcntl
+except ImportError:  # Windows: the engine's cache saves are not serialized there
+    fcntl = None
 from numba.core.caching import FunctionCache
 from numba.core.registry import cpu_target
 
@@ -122,6 +127,17 @@ class _EngineCache(FunctionCache):
         if cres is not None:
             cres.library._reload_init.update(cres.reload_init)
         return cres
+
+    def save_overload(self, sig, data):
+        """numba's save, one process at a time per cache directory. numba reads the function's index, adds the
+        entry and names its data file by counting the entries: two processes saving two signatures of one
+        function at once both wrote file 1, and the index that survived could point at the other's code."""
+        if fcntl is None:
+            return super().save_overload(sig, data)
+        self._impl.locator.ensure_cache_path()
+        with open(os.path.join(self._cache_path, "save.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            super().save_overload(sig, data)
 
 
 def jit(**options) -> Callable:
