@@ -302,10 +302,9 @@ def engine_ceiling(model: str, sentences: list[str], batch: int, threads: int | 
     thread makes) at batch 1, 8 and `batch`, same sentences, same threads."""
     sys.path.insert(0, str(SRC))
     from beexformer.cli.common import apply_threads
-    from beexformer.serve.model import ServedModel
+    from beexformer.serve.model import ServedModel, default_threads
 
-    if threads:
-        apply_threads(threads)
+    apply_threads(threads or default_threads())  # the servers' threads
     served = ServedModel("ceiling", model)
     texts = sentences[: 8 * batch]
     served.predict(texts[:batch], None, None, batch)  # compile / load the kernels

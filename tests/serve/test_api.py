@@ -397,7 +397,7 @@ def test_an_engine_failure_is_a_json_500_and_the_server_goes_on(served, monkeypa
     assert 'beex_responses_total{status="500"} 1.0' in metrics
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2, None])
 def test_threads_apply_to_the_inference_thread(served, threads):
     """numba's thread count is per thread: the engine runs in the server's inference thread, which must get it."""
     import numba
@@ -409,4 +409,7 @@ def test_threads_apply_to_the_inference_thread(served, threads):
             executor = server_state(app).executor
             return await asyncio.get_running_loop().run_in_executor(executor, numba.get_num_threads)
 
-    assert run(go()) == min(threads, numba.config.NUMBA_NUM_THREADS)
+    from beexformer.serve.model import default_threads
+
+    want = default_threads() if threads is None else threads  # None: every core but the event loop's
+    assert run(go()) == min(want, numba.config.NUMBA_NUM_THREADS)

@@ -49,8 +49,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--threads",
         type=int,
-        help="CPU threads of the model (numba pool; BLAS for W1A32 models); default: all cores. A batch uses them "
-        "from 256 token rows on, a single sentence runs on one",
+        help="CPU threads of the model (numba pool; BLAS for W1A32 models); default: all cores but one, which the "
+        "event loop needs. A batch uses them from 256 token rows on, a single sentence runs on one",
     )
     p.add_argument("--api-key-file", help="file holding the API key; requests must then carry it")
     limits = p.add_argument_group("limits")
@@ -125,16 +125,16 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from beexformer.serve.app import ServeConfig, create_app, server_state
-    from beexformer.serve.model import ServedModel
+    from beexformer.serve.model import ServedModel, default_threads
     from beexformer.serve.schema import Limits
 
     _check_args(args)
-    if args.threads is not None:
-        apply_threads(args.threads)  # before the models load: the BLAS sizes its pool at import
+    threads = default_threads() if args.threads is None else args.threads
+    apply_threads(threads)  # before the models load: the BLAS sizes its pool at import
     api_key = _read_api_key(args.api_key_file)
     models = [ServedModel(name, path) for name, path in _model_specs(args.models)]
     limits = Limits(args.max_inputs, args.max_text_chars, args.max_body_bytes, args.max_queue)
-    serve_config = ServeConfig(args.max_batch, args.max_wait_ms, limits, api_key, args.threads, args.min_batch)
+    serve_config = ServeConfig(args.max_batch, args.max_wait_ms, limits, api_key, threads, args.min_batch)
     app = create_app(models, serve_config)
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]

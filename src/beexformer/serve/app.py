@@ -41,7 +41,7 @@ class ServeConfig:
     max_wait_ms: float = 5.0
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
-    threads: int | None = None  # kernel threads of the inference thread (None: numba's default)
+    threads: int | None = None  # kernel threads of the inference thread (None: model.default_threads())
     min_batch: int | None = None  # a free engine starts a batch at this many queued inputs (None: max_batch)
 
 

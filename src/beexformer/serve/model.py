@@ -149,10 +149,19 @@ def _is_pair(task: str) -> bool | None:
         return None
 
 
-def pin_threads(n: int | None) -> None:
-    """Use `n` threads for the kernels called from *this* thread (numba's count is per calling thread, so the
-    server's inference thread sets its own); None leaves numba's default, all cores."""
-    if n is not None:
-        from beexformer.engine.threads import set_threads
+def default_threads() -> int:
+    """The model's threads when `--threads` is not given: every core but one, which the event loop (parsing,
+    answering) needs while the engine runs a batch; a parallel kernel whose threads share a core with it waits
+    for the slowest of them."""
+    import os
 
-        set_threads(n)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
+
+
+def pin_threads(n: int | None) -> None:
+    """Use `n` threads (None: `default_threads()`) for the kernels called from *this* thread (numba's count is
+    per calling thread, so the server's inference thread sets its own)."""
+    from beexformer.engine.threads import set_threads
+
+    set_threads(default_threads() if n is None else n)
