@@ -7,7 +7,8 @@ the whole `PackedModel.run` per sentence without and with early exit (fractional
 benchmarks/latency.py), then, on the sentence closest to the mean length, each stage of `run` called alone:
 the ragged-batch bookkeeping, the embedding, one block (block 1), one exit head and the exit rule's
 bookkeeping for one block; and inside that block, each kernel called alone from Python on the block's own
-intermediate values (so each includes a numba dispatch, about 1 us, which the fused block call pays once).
+intermediate values (so each includes a numba dispatch, about 1 us, which the fused block call pays once); for a
+model on AMX tiles, the block and its GEMMs on the popcount kernels too, in the same run on the same values.
 Times are the minimum over 150 windows of about 0.3 ms each: on a shared machine that is the uncontended cost,
 the same statistic for every row. Run it with PYTHONPATH pointing at another source tree to profile that
 engine (the kernels are reached through the block's objects, which both old and new engines have).
@@ -170,9 +171,14 @@ def profile(path: str, texts: list[str]) -> dict:
         "one exit head": best_us(lambda: model._exit(0, after, offsets)),
         "exit rule bookkeeping, one block": best_us(track_one_block),
     }
+    kernels = block_kernels(model, x, offsets)
+    if model.tiles:  # the popcount kernels the tiles replace, timed in the same run on the same values
+        plain = PackedModel.load(path, tiles=False)
+        stages["one block, popcount kernels instead of tiles"] = best_us(lambda: plain._block(0, x, offsets))
+        kernels |= {k: v for k, v in block_kernels(plain, x, offsets).items() if k.endswith("bit-serial GEMM")}
     return {"mode": model.mode, "mean_tokens": float(np.mean(lengths)), "profiled_tokens": lengths[pick],
             "mean_exit_block": float(np.mean(exits)), "sentence_us": whole, "stages_us": stages,
-            "block_kernels_us": block_kernels(model, x, offsets)}  # fmt: skip
+            "block_kernels_us": kernels}  # fmt: skip
 
 
 def render(report: dict) -> str:
