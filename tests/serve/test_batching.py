@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
@@ -105,49 +104,3 @@ def test_a_free_engine_starts_at_min_batch_without_waiting_for_max_wait():
     assert calls_before == 0
     assert [r[0].score for r in results] == [2.0] * 4
     assert batches == 1 and model.calls == [(["t0", "t1", "t2", "t3"], None)]
-
-
-def test_without_min_batch_a_free_engine_waits_for_the_last_batch_and_those_queued_behind_it():
-    """A closed loop of 3 clients: the first batch waits out max_wait for a full one that never comes; the next
-    starts as soon as the 3 are back, not after max_wait. Then 1 input runs while 4 queue behind it: the 4 wait
-    for a fifth (1 + 4), the clients the server has seen at once."""
-    model = HeldModel()
-    model.release.set()
-
-    async def go():
-        with ThreadPoolExecutor(1) as pool:
-            batcher = MicroBatcher(model, pool, max_batch=32, max_wait_s=0.3, max_queue=64)
-            batcher.start()
-            started = time.monotonic()
-            await asyncio.gather(*(batcher.submit([f"a{i}"], None, None) for i in range(3)))
-            waited_first = time.monotonic() - started
-            batcher.max_wait_s = 60  # from here on, waiting for more than the target would time the test out
-            tasks = [asyncio.create_task(batcher.submit([f"b{i}"], None, None)) for i in range(2)]
-            await asyncio.sleep(0.3)
-            calls_before = len(model.calls)  # 2 of 3: still waiting
-            tasks.append(asyncio.create_task(batcher.submit(["b2"], None, None)))
-            await asyncio.wait_for(asyncio.gather(*tasks), 10)
-            model.release.clear()
-            model.started.clear()
-            batcher.min_batch = 1  # "x" runs alone at once; the 4 behind it queue while it is held
-            tasks = [asyncio.create_task(batcher.submit(["x"], None, None))]
-            await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 10)
-            batcher.min_batch = None
-            tasks += [asyncio.create_task(batcher.submit([f"c{i}"], None, None)) for i in range(4)]
-            await asyncio.sleep(0.1)
-            model.release.set()
-            await asyncio.sleep(0.3)
-            calls_held = len(model.calls)  # "x" done; the 4 wait for a fifth
-            tasks.append(asyncio.create_task(batcher.submit(["c4"], None, None)))
-            await asyncio.wait_for(asyncio.gather(*tasks), 10)
-            await batcher.stop()
-            return waited_first, calls_before, calls_held
-
-    waited_first, calls_before, calls_held = asyncio.run(go())
-    assert waited_first >= 0.3
-    assert calls_before == 1 and calls_held == 3
-    assert model.calls[1:] == [
-        (["b0", "b1", "b2"], None),
-        (["x"], None),
-        (["c0", "c1", "c2", "c3", "c4"], None),
-    ]

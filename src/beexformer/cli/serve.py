@@ -44,7 +44,7 @@ def register(subparsers) -> None:
         "--min-batch",
         type=int,
         help="a free engine starts a batch as soon as this many inputs wait, without waiting --max-wait-ms "
-        "(default: the last batch's inputs plus those waiting when it ended; capped at --max-batch)",
+        "(default: --max-batch; larger values are capped at it)",
     )
     p.add_argument(
         "--threads",

@@ -42,7 +42,7 @@ class ServeConfig:
     limits: Limits = field(default_factory=Limits)
     api_key: str | None = None
     threads: int | None = None  # kernel threads of the inference thread (None: model.default_threads())
-    min_batch: int | None = None  # a free engine starts a batch at this many queued inputs (None: adaptive)
+    min_batch: int | None = None  # a free engine starts a batch at this many queued inputs (None: max_batch)
 
 
 class ServerState:

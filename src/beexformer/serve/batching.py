@@ -68,8 +68,7 @@ class MicroBatcher:
         self.model = model
         self.executor = executor
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
-        self.min_batch = None if min_batch is None else max(1, min(min_batch, max_batch))
-        self._population = max_batch  # inputs of the last batch + those waiting when it ended (see fill_target)
+        self.min_batch = max_batch if min_batch is None else max(1, min(min_batch, max_batch))
         self.on_batch, self.on_queue = on_batch, on_queue
         self._pending: deque[Job] = deque()
         self._queued = 0  # inputs in `_pending`
@@ -81,17 +80,6 @@ class MicroBatcher:
     @property
     def queued(self) -> int:
         return self._queued
-
-    @property
-    def fill_target(self) -> int:
-        """The queued inputs at which a free engine starts a batch (else it waits up to `max_wait_s`):
-        `min_batch` if given, else the inputs of the batch that just ended plus those already waiting then, at
-        most `max_batch`. The clients just answered usually come back (a closed loop), so that many are worth
-        waiting for, while waiting for a full batch that never comes (8 clients, max batch 32) adds `max_wait_s`
-        to every request. With 32 clients in two halves of 16, one computing while the other waits, the
-        target is 32 and the two merge back into one full batch, which is faster here (docs/serve.md).
-        Never more than `max_batch`: no longer a wait than under a full-batch rule."""
-        return self.min_batch if self.min_batch is not None else self._population
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._serve(), name=f"batcher-{self.model.card.name}")
@@ -110,7 +98,7 @@ class MicroBatcher:
         first = not self._pending
         self._pending.append(job)
         self._set_queued(self._queued + job.size)
-        if first or self._queued >= self.fill_target:  # the only two moments the batcher waits for
+        if first or self._queued >= self.min_batch:  # the only two moments the batcher waits for
             self._arrival.set()
         return await job.future
 
@@ -132,7 +120,6 @@ class MicroBatcher:
                 continue
             self.batches += 1
             outcomes = await loop.run_in_executor(self.executor, self._compute, batch)
-            self._population = min(self.max_batch, sum(job.size for job in batch) + self._queued)
             for job, outcome in zip(batch, outcomes, strict=True):
                 if job.future.done():  # cancelled: the client is gone, the batch went on without it
                     continue
@@ -142,9 +129,9 @@ class MicroBatcher:
                     job.future.set_result(outcome)
 
     async def _fill(self) -> None:
-        """Wait until `fill_target` inputs are queued or the oldest job has waited `max_wait_s`."""
+        """Wait until `min_batch` inputs are queued or the oldest job has waited `max_wait_s`."""
         deadline = self._pending[0].arrived + self.max_wait_s
-        while self._queued < self.fill_target:
+        while self._queued < self.min_batch:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
