@@ -11,6 +11,10 @@ from beexformer.engine import amx
 from beexformer.engine import kernels as K
 from beexformer.engine.packing import pack_weight, sign_pm1
 
+# At module level, as the other engine tests: collected while tests/engine/conftest.py is the `conftest` module
+# (inside a test, tests/llm/conftest.py may have taken the name by then).
+from conftest import make_model, random_batch
+
 pytestmark = pytest.mark.skipif(not amx.usable(), reason="no AMX tiles on this CPU / kernel")
 
 FLAVOURS = [amx.SERIAL, amx.PARALLEL]
@@ -138,7 +142,6 @@ def test_packed_model_on_tiles_is_bit_identical(name):
     (the parallel flavour from 256 rows on)."""
     from beexformer.engine.export import packed_tensors
     from beexformer.engine.runtime import PackedModel
-    from conftest import make_model, random_batch
 
     model = make_model(**MODELS[name])
     tensors = packed_tensors(model)
