@@ -39,9 +39,11 @@ RECIPES: dict[str, Recipe] = {
     "float": Recipe({}, FLOAT, "float MiniLM fine-tuned: the ceiling"),
     "no-teacher": Recipe({}, {}, "1-bit weights and token embeddings, the --init defaults, labels only"),
     "binary-lr-1e-3": Recipe({"binary_lr": 1e-3}, {}, "as no-teacher, latent 1-bit weights at lr 1e-3"),
+    "ramp": Recipe({"binarize_ramp": 0.3}, {}, "as no-teacher, blended from float into 1-bit over 30 % of steps"),
     "float-emb": Recipe({}, {"embedding_bits": 32}, "as no-teacher, float token embeddings"),
     "kd": Recipe({}, {}, "distilled from the float run: logits, hidden states, attention", True),
     "kd-float-emb": Recipe({}, {"embedding_bits": 32}, "as kd, float token embeddings", True),
+    "kd-ramp": Recipe({"binarize_ramp": 0.3}, {}, "as kd, blended from float into 1-bit over 30 % of steps", True),
     "kd-logits": Recipe({"kd_hidden": 0.0, "kd_attention": 0.0}, {}, "distilled from the float run, logits only", True),
 }
 

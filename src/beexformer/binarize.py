@@ -118,6 +118,12 @@ def binarize_weight(weight: Tensor, quantizer: Quantizer, mode: ScaleMode = "row
     return weight_scale(weight, mode) * quantizer(weight)
 
 
+def blend(latent: Tensor, binarized: Tensor, level: float) -> Tensor:
+    """latent + level * (binarized - latent): the float weight at level 0, the 1-bit one at level 1 (the
+    binarization ramp of `beexformer.training.ramp`); exactly `binarized` at level 1."""
+    return binarized if level >= 1.0 else latent + level * (binarized - latent)
+
+
 def binarize_activation(x: Tensor, quantizer: Quantizer, centre: float = 0.0) -> Tensor:
     """x_q = c + beta * sign(x - c) with beta = mean|x - c| over the feature axis (one scale per token)."""
     shifted = x - centre if centre else x

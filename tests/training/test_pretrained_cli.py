@@ -92,12 +92,13 @@ def test_train_help_states_the_start_dependent_defaults():
     assert stated == set(FROM_SCRATCH) == set(PRETRAINED)
 
 
-def test_an_init_run_resumed_from_its_last_checkpoint_ends_with_the_same_weights(tiny_bert_dir, tmp_path):
+@pytest.mark.parametrize("ramp", [[], ["--binarize-ramp", "1"]], ids=["one-bit", "ramped"])
+def test_an_init_run_resumed_from_its_last_checkpoint_ends_with_the_same_weights(tiny_bert_dir, tmp_path, ramp):
     from safetensors.torch import load_file
 
-    out = tmp_path / "run"
+    out = tmp_path / "run"  # ramped: killed mid-ramp, the level must come back from the step
     argv = ["train", "--task", "sst2", "--data-dir", str(FIXTURES), "--init", str(tiny_bert_dir), "--output",
-            str(out), "--max-steps", "6", "--batch-size", "2", "--holdout", "0.3", "--no-progress"]  # fmt: skip
+            str(out), "--max-steps", "6", "--batch-size", "2", "--holdout", "0.3", "--no-progress", *ramp]  # fmt: skip
     assert main(argv) == 0
     final = out / "checkpoints" / "ckpt-000006"
     reference = load_file(str(final / "model" / "model.safetensors"))

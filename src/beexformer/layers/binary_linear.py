@@ -10,6 +10,7 @@ from beexformer.binarize import (
     ScaleMode,
     binarize_activation,
     binarize_weight,
+    blend,
     get_quantizer,
 )
 from beexformer.quantizers import ElasticSign, LsqQuantizer
@@ -89,11 +90,16 @@ class BinaryLinear(nn.Linear):
         self.non_negative = non_negative
         self.weight_quantizer = get_quantizer(weight_quantizer)
         self.input_quantizer = build_input_quantizer(act_bits, act_binarizer, act_quantizer, act_centre, non_negative)
+        # Below 1 only inside a training step with the binarization ramp (training/ramp.py): a blend of W and
+        # alpha * sign(W). A plain attribute, not state: the trainer derives it from the step.
+        self.binarization_level = 1.0
 
     def effective_weight(self) -> Tensor:
-        """The weight the forward pass multiplies by: alpha * sign(W) when binarized, else W."""
+        """The weight the forward pass multiplies by: alpha * sign(W) when binarized (blended with W below
+        binarization level 1), else W."""
         if self.weight_bits == 1:
-            return binarize_weight(self.weight, self.weight_quantizer, self.weight_scale_mode)
+            binarized = binarize_weight(self.weight, self.weight_quantizer, self.weight_scale_mode)
+            return blend(self.weight, binarized, self.binarization_level)
         return self.weight
 
     def forward(self, x: Tensor) -> Tensor:
@@ -101,7 +107,9 @@ class BinaryLinear(nn.Linear):
 
     def twin_weight(self) -> Tensor:
         """The weight of the float twin of this layer (an nn.Linear computing the same product)."""
-        return self.effective_weight()
+        if self.weight_bits == 1:
+            return binarize_weight(self.weight, self.weight_quantizer, self.weight_scale_mode)
+        return self.weight
 
     @property
     def is_binary(self) -> bool:

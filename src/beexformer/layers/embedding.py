@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from beexformer.binarize import binarize_weight, get_quantizer
+from beexformer.binarize import binarize_weight, blend, get_quantizer
 from beexformer.positions import sinusoidal_table
 
 
@@ -33,6 +33,7 @@ class BinaryEmbedding(nn.Embedding):
             raise ValueError(f"embedding bits must be 1 or 32, got {bits}")
         self.bits = bits
         self.quantizer = get_quantizer(quantizer)
+        self.binarization_level = 1.0  # below 1 only inside a training step with the ramp (training/ramp.py)
         nn.init.normal_(self.weight, std=init_std)
 
     @property
@@ -47,18 +48,18 @@ class BinaryEmbedding(nn.Embedding):
 
     def effective_weight(self) -> Tensor:
         """The table the forward pass looks rows up in (output_scale included)."""
-        if self.bits == 1:
-            scale = self.weight.abs().mean(dim=-1, keepdim=True) * self.output_scale
-            return scale * self.quantizer(self.weight)
-        return self.weight * self.output_scale
+        return self._lookup(self.weight) if self.bits == 1 else self.weight * self.output_scale
 
     def forward(self, ids: Tensor) -> Tensor:
         if self.bits == 1:
             # Binarize only the rows this batch looks up: the full table can be large.
-            rows = F.embedding(ids, self.weight)
-            scale = rows.abs().mean(dim=-1, keepdim=True) * self.output_scale
-            return scale * self.quantizer(rows)
+            return self._lookup(F.embedding(ids, self.weight))
         return super().forward(ids) * self.output_scale
+
+    def _lookup(self, rows: Tensor) -> Tensor:
+        """alpha_row * output_scale * sign(rows), blended with the float rows below binarization level 1."""
+        binarized = rows.abs().mean(dim=-1, keepdim=True) * self.output_scale * self.quantizer(rows)
+        return blend(rows * self.output_scale, binarized, self.binarization_level)
 
 
 class BEExEmbeddings(nn.Module):

@@ -34,6 +34,9 @@ class TrainingArguments:
     # Learning rate of the exit heads. On a pretrained body they are the only parameters that start from
     # random values: at the body's lr (1e-4) they need hundreds of steps before the body gets a useful gradient.
     head_lr: float | None = None
+    # Share of the steps over which 1-bit layers are blended from their float weights into 1-bit
+    # (training/ramp.py); 0: 1-bit from the first step.
+    binarize_ramp: float = 0.0
     weight_decay: float | None = None
     binary_weight_decay: float | None = None  # of the latent weights of 1-bit layers; None: weight_decay
     # Share of the training set held out (at most HOLDOUT_CAP examples) to pick the best model and the exit
@@ -89,6 +92,8 @@ class TrainingArguments:
             raise ConfigError(f"epochs={self.epochs}: must be > 0")
         if self.lr <= 0:
             raise ConfigError(f"lr={self.lr}: must be > 0")
+        if not 0 <= self.binarize_ramp <= 1:
+            raise ConfigError(f"binarize_ramp={self.binarize_ramp}: must be in [0, 1]")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio={self.warmup_ratio}: must be in [0, 1)")
         return self

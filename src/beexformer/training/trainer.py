@@ -32,6 +32,7 @@ from beexformer.pretrained import load_bert_weights, read_checkpoint
 from beexformer.training import checkpoint as ckpt
 from beexformer.training.arguments import HOLDOUT_CAP, PRETRAINED_MODEL, TrainingArguments
 from beexformer.training.holdout import ThresholdChoice, choose_threshold, split_holdout
+from beexformer.training.ramp import binarization_level, ramp_level
 
 RUN_ARGS = "run.json"
 LOG_FILE = "log.jsonl"
@@ -498,12 +499,14 @@ class Trainer:
             )
 
     def _step(self, batch: dict[str, torch.Tensor]) -> float:
-        if self.distiller is None:
-            loss = self.model(**batch).loss
-        else:
-            out = self.model(**batch, output_internals=self.distiller.needs_internals)
-            loss = self.distiller.loss(out, batch).total
-        self.accelerator.backward(loss)
+        level = ramp_level(self.state.step, self.total_steps, self.args.binarize_ramp)
+        with binarization_level(self.model, level):
+            if self.distiller is None:
+                loss = self.model(**batch).loss
+            else:
+                out = self.model(**batch, output_internals=self.distiller.needs_internals)
+                loss = self.distiller.loss(out, batch).total
+            self.accelerator.backward(loss)
         if self.args.clip_norm:
             self.accelerator.clip_grad_norm_(self.model.parameters(), self.args.clip_norm)
         self.optimizer.step()
