@@ -35,16 +35,21 @@ class Recipe:
     needs_teacher: bool = False
 
 
+# The recipes measured before the binarization ramp became an --init default binarize from step 0 (STEP0), so
+# that each name keeps meaning what its recorded results measured.
+STEP0 = {"binarize_ramp": 0.0}
 RECIPES: dict[str, Recipe] = {
     "float": Recipe({}, FLOAT, "float MiniLM fine-tuned: the ceiling"),
-    "no-teacher": Recipe({}, {}, "1-bit weights and token embeddings, the --init defaults, labels only"),
-    "binary-lr-1e-3": Recipe({"binary_lr": 1e-3}, {}, "as no-teacher, latent 1-bit weights at lr 1e-3"),
+    "no-teacher": Recipe(STEP0, {}, "1-bit weights and token embeddings from step 0, labels only"),
+    "binary-lr-1e-3": Recipe({**STEP0, "binary_lr": 1e-3}, {}, "as no-teacher, latent 1-bit weights at lr 1e-3"),
     "ramp": Recipe({"binarize_ramp": 0.3}, {}, "as no-teacher, blended from float into 1-bit over 30 % of steps"),
-    "float-emb": Recipe({}, {"embedding_bits": 32}, "as no-teacher, float token embeddings"),
-    "kd": Recipe({}, {}, "distilled from the float run: logits, hidden states, attention", True),
-    "kd-float-emb": Recipe({}, {"embedding_bits": 32}, "as kd, float token embeddings", True),
+    "float-emb": Recipe(STEP0, {"embedding_bits": 32}, "as no-teacher, float token embeddings"),
+    "kd": Recipe(STEP0, {}, "distilled from the float run: logits, hidden states, attention", True),
+    "kd-float-emb": Recipe(STEP0, {"embedding_bits": 32}, "as kd, float token embeddings", True),
     "kd-ramp": Recipe({"binarize_ramp": 0.3}, {}, "as kd, blended from float into 1-bit over 30 % of steps", True),
-    "kd-logits": Recipe({"kd_hidden": 0.0, "kd_attention": 0.0}, {}, "distilled from the float run, logits only", True),
+    "kd-logits": Recipe(
+        {**STEP0, "kd_hidden": 0.0, "kd_attention": 0.0}, {}, "distilled from the float run, logits only", True
+    ),
 }
 
 

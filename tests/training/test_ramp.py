@@ -3,6 +3,7 @@ training step (evaluation, checkpoints, export) ever sees a blend."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,23 @@ def test_training_steps_follow_the_ramp_and_the_model_is_left_one_bit(tiny_bert_
             "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     assert seen == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0, 1.0, 1.0])
+
+
+def test_the_ramp_is_an_init_default_but_runs_saved_before_it_resume_without_it(tmp_path):
+    from beexformer.training.arguments import TrainingArguments
+
+    assert TrainingArguments(init="minilm").validate().binarize_ramp == 0.3
+    assert TrainingArguments().validate().binarize_ramp == 0.0  # from scratch there is no float start to keep
+    saved = TrainingArguments(init="minilm").validate().to_dict()
+    del saved["binarize_ramp"]  # a run.json written before the field existed
+    (tmp_path / "run.json").write_text(json.dumps(saved))
+    assert TrainingArguments.load(tmp_path / "run.json").validate().binarize_ramp == 0.0
+
+
+def test_the_report_says_how_its_runs_met_their_one_bit_weights():
+    from beexformer.report.render_pretrained import _ramp_sentence
+
+    old = {"training_arguments": {"init": "minilm"}}
+    assert "from the first step" in _ramp_sentence([old])
+    ramped = {"training_arguments": {"init": "minilm", "binarize_ramp": 0.3}}
+    assert "first step or blended in from float over the first 30% of the steps" in _ramp_sentence([old, ramped])

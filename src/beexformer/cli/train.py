@@ -52,8 +52,9 @@ def register(subparsers) -> None:
     g.add_argument("--batch-size", type=int, help="examples per step (default: 64; 32 with --init)")
     g.add_argument("--lr", type=float, help="peak learning rate of AdamW (default: 1e-3; 1e-4 with --init)")
     g.add_argument("--binary-lr", type=float, help="learning rate of the latent 1-bit weights (default: --lr)")
-    g.add_argument("--binarize-ramp", type=float, help="share of the steps over which the 1-bit layers are blended "
-                   "from their float weights into 1-bit (default: 0 = 1-bit from the first step)")  # fmt: skip
+    g.add_argument("--binarize-ramp", type=float, help="share of the steps over which the 1-bit layers are "
+                   "blended from their float weights into 1-bit (default: 0 = 1-bit from the first step; "
+                   "0.3 with --init)")  # fmt: skip
     g.add_argument("--head-lr", type=float, help="learning rate of the exit heads (default: --lr; 1e-3 with --init)")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default: 0.01; 0.01 with --init)")
     g.add_argument("--binary-weight-decay", type=float, help="of the latent 1-bit weights (default: --weight-decay)")

@@ -93,9 +93,18 @@ def _header(results: dict[str, Any], docs_dir: Path, json_path: Path) -> list[st
         "holds a slice of the training set out, and picks the exit threshold on it (never on the dev set "
         "reported). The model evaluated is the one after the last optimizer step. Every run uses the trainer's "
         "`--init` defaults: 3 epochs of batch 32 capped at 2,000 steps (SST-2 gets a little under one epoch), "
-        "AdamW lr 1e-4 for the encoder and 1e-3 for the new exit heads.",
+        "AdamW lr 1e-4 for the encoder and 1e-3 for the new exit heads. " + _ramp_sentence(trained),
         "",
     ]
+
+
+def _ramp_sentence(runs: list[dict[str, Any]]) -> str:
+    """How the runs' 1-bit layers met their weights: binarized at step 0 (runs saved before the binarization
+    ramp have no field, and trained so) or blended in from float over a share of the steps."""
+    ramps = sorted({r.get("training_arguments", {}).get("binarize_ramp") or 0.0 for r in runs})
+    ways = [f"blended in from float over the first {x:.0%} of the steps" if x else "1-bit from the first step"
+            for x in ramps]  # fmt: skip
+    return f"The 1-bit layers are {' or '.join(ways)} (`--binarize-ramp`; each run records its own)."
 
 
 def _acceptance(tasks: list[str], variants: list[str], by: dict, bars: dict[str, TaskBaselines]) -> list[str]:
