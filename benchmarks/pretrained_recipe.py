@@ -110,7 +110,7 @@ def run(recipe: str, args: argparse.Namespace) -> Path:
     from beexformer.training.trainer import train
 
     spec = RECIPES[recipe]
-    budget = f"{args.steps}steps" if args.steps else f"{args.epochs:g}ep"
+    budget = f"{args.steps}steps" if args.steps else f"{args.epochs:g}ep" if args.epochs else "defaults"
     out = Path(args.work) / f"{args.task}-{recipe}-{budget}-s{args.seed}"
     training = TrainingArguments(
         task=args.task,
