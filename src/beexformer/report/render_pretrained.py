@@ -92,7 +92,7 @@ def _header(results: dict[str, Any], docs_dir: Path, json_path: Path) -> list[st
         "logits at every exit, hidden states and attention, no label loss). The trainer "
         "holds a slice of the training set out, and picks the exit threshold on it (never on the dev set "
         "reported). The model evaluated is the one after the last optimizer step. Every run uses the trainer's "
-        "`--init` defaults: 3 epochs of batch 32 capped at 2,000 steps (SST-2 gets a little under one epoch), "
+        "`--init` schedule: 3 epochs of batch 32 capped at 2,000 steps (SST-2 gets a little under one epoch), "
         "AdamW lr 1e-4 for the encoder and 1e-3 for the new exit heads. " + _ramp_sentence(trained),
         "",
     ]
@@ -104,7 +104,8 @@ def _ramp_sentence(runs: list[dict[str, Any]]) -> str:
     ramps = sorted({r.get("training_arguments", {}).get("binarize_ramp") or 0.0 for r in runs})
     ways = [f"blended in from float over the first {x:.0%} of the steps" if x else "1-bit from the first step"
             for x in ramps]  # fmt: skip
-    return f"The 1-bit layers are {' or '.join(ways)} (`--binarize-ramp`; each run records its own)."
+    # Runs saved before the ramp became an --init default have no field: they trained without it.
+    return f"The 1-bit layers are {' or '.join(ways)} (`--binarize-ramp`, as each run records it)."
 
 
 def _acceptance(tasks: list[str], variants: list[str], by: dict, bars: dict[str, TaskBaselines]) -> list[str]:
