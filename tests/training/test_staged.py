@@ -91,6 +91,17 @@ def test_stage_lists_are_checked():
             parse_stages(bad)
 
 
+@pytest.mark.parametrize("stages", [["float", "a4", "a2", "a1"], ["a4", "a1"]])
+def test_only_the_first_one_bit_stage_ramps_in_from_float_weights(tmp_path, stages):
+    from beexformer.training.arguments import TrainingArguments
+    from beexformer.training.staged import StagedRun
+
+    run = StagedRun(tmp_path, TrainingArguments(init="minilm"), stages)
+    ramps = [run.stage_arguments(name, None).validate().binarize_ramp for name in stages]
+    first = 1 if stages[0] == "float" else 0  # the float stage has no 1-bit layer: its ramp does nothing
+    assert ramps[first] == 0.3 and all(r == 0.0 for r in ramps[first + 1 :])
+
+
 def test_staged_run_without_float_stage_needs_a_teacher(tmp_path, capsys):
     code = main(["train", "--task", "rte", "--data-dir", str(FIXTURES), "--output", str(tmp_path / "s"),
                  "--stages", "a4,a1", *TINY])  # fmt: skip

@@ -135,18 +135,23 @@ class StagedRun:
             plan = json.loads((out / PLAN_FILE).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigError(f"{out}: cannot read {PLAN_FILE} ({err})") from None
-        base = TrainingArguments(**plan["arguments"])
+        base = TrainingArguments(**{"binarize_ramp": 0.0, **plan["arguments"]})  # plans saved before the ramp
         for name in ("progress", "num_threads", "data_dir"):
             if name in overrides:
                 setattr(base, name, overrides[name])
         return cls(out, base, plan["stages"], log)
 
     def stage_arguments(self, name: str, teacher: str | None) -> TrainingArguments:
+        # The binarization ramp blends float weights into 1-bit: only the first 1-bit stage has float weights
+        # to start from. A later stage starts from 1-bit latent weights, whose float values the previous stage
+        # never used, so it is 1-bit from its first step.
+        first_binary = self.stages.index(name) == sum(stage == "float" for stage in self.stages)
         return dataclasses.replace(
             self.base,
             output=str(self.output / name),
             model=stage_overrides(name, dict(self.base.model)),
             teacher=teacher,
+            binarize_ramp=self.base.binarize_ramp if first_binary else 0.0,
         )
 
     def run(self) -> list[StageResult]:
