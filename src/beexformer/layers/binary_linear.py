@@ -98,8 +98,7 @@ class BinaryLinear(nn.Linear):
         """The weight the forward pass multiplies by: alpha * sign(W) when binarized (blended with W below
         binarization level 1), else W."""
         if self.weight_bits == 1:
-            binarized = binarize_weight(self.weight, self.weight_quantizer, self.weight_scale_mode)
-            return blend(self.weight, binarized, self.binarization_level)
+            return blend(self.weight, self.twin_weight(), self.binarization_level)
         return self.weight
 
     def forward(self, x: Tensor) -> Tensor:

@@ -104,7 +104,6 @@ def _ramp_sentence(runs: list[dict[str, Any]]) -> str:
     ramps = sorted({r.get("training_arguments", {}).get("binarize_ramp") or 0.0 for r in runs})
     ways = [f"blended in from float over the first {x:.0%} of the steps" if x else "1-bit from the first step"
             for x in ramps]  # fmt: skip
-    # Runs saved before the ramp became an --init default have no field: they trained without it.
     return f"The 1-bit layers are {' or '.join(ways)} (`--binarize-ramp`, as each run records it)."
 
 

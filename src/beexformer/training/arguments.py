@@ -116,8 +116,13 @@ class TrainingArguments:
             values = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigError(f"{path}: cannot read training arguments ({err})") from None
+        return cls.from_saved(values)
+
+    @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> TrainingArguments:
+        """Arguments as a run (run.json) or a staged plan saved them; unknown keys are dropped."""
         known = {f.name for f in dataclasses.fields(cls)}
-        values.setdefault("binarize_ramp", 0.0)  # runs saved before the ramp existed trained without it
+        values = {"binarize_ramp": 0.0, **values}  # runs saved before the ramp existed trained without it
         return cls(**{k: v for k, v in values.items() if k in known})
 
 

@@ -27,6 +27,9 @@ def ramp_level(step: int, total_steps: int, ramp: float) -> float:
 def binarization_level(model: nn.Module, level: float) -> Iterator[None]:
     """Every 1-bit layer of `model` (those with a `binarization_level`) at `level` inside the block, back at 1
     after it, also when the block raises (Ctrl-C in a training step must not leave a blended model)."""
+    if level >= 1.0:  # every layer is at 1 outside such a block: no walk over the modules after the ramp
+        yield
+        return
     layers = [m for m in model.modules() if hasattr(m, "binarization_level")]
     for layer in layers:
         layer.binarization_level = level

@@ -135,7 +135,7 @@ class StagedRun:
             plan = json.loads((out / PLAN_FILE).read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigError(f"{out}: cannot read {PLAN_FILE} ({err})") from None
-        base = TrainingArguments(**{"binarize_ramp": 0.0, **plan["arguments"]})  # plans saved before the ramp
+        base = TrainingArguments.from_saved(plan["arguments"])
         for name in ("progress", "num_threads", "data_dir"):
             if name in overrides:
                 setattr(base, name, overrides[name])
