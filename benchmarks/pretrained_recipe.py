@@ -44,9 +44,13 @@ RECIPES: dict[str, Recipe] = {
     "binary-lr-1e-3": Recipe({**STEP0, "binary_lr": 1e-3}, {}, "as no-teacher, latent 1-bit weights at lr 1e-3"),
     "ramp": Recipe({"binarize_ramp": 0.3}, {}, "as no-teacher, blended from float into 1-bit over 30 % of steps"),
     "float-emb": Recipe(STEP0, {"embedding_bits": 32}, "as no-teacher, float token embeddings"),
+    "ramp-float-emb": Recipe({"binarize_ramp": 0.3}, {"embedding_bits": 32}, "as ramp, float token embeddings"),
     "kd": Recipe(STEP0, {}, "distilled from the float run: logits, hidden states, attention", True),
     "kd-float-emb": Recipe(STEP0, {"embedding_bits": 32}, "as kd, float token embeddings", True),
     "kd-ramp": Recipe({"binarize_ramp": 0.3}, {}, "as kd, blended from float into 1-bit over 30 % of steps", True),
+    "kd-ramp-int8-emb": Recipe(
+        {"binarize_ramp": 0.3}, {"embedding_bits": 8}, "as kd-ramp, int8 token embeddings", True
+    ),
     "kd-logits": Recipe(
         {**STEP0, "kd_hidden": 0.0, "kd_attention": 0.0}, {}, "distilled from the float run, logits only", True
     ),

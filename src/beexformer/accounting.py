@@ -36,14 +36,15 @@ class ParamRow:
     binary_params: int  # stored as 1 bit
     float_params: int  # stored as 32 bits (biases, norms, float layers)
     scale_params: int  # 32-bit scales that binarization adds (alpha per row or per tensor)
+    int8_params: int = 0  # stored as 8 bits (an int8 token table; its row scales count in scale_params)
 
     @property
     def packed_bits(self) -> int:
-        return self.binary_params + 32 * (self.float_params + self.scale_params)
+        return self.binary_params + 8 * self.int8_params + 32 * (self.float_params + self.scale_params)
 
     @property
     def float32_bits(self) -> int:
-        return 32 * (self.binary_params + self.float_params)
+        return 32 * (self.binary_params + self.int8_params + self.float_params)
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,12 @@ class SizeReport:
         return sum(r.scale_params for r in self.rows)
 
     @property
+    def int8_params(self) -> int:
+        return sum(r.int8_params for r in self.rows)
+
+    @property
     def total_params(self) -> int:
-        return self.binary_params + self.float_params
+        return self.binary_params + self.int8_params + self.float_params
 
     @property
     def packed_bytes(self) -> float:
@@ -126,6 +131,7 @@ class SizeReport:
         return {
             "binary_params": self.binary_params,
             "float_params": self.float_params,
+            "int8_params": self.int8_params,
             "scale_params": self.scale_params,
             "total_params": self.total_params,
             "binary_share": self.binary_share,
@@ -138,17 +144,20 @@ class SizeReport:
         """A larq-style summary: one line per module (or per name prefix of `group_depth` parts)."""
         rows = self.rows if group_depth is None else _group(self.rows, group_depth)
         width = max([len(r.name) for r in rows] + [12])
-        columns = f"{'1-bit params':>12}  {'32-bit params':>13}  {'scales':>8}  {'packed KiB':>10}"
+        columns = (
+            f"{'1-bit params':>12}  {'8-bit params':>12}  {'32-bit params':>13}  {'scales':>8}  {'packed KiB':>10}"
+        )
         head = f"{'layer':<{width}}  {columns}"
         lines = [head, "-" * len(head)]
         for r in rows:
             lines.append(
-                f"{r.name:<{width}}  {r.binary_params:>12,}  {r.float_params:>13,}  {r.scale_params:>8,}"
+                f"{r.name:<{width}}  {r.binary_params:>12,}  {r.int8_params:>12,}  {r.float_params:>13,}"
+                f"  {r.scale_params:>8,}"
                 f"  {r.packed_bits / 8192:>10.1f}"
             )
         lines.append("-" * len(head))
         lines.append(
-            f"{'total':<{width}}  {self.binary_params:>12,}  {self.float_params:>13,}"
+            f"{'total':<{width}}  {self.binary_params:>12,}  {self.int8_params:>12,}  {self.float_params:>13,}"
             f"  {self.scale_params:>8,}  {self.packed_bytes / 1024:>10.1f}"
         )
         lines.append(
@@ -165,6 +174,7 @@ def _group(rows: Sequence[ParamRow], depth: int) -> list[ParamRow]:
         key = ".".join(r.name.split(".")[:depth])
         g = grouped.setdefault(key, ParamRow(key, "group", 0, 0, 0))
         g.binary_params += r.binary_params
+        g.int8_params += r.int8_params
         g.float_params += r.float_params
         g.scale_params += r.scale_params
     return list(grouped.values())
@@ -177,15 +187,18 @@ def size_report(model) -> SizeReport:
         own = list(module.named_parameters(recurse=False))
         if not own:
             continue
-        binary = float_ = scales = 0
+        binary = int8 = float_ = scales = 0
         for pname, p in own:
             if pname == "weight" and getattr(module, "is_binary", False):
                 binary += p.numel()
                 per_tensor = getattr(module, "weight_scale_mode", "row") == "tensor"
                 scales += 1 if per_tensor else p.shape[0]
+            elif pname == "weight" and getattr(module, "bits", 32) == 8:  # the int8 token table
+                int8 += p.numel()
+                scales += p.shape[0]
             else:
                 float_ += p.numel()
-        rows.append(ParamRow(name, type(module).__name__, binary, float_, scales))
+        rows.append(ParamRow(name, type(module).__name__, binary, float_, scales, int8))
     return SizeReport(rows)
 
 

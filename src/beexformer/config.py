@@ -60,7 +60,9 @@ class BEExformerConfig:
     # At act_bits=1: "mean_sign" (c + beta * sign(x - c), beta = mean|x - c| per token) or "elastic" (BiT's
     # elastic sign: a learned step and threshold per layer, {0, 1} * s after a sigmoid / GELU).
     act_binarizer: str = "mean_sign"
-    embedding_bits: int = 1  # 1-bit token table with a per-row scale (it dominates the size otherwise)
+    # Token table: 1 (signs with a per-row scale; it dominates the size otherwise), 8 (int8 codes with a per-row
+    # scale: a quarter of float32, and close to it) or 32.
+    embedding_bits: int = 1
     exit_bits: int = 32  # the exit MLP's first layer; the paper keeps exits full precision
     weight_quantizer: str = "approx_sign"  # "approx_sign" (Bi-Real Net polynomial) or "ste"
     act_quantizer: str = "approx_sign"
@@ -92,9 +94,11 @@ class BEExformerConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
-        for name in ("weight_bits", "embedding_bits", "exit_bits"):
+        for name in ("weight_bits", "exit_bits"):
             if getattr(self, name) not in (1, 32):
                 raise ConfigError(f"{name}={getattr(self, name)}: must be 1 or 32")
+        if self.embedding_bits not in (1, 8, 32):
+            raise ConfigError(f"embedding_bits={self.embedding_bits}: must be 1, 8 or 32")
         if self.act_bits not in (1, 2, 4, 32):
             raise ConfigError(f"act_bits={self.act_bits}: must be 1, 2, 4 or 32")
         for name in (

@@ -210,3 +210,17 @@ def test_packed_summary_names_the_activation_quantizer(tmp_path, tiny_tokenizer_
     tok_dir, encoder = tiny_tokenizer_dir
     path = export_model(make_model(vocab_size=encoder.vocab_size, **fields), tok_dir, tmp_path / "m.beex")
     assert packed_summary(path).bits.startswith(label + " / ")
+
+
+def test_int8_token_table_is_stored_as_int8(tmp_path, tiny_tokenizer_dir):
+    """An 8-bit token table costs one byte per entry in the file, and the summary counts it as 8-bit."""
+    from beexformer.engine import packed_summary
+
+    tok_dir, encoder = tiny_tokenizer_dir
+    model = make_model(vocab_size=encoder.vocab_size, embedding_bits=8)
+    path = export_model(model, tok_dir, tmp_path / "m.beex")
+    summary = packed_summary(path)
+    entries = encoder.vocab_size * model.config.d_model
+    assert summary.parts["int8 codes"] == entries and summary.int8_params == entries
+    assert summary.to_dict()["parameters"]["8-bit"] == entries
+    assert summary.bits.split(" / ")[1] == "8"  # "W1A32 / embeddings / exits"

@@ -23,12 +23,14 @@ VARIANTS = {
     "w1a1-ffn-learned-concat": dict(act_bits=1, ffn="ffn", position="learned", combine="concat"),
     "w1a32-shared-1bit-exits": dict(act_bits=32, share_weights=True, exit_bits=1),
     "w1a1-float-emb-d100": dict(act_bits=1, embedding_bits=32, d_model=100, n_heads=5, d_ff=70),
+    "w1a1-int8-emb": dict(act_bits=1, embedding_bits=8),  # sinusoidal: output_scale sqrt(d) folded in the scale
     "float": dict(weight_bits=32, act_bits=32, embedding_bits=32),
     # BERT-family blocks (the pretrained start: learned positions, plain GELU FFN, eps 1e-12) at every width
     "w1a2-bert-cls": dict(act_bits=2, ffn="ffn", position="learned", layer_norm_eps=1e-12, pooling="cls"),
     "w1a4-bert": dict(act_bits=4, ffn="ffn", position="learned", layer_norm_eps=1e-12, d_model=96, n_heads=6),
     "w1a1-elastic-bert": dict(act_bits=1, act_binarizer="elastic", ffn="ffn", position="learned"),
     "w1a1-bert-float-emb": dict(act_bits=1, ffn="ffn", position="learned", embedding_bits=32, pooling="cls"),
+    "w1a32-bert-int8-emb": dict(act_bits=32, ffn="ffn", position="learned", embedding_bits=8, pooling="cls"),
     "w1a32-bert-ffn-slfn": dict(act_bits=32, ffn="ffn_slfn", position="learned", layer_norm_eps=1e-12),
     "w1a4-slfn": dict(act_bits=4),
     "w1a2-ffn-slfn-pre-ln": dict(act_bits=2, ffn="ffn_slfn", norm="pre"),

@@ -95,6 +95,12 @@ def packed_tensors(model, config: BEExformerConfig | None = None) -> dict[str, n
         # The embedding's constant output_scale (sqrt(d) with sinusoidal positions) is folded into the scale,
         # multiplied in the same order as BinaryEmbedding.forward, so the vectors are bit-identical.
         out["embeddings.token.scale"] = _np(table.abs().mean(dim=-1) * output_scale)
+    elif emb.token.bits == 8:
+        from beexformer.layers.embedding import int8_rows
+
+        codes, scale = int8_rows(table, output_scale)  # the same function as the forward pass
+        out["embeddings.token.codes"] = _np(codes).astype(np.int8)
+        out["embeddings.token.scale"] = _np(scale[:, 0])
     else:
         out["embeddings.token.weight"] = _np(table * output_scale)
     if emb.position_kind == "learned":

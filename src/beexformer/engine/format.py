@@ -117,6 +117,9 @@ def expected_tensors(config: BEExformerConfig) -> dict[str, tuple[str, tuple[int
     if c.embedding_bits == 1:
         out["embeddings.token.bits"] = ("uint64", (c.vocab_size, n_words(tok_dim)))
         out["embeddings.token.scale"] = ("float32", (c.vocab_size,))
+    elif c.embedding_bits == 8:
+        out["embeddings.token.codes"] = ("int8", (c.vocab_size, tok_dim))
+        out["embeddings.token.scale"] = ("float32", (c.vocab_size,))
     else:
         out["embeddings.token.weight"] = ("float32", (c.vocab_size, tok_dim))
     if c.position == "learned":

@@ -145,11 +145,12 @@ class PackedModel:
         self.eps = np.float32(c.layer_norm_eps)
         t = tensors
         self.tok_dim = c.d_model if c.combine == "add" else c.d_model - c.d_model // 4
+        self.tok_bits = self.tok_scale = self.tok_codes = self.tok_table = None
         if c.embedding_bits == 1:
             self.tok_bits, self.tok_scale = t["embeddings.token.bits"], t["embeddings.token.scale"]
-            self.tok_table = None
+        elif c.embedding_bits == 8:
+            self.tok_codes, self.tok_scale = t["embeddings.token.codes"], t["embeddings.token.scale"]
         else:
-            self.tok_bits = self.tok_scale = None
             self.tok_table = t["embeddings.token.weight"]
         pos_dim = c.d_model if c.combine == "add" else c.d_model // 4
         self.positions = (
@@ -252,9 +253,15 @@ class PackedModel:
         c = self.config
         binary = self.tok_bits is not None
         has_seg = self.segments is not None and segments is not None
+        table = self.tok_table
+        if self.tok_codes is not None:
+            # int8 table: dequantize only the looked-up rows (codes * scale, as BinaryEmbedding computes them),
+            # then let the float path read them in order; the table stays a quarter of float32 in memory.
+            table = self.tok_codes[ids].astype(np.float32) * self.tok_scale[ids, None]
+            ids = np.arange(len(ids), dtype=np.int64)
         return embed(kernels_for(len(ids)))(
             self.tok_bits if binary else _NO_BITS, self.tok_scale if binary else _NO_FLOATS,
-            _NO_TABLE if binary else self.tok_table, binary, self.tok_dim, ids, self.positions, positions,
+            _NO_TABLE if binary else table, binary, self.tok_dim, ids, self.positions, positions,
             c.combine != "add", self.segments if has_seg else _NO_TABLE, segments if has_seg else _NO_IDS, has_seg,
             *self.emb_norm, self.eps,
         )  # fmt: skip

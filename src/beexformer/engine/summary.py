@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from beexformer.accounting import FileSizes, bits_label
 from beexformer.engine.format import CHECKPOINT_BYTES_KEY, TOKENIZER_TENSOR, block_linears, block_names, read_packed
 
@@ -46,10 +48,11 @@ class PackedSummary:
     float_params: int  # stored as 32 bits
     sizes: FileSizes
     parts: dict[str, int]  # bytes by kind; they add up to the file
+    int8_params: int = 0  # stored as 8 bits (an int8 token table)
 
     @property
     def total_params(self) -> int:
-        return self.binary_params + self.float_params
+        return self.binary_params + self.int8_params + self.float_params
 
     def to_dict(self) -> dict[str, Any]:
         """The form `beex summary FILE` prints (and writes with --json)."""
@@ -58,7 +61,12 @@ class PackedSummary:
             "format": self.format,
             "task": self.task,
             "bits (weights / activations / embeddings / exits)": self.bits,
-            "parameters": {"total": self.total_params, "1-bit": self.binary_params, "32-bit": self.float_params},
+            "parameters": {
+                "total": self.total_params,
+                "1-bit": self.binary_params,
+                **({"8-bit": self.int8_params} if self.int8_params else {}),
+                "32-bit": self.float_params,
+            },
             "1-bit share of parameters": round(self.binary_params / max(1, self.total_params), 4),
             "size ratio (float32 checkpoint file / packed file)": round(self.sizes.size_ratio, 2),
             "size ratio without the tokenizer": round(self.sizes.size_ratio_without_tokenizer, 2),
@@ -79,10 +87,13 @@ def summarize(path: str | Path) -> PackedSummary:
     config, tensors = packed.config, packed.tensors
     shapes = _bit_shapes(config)
     parts = {"1-bit weights": 0, "scales (alpha)": 0, "float32 tensors": 0, "tokenizer (zlib)": 0}
-    binary_params = float_params = 0  # parameters of the model stored as 1 bit / as 32 bits
+    binary_params = int8_params = float_params = 0  # parameters of the model stored as 1, 8 and 32 bits
     for name, arr in tensors.items():
         if name == TOKENIZER_TENSOR:
             parts["tokenizer (zlib)"] += arr.nbytes
+        elif arr.dtype == np.int8:
+            parts["int8 codes"] = parts.get("int8 codes", 0) + arr.nbytes
+            int8_params += arr.size
         elif name.endswith(".bits"):
             parts["1-bit weights"] += arr.nbytes
             rows, cols = shapes[name]
@@ -100,8 +111,9 @@ def summarize(path: str | Path) -> PackedSummary:
         bits=f"{bits_label(config)} / {config.embedding_bits} / {config.exit_bits}",
         binary_params=binary_params,
         float_params=float_params,
-        sizes=_file_sizes(path, packed, parts, binary_params + float_params),
+        sizes=_file_sizes(path, packed, parts, binary_params + int8_params + float_params),
         parts=parts,
+        int8_params=int8_params,
     )
 
 

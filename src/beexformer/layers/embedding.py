@@ -1,4 +1,4 @@
-"""Token, position and segment embeddings; the token table may be 1-bit with a per-row scale."""
+"""Token, position and segment embeddings; the token table may be 1-bit or int8, with a per-row scale."""
 
 from __future__ import annotations
 
@@ -12,8 +12,17 @@ from beexformer.binarize import binarize_weight, blend, get_quantizer
 from beexformer.positions import sinusoidal_table
 
 
+def int8_rows(rows: Tensor, output_scale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Symmetric per-row int8: codes in [-127, 127] (as floats) and the scale max|row| / 127 * output_scale
+    ([..., 1]), so that codes * scale is the looked-up vector, computed the same way by the packed runtime."""
+    step = rows.abs().amax(dim=-1, keepdim=True).clamp_min(1e-30) / 127.0
+    codes = torch.round(rows / step).clamp(-127.0, 127.0)
+    return codes, step * output_scale
+
+
 class BinaryEmbedding(nn.Embedding):
-    """nn.Embedding whose rows are alpha_row * sign(E_row) when bits=1 (with bits=32, plain nn.Embedding)."""
+    """nn.Embedding whose rows are alpha_row * sign(E_row) when bits=1, int8 codes times a per-row scale when
+    bits=8 (straight-through gradient), and plain nn.Embedding rows when bits=32."""
 
     def __init__(
         self,
@@ -29,8 +38,8 @@ class BinaryEmbedding(nn.Embedding):
         # A constant factor on every looked-up vector, folded into the per-row scale (so the packed
         # runtime, which stores scale * output_scale, computes bit-identical vectors).
         self.output_scale = output_scale
-        if bits not in (1, 32):
-            raise ValueError(f"embedding bits must be 1 or 32, got {bits}")
+        if bits not in (1, 8, 32):
+            raise ValueError(f"embedding bits must be 1, 8 or 32, got {bits}")
         self.bits = bits
         self.quantizer = get_quantizer(quantizer)
         self.binarization_level = 1.0  # below 1 only inside a training step with the ramp (training/ramp.py)
@@ -44,20 +53,30 @@ class BinaryEmbedding(nn.Embedding):
         """The table a float twin (bits=32, same output_scale) needs to compute the same vectors."""
         if self.bits == 1:
             return binarize_weight(self.weight, self.quantizer, "row")
+        if self.bits == 8:
+            codes, scale = int8_rows(self.weight.detach())
+            return codes * scale
         return self.weight
 
     def effective_weight(self) -> Tensor:
         """The table the forward pass looks rows up in (output_scale included)."""
-        return self._lookup(self.weight) if self.bits == 1 else self.weight * self.output_scale
+        return self._lookup(self.weight) if self.bits < 32 else self.weight * self.output_scale
 
     def forward(self, ids: Tensor) -> Tensor:
-        if self.bits == 1:
-            # Binarize only the rows this batch looks up: the full table can be large.
+        if self.bits < 32:
+            # Quantize only the rows this batch looks up: the full table can be large.
             return self._lookup(F.embedding(ids, self.weight))
         return super().forward(ids) * self.output_scale
 
     def _lookup(self, rows: Tensor) -> Tensor:
-        """alpha_row * output_scale * sign(rows), blended with the float rows below binarization level 1."""
+        """alpha_row * output_scale * sign(rows), blended with the float rows below binarization level 1; at
+        8 bits the int8 rows, with a straight-through gradient (the rounding is too fine to need a ramp)."""
+        if self.bits == 8:
+            codes, scale = int8_rows(rows.detach(), self.output_scale)
+            floats = rows * self.output_scale
+            # + (floats - floats.detach()) adds exactly 0 and the identity gradient: the value stays the one
+            # the packed runtime computes, bit for bit (floats + (q - floats).detach() may round differently).
+            return codes * scale + (floats - floats.detach())
         binarized = rows.abs().mean(dim=-1, keepdim=True) * self.output_scale * self.quantizer(rows)
         return blend(rows * self.output_scale, binarized, self.binarization_level)
 
