@@ -110,6 +110,7 @@ def record(run_dir: Path, recipe: str, command: str) -> RecipeResult:
 
 def run(recipe: str, args: argparse.Namespace) -> Path:
     """Train (or resume) one recipe; returns its run directory."""
+    from beexformer.errors import BeexError
     from beexformer.training.arguments import TrainingArguments
     from beexformer.training.trainer import train
 
@@ -132,7 +133,10 @@ def run(recipe: str, args: argparse.Namespace) -> Path:
         **spec.training,
     )
     resume = (out / "checkpoints").is_dir()
-    train(training, resume=resume, log=lambda m: print(f"  [{recipe}] {m}", flush=True))
+    try:
+        train(training, resume=resume, log=lambda m: print(f"  [{recipe}] {m}", flush=True))
+    except BeexError as err:  # bad input, or a stop whose checkpoint is saved (rerunning the command resumes)
+        raise SystemExit(f"[{recipe}] {err}") from None
     return out
 
 
