@@ -44,6 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--collect", action="store_true", help="write the JSON and markdown from the runs that "
                    "finished training in --work-dir (evaluating those not evaluated yet), training and timing "
                    "nothing: a report stopped part-way")  # fmt: skip
+    p.add_argument("--carry", metavar="JSON", help="results JSON of an earlier session, whose run directories "
+                   "are gone (another machine): its runs that match this plan exactly (spec, training arguments "
+                   "with today's defaults, evaluation settings) are kept instead of trained again; a run that a "
+                   "student still to train needs as teacher trains again")  # fmt: skip
     p.add_argument("--plan-only", action="store_true", help="print the plan and exit")
     p.add_argument("--estimate", action="store_true", help="time a few steps of each task and model of the "
                    "plan, write OUT/estimate-PROFILE.json with the expected duration, and exit")  # fmt: skip
@@ -69,6 +73,17 @@ def _baselines(profile: dict, tasks: list[str], data_dir: str, cache_dir: Path |
     return report_baselines(tasks, data_dir, max_train, profile.get("max_dev_samples"), cache_dir)
 
 
+def _read_carry(path: str) -> dict:
+    """The earlier results JSON of `--carry` (read before any work, so that a bad path fails at once)."""
+    try:
+        carry = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise BeexError(f"--carry {path}: cannot read a results JSON ({err})") from None
+    if not isinstance(carry, dict) or not isinstance(carry.get("runs"), dict):
+        raise BeexError(f"--carry {path}: not a results JSON of benchmarks/reproduce.py (no 'runs')")
+    return carry
+
+
 def main(argv: list[str] | None = None) -> int:
     from beexformer.report.plan import EXTRA_TASKS, available_tasks, build_plan, profile_settings
     from beexformer.report.render import render
@@ -78,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     json_path = out / "results.json"
     docs = Path(args.docs)
+    try:  # before any work, and not a report to continue: no "run the same command again"
+        carry = _read_carry(args.carry) if args.carry else None
+    except BeexError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         if args.render_only or args.add_baselines:
             results = json.loads(json_path.read_text())
@@ -134,7 +154,15 @@ def main(argv: list[str] | None = None) -> int:
                 header["from_scratch"] = load_reference(settings.from_scratch, tasks).to_dict()
             started = time.perf_counter()
             results = run_plan(
-                settings, plan, args.data_dir, work_dir, json_path, header, jobs=args.jobs, collect_only=args.collect
+                settings,
+                plan,
+                args.data_dir,
+                work_dir,
+                json_path,
+                header,
+                jobs=args.jobs,
+                collect_only=args.collect,
+                carry=carry,
             )
             print(f"all runs done in {(time.perf_counter() - started) / 60:.1f} min; wrote {json_path}")
         pretrained = results["profile"]["name"] == "pretrained"

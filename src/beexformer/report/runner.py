@@ -46,26 +46,14 @@ def train_run(
 ) -> dict[str, Any]:
     """Train (or resume, or skip) one run; returns the contents of its done.json."""
     from beexformer.training import checkpoint as ckpt
-    from beexformer.training.arguments import TrainingArguments
     from beexformer.training.trainer import train
 
     done_path = run_dir / DONE
     done = finished_training(spec, run_dir)
     if done is not None:
         return done
-    training = dict(spec.training)
-    if spec.teacher is not None:
-        training["teacher"] = str(teacher_dir(spec, run_dir))
-    args = TrainingArguments(
-        task=spec.task,
-        output=str(run_dir),
-        data_dir=data_dir,
-        seed=spec.seed,
-        model=dict(spec.model),
-        progress=False,
-        num_threads=threads,
-        **training,
-    )
+    teacher = None if spec.teacher is None else str(teacher_dir(spec, run_dir))
+    args = training_arguments(spec, run_dir, data_dir, threads, teacher)
     resume = ckpt.latest_checkpoint(run_dir / "checkpoints") is not None
     log(f"[{spec.run_id}] {'resuming' if resume else 'training'} in {run_dir}")
     started = time.perf_counter()
@@ -82,6 +70,27 @@ def train_run(
     }
     write_json(done_path, done, indent=1)
     return done
+
+
+def training_arguments(
+    spec: RunSpec, run_dir: Path, data_dir: str, threads: int | None = None, teacher: str | None = None
+):
+    """The trainer's arguments for `spec` in `run_dir`, as given (the trainer fills its defaults)."""
+    from beexformer.training.arguments import TrainingArguments
+
+    training = dict(spec.training)
+    if teacher is not None:
+        training["teacher"] = teacher
+    return TrainingArguments(
+        task=spec.task,
+        output=str(run_dir),
+        data_dir=data_dir,
+        seed=spec.seed,
+        model=dict(spec.model),
+        progress=False,
+        num_threads=threads,
+        **training,
+    )
 
 
 def finished_training(spec: RunSpec, run_dir: Path) -> dict[str, Any] | None:
@@ -343,6 +352,54 @@ def measure_run_latency(spec: RunSpec, run_dir: Path, data_dir: str, settings: P
         packed_path.unlink(missing_ok=True)
 
 
+# ------------------------------------------------------------------------------ runs of an earlier session
+
+# Training arguments that say where a run lived or how it was watched, not what it trained.
+_PLACE_ONLY = ("output", "data_dir", "num_threads", "progress", "teacher")
+
+
+def _same_training(record: dict[str, Any], spec: RunSpec, data_dir: str) -> bool:
+    """Whether `record` trained exactly what `spec` trains today: the same arguments once the trainer's
+    defaults are filled in (a default changed since, such as the binarization ramp, makes it another run)."""
+    from beexformer.errors import ConfigError
+    from beexformer.training.arguments import TrainingArguments
+
+    saved = record.get("training_arguments")
+    if not isinstance(saved, dict):
+        return False
+    try:
+        then = TrainingArguments.from_saved(saved).validate().to_dict()
+        now = training_arguments(spec, Path("."), data_dir).validate().to_dict()
+    except (ConfigError, TypeError):
+        return False
+    return all(then[k] == now[k] for k in now if k not in _PLACE_ONLY)
+
+
+def carried_records(
+    plan: list[RunSpec], previous: dict[str, Any], work_dir: Path, data_dir: str, settings: ProfileSettings
+) -> dict[str, dict[str, Any]]:
+    """The records of an earlier report (`--carry`: its run directories are on another machine) that stand
+    for runs of this plan: same spec, same resolved training arguments, same evaluation settings, and not
+    finished in `work_dir` (a local run wins). A run that a student still to be trained needs as its teacher
+    is not carried: the student needs its weights, not its numbers, so it trains again."""
+    earlier = previous.get("runs", {})
+    carried = {}
+    for spec in plan:
+        record = earlier.get(spec.run_id)
+        if (
+            spec.same_as is None
+            and isinstance(record, dict)
+            and record.get("spec") == spec.to_dict()
+            and record.get("evaluation") == eval_settings(settings)
+            and _same_training(record, spec, data_dir)
+            and finished_training(spec, work_dir / spec.run_id) is None
+        ):
+            carried[spec.run_id] = record
+    to_train = [spec for spec in plan if spec.run_id not in carried]
+    taught_now = {s.teacher for s in to_train if s.teacher and finished_training(s, work_dir / s.run_id) is None}
+    return {run_id: record for run_id, record in carried.items() if run_id not in taught_now}
+
+
 # ------------------------------------------------------------------------------------------------ the whole
 
 
@@ -460,11 +517,15 @@ def run_plan(
     log: Callable[[str], None] = print,
     jobs: int = 1,
     collect_only: bool = False,
+    carry: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate every run (skipping what is done), writing `results_path` after each run.
 
     With `collect_only`, nothing is trained or timed: the results are those of the runs that finished training
     in `work_dir` (a report stopped part-way), each evaluated if its evaluation is missing.
+
+    With `carry` (the results JSON of an earlier session), the runs `carried_records` accepts are taken from
+    it as they are, marked `carried: true`, and neither trained nor evaluated here.
 
     With `jobs > 1`, runs train and evaluate in that many worker processes (one torch thread each by
     default). Latency is timed afterwards, one run at a time in this process, so that no training shares
@@ -496,9 +557,16 @@ def run_plan(
         save()
 
     trained = [spec for spec in plan if spec.same_as is None]
+    if carry:
+        carried = carried_records(plan, carry, work_dir, data_dir, settings)
+        for spec in trained:
+            if spec.run_id in carried:
+                add(spec, {**carried[spec.run_id], "carried": True})
+        trained = [spec for spec in trained if spec.run_id not in carried]
+        log(f"carried {len(carried)} runs from the earlier results; {len(trained)} to train or collect here")
     if collect_only:
         trained = [spec for spec in trained if finished_training(spec, work_dir / spec.run_id) is not None]
-        if not trained:
+        if not trained and not results["runs"]:
             raise BeexError(f"--collect: no run of this plan has finished training in {work_dir} (check --work-dir)")
         jobs = 1
     failed: dict[str, str] = {}  # run id -> error, with jobs > 1 (one process dying must not stall the rest)
