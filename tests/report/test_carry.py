@@ -79,3 +79,23 @@ def test_carry_of_a_json_that_is_not_a_report_is_refused(tmp_path: Path, capsys,
     argv = ["--profile", "ci", "--data-dir", str(FIXTURES), "--out", str(tmp_path / "o"), "--carry", str(bad)]
     assert main([*argv, "--work-dir", str(tmp_path / "w"), "--docs", str(tmp_path / "r.md")]) == 2
     assert "not a results JSON of benchmarks/reproduce.py" in capsys.readouterr().err
+
+
+def test_train_only_trains_the_matching_runs_and_their_teachers_and_reports_the_whole_plan(tmp_path: Path):
+    teacher = RunSpec("main", "sst2", "float32", 1, FLOAT, TRAINING)
+    plain = RunSpec("main", "sst2", "W1A32", 1, SMALL, TRAINING)
+    student = RunSpec("main", "sst2", "W1A32 + KD", 1, SMALL, TRAINING, teacher=teacher.run_id)
+    plan = [teacher, plain, student]
+    out = tmp_path / "r.json"
+    run_plan(_settings(), plan, str(FIXTURES), tmp_path / "w", out, {}, log=lambda m: None, train_only=["*-kd-*"])
+    results = json.loads(out.read_text())
+    assert set(results["runs"]) == {teacher.run_id, student.run_id}
+    assert results["plan"] == [s.run_id for s in plan] and results["complete"] is False
+
+
+def test_train_only_pattern_that_matches_nothing_fails_in_one_line(tmp_path: Path, capsys):
+    argv = ["--profile", "ci", "--data-dir", str(FIXTURES), "--out", str(tmp_path / "o"), "--train-only", "x-*"]
+    assert main([*argv, "--work-dir", str(tmp_path / "w"), "--docs", str(tmp_path / "r.md")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --train-only x-*: matches no run of the plan (see --plan-only)"]
+    assert not (tmp_path / "w").exists()

@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    "are gone (another machine): its runs that match this plan exactly (spec, training arguments "
                    "with today's defaults, evaluation settings) are kept instead of trained again; a run that a "
                    "student still to train needs as teacher trains again")  # fmt: skip
+    p.add_argument("--train-only", metavar="PATTERNS", help="comma-separated run-id patterns "
+                   "(main-stsb-*-kd-s1): train only those runs and their teachers this time; the report still "
+                   "covers the whole plan (runs from --carry or finished in --work-dir)")  # fmt: skip
     p.add_argument("--plan-only", action="store_true", help="print the plan and exit")
     p.add_argument("--estimate", action="store_true", help="time a few steps of each task and model of the "
                    "plan, write OUT/estimate-PROFILE.json with the expected duration, and exit")  # fmt: skip
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     json_path = out / "results.json"
     docs = Path(args.docs)
+    running = False  # set once run_plan starts: only then is there a report to continue
     try:  # before any work, and not a report to continue: no "run the same command again"
         carry = _read_carry(args.carry) if args.carry else None
     except BeexError as err:
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["baselines"] = _baselines(results["profile"], results["tasks"], args.data_dir)
                 json_path.write_text(json.dumps(results, indent=1) + "\n")
         else:
-            from beexformer.report.runner import command_line, environment, run_plan
+            from beexformer.report.runner import command_line, environment, run_plan, selected_runs
 
             wanted = tuple(t.strip().lower() for t in args.tasks.split(",")) if args.tasks else None
             settings = profile_settings(args.profile, wanted)
@@ -114,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             settings.threads = args.threads
             tasks, missing = available_tasks(args.data_dir, settings.tasks)
             plan = build_plan(settings, tasks)
+            train_only = [p.strip() for p in args.train_only.split(",") if p.strip()] if args.train_only else None
+            if train_only is not None:
+                selected_runs(plan, train_only)  # a pattern that matches nothing fails before any work
             print(f"profile {args.profile}: {len(plan)} runs on {', '.join(tasks)}")
             for task, why in missing.items():
                 print(f"  left out {task}: {why}")
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 from beexformer.report.reference import load_reference
 
                 header["from_scratch"] = load_reference(settings.from_scratch, tasks).to_dict()
-            started = time.perf_counter()
+            started, running = time.perf_counter(), True
             results = run_plan(
                 settings,
                 plan,
@@ -163,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 jobs=args.jobs,
                 collect_only=args.collect,
                 carry=carry,
+                train_only=train_only,
             )
             print(f"all runs done in {(time.perf_counter() - started) / 60:.1f} min; wrote {json_path}")
         pretrained = results["profile"]["name"] == "pretrained"
@@ -175,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         # An interrupted training (Ctrl-C) lands here too: its checkpoint is saved, and so is every finished
         # run in the results JSON; the same command continues.
         print(f"error: {err}", file=sys.stderr)
-        if not (args.render_only or args.collect):
+        if running and not args.collect:
             print("run the same command again to continue where the report stopped", file=sys.stderr)
         return getattr(err, "exit_code", 2)
     except FileNotFoundError as err:

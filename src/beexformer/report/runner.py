@@ -376,12 +376,17 @@ def _same_training(record: dict[str, Any], spec: RunSpec, data_dir: str) -> bool
 
 
 def carried_records(
-    plan: list[RunSpec], previous: dict[str, Any], work_dir: Path, data_dir: str, settings: ProfileSettings
+    plan: list[RunSpec],
+    previous: dict[str, Any],
+    work_dir: Path,
+    data_dir: str,
+    settings: ProfileSettings,
+    chosen: set[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The records of an earlier report (`--carry`: its run directories are on another machine) that stand
     for runs of this plan: same spec, same resolved training arguments, same evaluation settings, and not
-    finished in `work_dir` (a local run wins). A run that a student still to be trained needs as its teacher
-    is not carried: the student needs its weights, not its numbers, so it trains again."""
+    finished in `work_dir` (a local run wins). A run that a student still to be trained (one of `chosen`, when
+    given) needs as its teacher is not carried: the student needs its weights, not its numbers."""
     earlier = previous.get("runs", {})
     carried = {}
     for spec in plan:
@@ -395,7 +400,7 @@ def carried_records(
             and finished_training(spec, work_dir / spec.run_id) is None
         ):
             carried[spec.run_id] = record
-    to_train = [spec for spec in plan if spec.run_id not in carried]
+    to_train = [s for s in plan if s.run_id not in carried and (chosen is None or s.run_id in chosen)]
     taught_now = {s.teacher for s in to_train if s.teacher and finished_training(s, work_dir / s.run_id) is None}
     return {run_id: record for run_id, record in carried.items() if run_id not in taught_now}
 
@@ -493,6 +498,18 @@ def _prepare_in_worker(spec: RunSpec, run_dir: Path, data_dir: str, settings: Pr
     return prepare_run(spec, run_dir, data_dir, settings, log=lambda m: print(m, flush=True))
 
 
+def selected_runs(plan: list[RunSpec], patterns: list[str]) -> set[str]:
+    """The run ids of `plan` that match one of the shell-style `patterns` (`main-stsb-*-kd-s1`), and the
+    teachers of those (a student needs its teacher's weights). A pattern that matches no run is an error."""
+    from fnmatch import fnmatchcase
+
+    unmatched = [p for p in patterns if not any(fnmatchcase(s.run_id, p) for s in plan)]
+    if unmatched:
+        raise BeexError(f"--train-only {','.join(unmatched)}: matches no run of the plan (see --plan-only)")
+    chosen = {s.run_id for s in plan if any(fnmatchcase(s.run_id, p) for p in patterns)}
+    return chosen | {s.teacher for s in plan if s.run_id in chosen and s.teacher}
+
+
 def _ready(pending: list[RunSpec], done: set[str], failed: dict[str, str], slots: int) -> list[RunSpec]:
     """Take up to `slots` runs off `pending`, in plan order, whose teacher (if any) is done; a run whose teacher
     failed fails too (recorded in `failed`), and one whose teacher still trains waits in `pending`."""
@@ -518,6 +535,7 @@ def run_plan(
     jobs: int = 1,
     collect_only: bool = False,
     carry: dict[str, Any] | None = None,
+    train_only: list[str] | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate every run (skipping what is done), writing `results_path` after each run.
 
@@ -526,6 +544,9 @@ def run_plan(
 
     With `carry` (the results JSON of an earlier session), the runs `carried_records` accepts are taken from
     it as they are, marked `carried: true`, and neither trained nor evaluated here.
+
+    With `train_only` (run-id patterns, `selected_runs`), only the matching runs and their teachers train; the
+    report still covers the whole plan, with the other runs taken from `carry` or from `work_dir` when there.
 
     With `jobs > 1`, runs train and evaluate in that many worker processes (one torch thread each by
     default). Latency is timed afterwards, one run at a time in this process, so that no training shares
@@ -557,13 +578,16 @@ def run_plan(
         save()
 
     trained = [spec for spec in plan if spec.same_as is None]
+    chosen = selected_runs(trained, train_only) if train_only is not None else None
     if carry:
-        carried = carried_records(plan, carry, work_dir, data_dir, settings)
+        carried = carried_records(plan, carry, work_dir, data_dir, settings, chosen)
         for spec in trained:
             if spec.run_id in carried:
                 add(spec, {**carried[spec.run_id], "carried": True})
         trained = [spec for spec in trained if spec.run_id not in carried]
         log(f"carried {len(carried)} runs from the earlier results; {len(trained)} to train or collect here")
+    if chosen is not None:
+        trained = [s for s in trained if s.run_id in chosen or finished_training(s, work_dir / s.run_id)]
     if collect_only:
         trained = [spec for spec in trained if finished_training(spec, work_dir / spec.run_id) is not None]
         if not trained and not results["runs"]:
