@@ -134,3 +134,13 @@ def test_a_missing_teacher_is_a_one_line_error(tmp_path, capsys):
                  "--teacher", str(tmp_path / "nothing"), *TINY])  # fmt: skip
     assert code == 2
     assert "--teacher" in capsys.readouterr().err
+
+
+def test_a_distilled_pretrained_start_trains_ten_epochs_unless_told():
+    from beexformer.training.arguments import TrainingArguments
+
+    assert TrainingArguments(init="minilm", teacher="runs/float").validate().epochs == 10.0
+    assert TrainingArguments(init="minilm").validate().epochs == 3.0
+    assert TrainingArguments(teacher="runs/float").validate().epochs == 1.0  # from scratch: its own default
+    assert TrainingArguments(init="minilm", teacher="runs/float", epochs=2.0).validate().epochs == 2.0
+    assert TrainingArguments(init="minilm", teacher="runs/float").validate().step_cap == 2000

@@ -45,7 +45,8 @@ def register(subparsers) -> None:
         "vocab.txt), 'minilm' (all-MiniLM-L6-v2 from requirements-models.txt, offline) or a hub name (online)",
     )
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=float, help="epochs to train (default: 1; 3 with --init)")
+    g.add_argument("--epochs", type=float, help="epochs to train (default: 1; 3 with --init), 10 for a "
+                   "distilled --init run (--teacher)")  # fmt: skip
     g.add_argument("--step-cap", type=int, help="at most this many steps when training by epochs "
                    "(default: 0 = no cap; 2000 with --init)")  # fmt: skip
     g.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (overrides --epochs)")

@@ -92,10 +92,31 @@ def _header(results: dict[str, Any], docs_dir: Path, json_path: Path) -> list[st
         "logits at every exit, hidden states and attention, no label loss). The trainer "
         "holds a slice of the training set out, and picks the exit threshold on it (never on the dev set "
         "reported). The model evaluated is the one after the last optimizer step. Every run uses the trainer's "
-        "`--init` schedule: 3 epochs of batch 32 capped at 2,000 steps (SST-2 gets a little under one epoch), "
-        "AdamW lr 1e-4 for the encoder and 1e-3 for the new exit heads. " + _ramp_sentence(trained),
+        "`--init` schedule: batch 32, AdamW lr 1e-4 for the encoder and 1e-3 for the new exit heads, "
+        + _schedule_sentence(trained)
+        + " "
+        + _ramp_sentence(trained),
         "",
     ]
+
+
+def _schedule_sentence(runs: list[dict[str, Any]]) -> str:
+    """How long the runs trained, from their recorded arguments: the trainer gives a distilled `--init` run
+    10 epochs and the others 3 (runs made before that change have 3 for both), each capped in steps."""
+    parts = []
+    for distilled, name in ((False, "without a teacher"), (True, "distilled (+ KD)")):
+        plans = sorted(
+            {
+                (args.get("epochs"), args.get("step_cap"))
+                for args in (r.get("training_arguments", {}) for r in runs)
+                if bool(args.get("teacher")) == distilled and args.get("epochs") is not None
+            },
+            key=str,
+        )
+        said = " or ".join(f"{e:g} epochs capped at {c:,} steps" if c else f"{e:g} epochs" for e, c in plans)
+        if said:
+            parts.append(f"{said} {name}")
+    return ("; ".join(parts) or "its default length") + " (SST-2 stops at the cap, a little under one epoch)."
 
 
 def _ramp_sentence(runs: list[dict[str, Any]]) -> str:

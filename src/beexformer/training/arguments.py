@@ -67,7 +67,8 @@ class TrainingArguments:
 
     def validate(self) -> TrainingArguments:
         """Fill the start-dependent defaults, then check ranges."""
-        for name, value in (PRETRAINED if self.init else FROM_SCRATCH).items():
+        defaults = {**PRETRAINED, **(PRETRAINED_DISTILLED if self.teacher else {})} if self.init else FROM_SCRATCH
+        for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.binary_lr is None:
@@ -145,6 +146,10 @@ PRETRAINED: dict[str, Any] = {
     "epochs": 3.0, "step_cap": 2000, "batch_size": 32, "lr": 1e-4, "head_lr": 1e-3, "weight_decay": 0.01,
     "holdout": 0.1, "binarize_ramp": 0.3,
 }  # fmt: skip
+# A distilled pretrained start (--init with --teacher) trains longer, still within the step cap: the student
+# learns from the teacher's soft outputs at every exit, which keep teaching after the labels are fitted. STS-B,
+# seed 1: dev Pearson 32.4 after 3 epochs, 69.5 after 10 (held-out 37.6 -> 73.5); MRPC: see docs/training.md.
+PRETRAINED_DISTILLED: dict[str, Any] = {"epochs": 10.0}
 # BEExformerConfig choices of a pretrained start (the checkpoint fixes the shapes); --set overrides them.
 PRETRAINED_MODEL: dict[str, Any] = {}
 HOLDOUT_CAP = 2000  # held-out examples at most: enough to pick a threshold, few enough to evaluate often
