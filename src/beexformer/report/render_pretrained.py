@@ -210,6 +210,13 @@ def _reference_row(task: str, r: ReferenceEntry, b: TaskBaselines | None) -> lis
     ]
 
 
+def _threads_phrase(results: dict[str, Any]) -> str:
+    """The torch threads the runs trained with, as they recorded them."""
+    counts = sorted({r.get("training_arguments", {}).get("num_threads") or 1 for r in results.get("runs", {}).values()})
+    said = " or ".join(str(n) for n in counts) or "1"
+    return f"{said} torch thread{'s' if counts != [1] else ''} per run"
+
+
 def _all_models(
     results: dict[str, Any], tasks: list[str], by: dict, bars: dict[str, TaskBaselines], ref: Reference | None
 ) -> list[str]:
@@ -219,9 +226,10 @@ def _all_models(
         "Packed MB: the 1-bit export (`beex export`: sign bits, scales, float rest, tokenizer); float MB: the "
         "float32 checkpoint of the same model. FLOPs saved: by early exit at the run's threshold; it does not "
         "count where every sample leaves at the earliest block the rule allows. Train min: the trainer's wall "
-        "clock for one run (mean over seeds), one torch thread, two runs at a time on a machine shared with other "
-        "sessions' jobs; train CPU min: the CPU time of that training process by the trainer's own count, the "
-        "better measure of the work. Steps: optimizer steps of one run.",
+        f"clock for one run (mean over seeds), {_threads_phrase(results)} (`--jobs` in the command says how many "
+        "ran at once), on a machine shared with other sessions' jobs; train CPU min: the CPU time of that "
+        "training process by the trainer's own count, the better measure of the work. Steps: optimizer steps "
+        "of one run.",
         "",
     ]
     variants = results["profile"].get("variants", [FLOAT, W1A32, W1A1])
