@@ -99,3 +99,14 @@ def test_train_only_pattern_that_matches_nothing_fails_in_one_line(tmp_path: Pat
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --train-only x-*: matches no run of the plan (see --plan-only)"]
     assert not (tmp_path / "w").exists()
+
+
+def test_runs_finished_in_the_work_dir_are_collected_before_the_others_train(tmp_path: Path):
+    first = RunSpec("main", "sst2", "W1A32", 1, SMALL, TRAINING)
+    second = RunSpec("main", "sst2", "W1A1", 1, {**SMALL, "act_bits": 1}, TRAINING)
+    out, work = tmp_path / "r.json", tmp_path / "w"
+    run_plan(_settings(), [first, second], str(FIXTURES), work, out, {}, log=lambda m: None, train_only=["*-w1a1-*"])
+    order: list[str] = []
+    log = lambda m: order.append(m.split(": ")[1]) if m.startswith("run ") else None  # noqa: E731
+    run_plan(_settings(), [first, second], str(FIXTURES), work, out, {}, log=log)
+    assert order == [second.run_id, first.run_id]

@@ -588,6 +588,9 @@ def run_plan(
         log(f"carried {len(carried)} runs from the earlier results; {len(trained)} to train or collect here")
     if chosen is not None:
         trained = [s for s in trained if s.run_id in chosen or finished_training(s, work_dir / s.run_id)]
+    # What already finished training in work_dir is collected first, so that the JSON holds it while the
+    # rest trains (sorted is stable: plan order within each group; a student never waits for a teacher here).
+    trained.sort(key=lambda spec: finished_training(spec, work_dir / spec.run_id) is None)
     if collect_only:
         trained = [spec for spec in trained if finished_training(spec, work_dir / spec.run_id) is not None]
         if not trained and not results["runs"]:
