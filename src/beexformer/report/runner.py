@@ -18,13 +18,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from beexformer.errors import BeexError
 from beexformer.jsonio import write_json
 from beexformer.report.plan import ProfileSettings, RunSpec
+
+if TYPE_CHECKING:  # the trainer imports torch: only when a run trains
+    from beexformer.training.arguments import TrainingArguments
 
 SCHEMA_VERSION = 1
 DONE = "done.json"
@@ -74,7 +77,7 @@ def train_run(
 
 def training_arguments(
     spec: RunSpec, run_dir: Path, data_dir: str, threads: int | None = None, teacher: str | None = None
-):
+) -> TrainingArguments:
     """The trainer's arguments for `spec` in `run_dir`, as given (the trainer fills its defaults)."""
     from beexformer.training.arguments import TrainingArguments
 
