@@ -110,3 +110,18 @@ def test_runs_finished_in_the_work_dir_are_collected_before_the_others_train(tmp
     log = lambda m: order.append(m.split(": ")[1]) if m.startswith("run ") else None  # noqa: E731
     run_plan(_settings(), [first, second], str(FIXTURES), work, out, {}, log=log)
     assert order == [second.run_id, first.run_id]
+
+
+def test_a_distilled_pretrained_run_is_compared_with_the_distilled_defaults():
+    """Whether a run has a teacher sets its defaults (10 epochs with --init): a distilled record made with
+    today's defaults is the same run, one made with the 3-epoch default of before is not."""
+    from beexformer.report.runner import _same_training
+    from beexformer.training.arguments import TrainingArguments
+
+    training = {"init": "minilm", "max_len": 128}
+    student = RunSpec("main", "mrpc", "pretrained W1A32 + KD", 1, {}, training, teacher="main-mrpc-float-minilm-s1")
+    made = TrainingArguments(task="mrpc", seed=1, init="minilm", max_len=128, teacher="/elsewhere/float")
+    record = {"training_arguments": made.validate().to_dict()}
+    assert _same_training(record, student, "glue")
+    record["training_arguments"]["epochs"] = 3.0
+    assert not _same_training(record, student, "glue")

@@ -372,7 +372,8 @@ def _same_training(record: dict[str, Any], spec: RunSpec, data_dir: str) -> bool
         return False
     try:
         then = TrainingArguments.from_saved(saved).validate().to_dict()
-        now = training_arguments(spec, Path("."), data_dir).validate().to_dict()
+        # the teacher's place is not compared, but whether there is one sets defaults (a distilled run's epochs)
+        now = training_arguments(spec, Path("."), data_dir, teacher=spec.teacher).validate().to_dict()
     except (ConfigError, TypeError):
         return False
     return all(then[k] == now[k] for k in now if k not in _PLACE_ONLY)
