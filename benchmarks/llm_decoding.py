@@ -159,8 +159,8 @@ def measure_costs(adapter: Any, heads: Any, reps: int = 30) -> dict[str, Any]:
 
         out["layer_ms"][k] = timed(run)
     h1 = torch.randn(adapter.hidden_size)
-    out["full_head_ms"] = timed(lambda: adapter.logits(h1).argmax())
-    out["full_head_ms_5rows"] = timed(lambda: adapter.logits(torch.randn(5, adapter.hidden_size)).argmax(-1))
+    out["full_head_ms"] = timed(lambda: adapter.greedy_tokens(h1))
+    out["full_head_ms_5rows"] = timed(lambda: adapter.greedy_tokens(torch.randn(5, adapter.hidden_size)))
     out["kv_ms"] = timed(lambda: adapter.project_kv(layer, torch.randn(1, 1, adapter.hidden_size), rot1))
     gate_head = heads.head(heads.layers[0])
     out["gate_ms"] = timed(lambda: torch.log_softmax(gate_head(h1), -1).max())
@@ -220,7 +220,7 @@ def teacher_forced_agreement(adapter: Any, prompt: Any, tokens: list[int]) -> li
 
     ids = torch.cat([prompt, torch.tensor(tokens[:-1], dtype=torch.long)])[None]
     final = trace(adapter, ids, keep=[]).layers[adapter.num_layers]
-    preds = adapter.logits(final[0, prompt.numel() - 1 :]).argmax(-1).tolist()
+    preds = adapter.greedy_tokens(final[0, prompt.numel() - 1 :]).tolist()
     return [p == t for p, t in zip(preds, tokens, strict=True)]
 
 

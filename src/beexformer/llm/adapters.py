@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from beexformer.errors import ConfigError
+from beexformer.llm import greedy_head
 
 # model_type values whose decoder layers the adapter drives, each checked against Hugging Face greedy decoding
 # on a tiny random model in tests/llm.
@@ -174,6 +175,14 @@ class ModelAdapter:
         if self.final_softcap is not None:
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
         return logits
+
+    def greedy_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """logits(hidden).argmax(-1) for hidden [..., d]: the streaming kernel of `greedy_head` when the head
+        allows it (float32, no bias, no soft-cap), else through the logits. Decoding's one way to pick a token
+        with the full head, so plain, early-exit and self-speculative decoding all use the same kernel."""
+        if greedy_head.streams(self.lm_head, self.final_softcap):
+            return greedy_head.greedy_argmax(self.lm_head.weight, self.final_norm(hidden))
+        return self.logits(hidden).argmax(dim=-1)
 
 
 def _rotary_fn(attn: nn.Module) -> Any:

@@ -56,7 +56,7 @@ class DecodingStrategy(ABC):
         if work is not None:
             rows = 1 if final_hidden.dim() == 1 else int(final_hidden.shape[0])
             work.head_calls[rows] = work.head_calls.get(rows, 0) + 1
-        return self.adapter.logits(final_hidden).argmax(dim=-1)
+        return self.adapter.greedy_tokens(final_hidden)
 
     @torch.no_grad()
     def generate(
