@@ -178,7 +178,7 @@ class ModelAdapter:
 
     def greedy_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
         """logits(hidden).argmax(-1) for hidden [..., d]: the streaming kernel of `greedy_head` when the head
-        allows it (float32, no bias, no soft-cap), else through the logits. Decoding's one way to pick a token
+        allows it (`greedy_head.streams`), else through the logits. Decoding's one way to pick a token
         with the full head, so plain, early-exit and self-speculative decoding all use the same kernel."""
         if greedy_head.streams(self.lm_head, self.final_softcap):
             return greedy_head.greedy_argmax(self.lm_head.weight, self.final_norm(hidden))

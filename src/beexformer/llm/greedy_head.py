@@ -3,10 +3,11 @@
 Why: decoding asks the full-vocabulary head for one row per step (plain greedy, early exit) or a few rows (a
 self-speculative verify pass). torch's `linear` hands one row to a matrix-vector kernel and a few rows to a
 matrix-matrix kernel that repacks the weight; on Gemma-3-270M's head (262,144 x 640, float32, 671 MB) one
-thread measured 56 ms for one row and 110-124 ms for 2 to 8 rows, while reading the weight once costs 23 ms.
-This kernel streams the weight once for all rows (each weight row stays in L1 while it meets every hidden
-row) and keeps a running argmax per block of the vocabulary instead of writing the logits: 29 ms for one row,
-25-36 ms for 2 to 5 (one thread, AMD EPYC; `benchmarks/llm_decoding.py` measures it on each run).
+thread measured 69.4 ms for one row and 146.7 ms for five (`full_head_ms`, `full_head_ms_5rows` in
+benchmarks/results/llm_decoding_gemma3-270m_3runs.json). This kernel streams the weight once for all rows
+(each weight row stays in L1 while it meets every hidden row) and keeps a running argmax per block of the
+vocabulary instead of writing the logits: 22.9 ms for one row and 24.0 ms for five in the same benchmark
+(`llm_decoding_gemma3-270m_streamhead.json`; it measures the head on each run).
 
 Each score is one dot product computed by the same code whatever the number of rows or threads, so the
 token chosen for a row never depends on how many rows share the call: a verify pass confirms a draft with
@@ -52,9 +53,8 @@ def _block_argmax(weight, rows, block, zero, best_val, best_idx):  # noqa: ANN00
 
 def streams(head: nn.Module, softcap: float | None) -> bool:
     """Whether `greedy_argmax` can stand in for `head(h).argmax(-1)`: a float32 (or float64, as the tests'
-    tiny models have) weight without bias, and no
-    soft-cap (a saturated tanh can tie tokens the raw scores order, and torch's argmax would then pick the
-    first of them)."""
+    tiny models have) weight without bias, and no soft-cap (a saturated tanh can tie tokens the raw scores
+    order, and torch's argmax would then pick the first of them)."""
     weight = getattr(head, "weight", None)
     return (
         isinstance(weight, torch.Tensor)
@@ -74,6 +74,7 @@ def greedy_argmax(weight: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     n_blocks = -(-w.shape[0] // BLOCK)
     best_val = np.empty((n_blocks, rows.shape[0]), w.dtype)
     best_idx = np.empty((n_blocks, rows.shape[0]), np.int64)
+    # engine.threads.set_threads clamps the same way, but importing it loads the packed engine's kernels.
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     _block_argmax(w, rows, BLOCK, _NUMPY_TYPES[weight.dtype](0), best_val, best_idx)
     # argmax over blocks returns the first block holding the maximum: the lowest id among tied tokens.
