@@ -411,5 +411,5 @@ def test_threads_apply_to_the_inference_thread(served, threads):
 
     from beexformer.serve.model import default_threads
 
-    want = default_threads() if threads is None else threads  # None: every core but the event loop's
+    want = default_threads() if threads is None else threads  # None: every core
     assert run(go()) == min(want, numba.config.NUMBA_NUM_THREADS)

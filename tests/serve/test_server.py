@@ -190,3 +190,22 @@ print("torch" in sys.modules)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env(), timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("raw", ["abc", "0", "-1"])
+def test_bad_gil_switch_interval_is_a_one_line_error(packed_models, capsys, monkeypatch, raw):
+    from beexformer.cli.main import main
+
+    monkeypatch.setenv("BEEX_GIL_SWITCH_MS", raw)
+    assert main(["serve", str(packed_models["sst2"]), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"BEEX_GIL_SWITCH_MS={raw!r}: a positive number" in err, err
+
+
+def test_gil_switch_interval_default_and_override(monkeypatch):
+    from beexformer.cli.serve import _gil_switch_ms
+
+    monkeypatch.delenv("BEEX_GIL_SWITCH_MS", raising=False)
+    assert _gil_switch_ms() == 0.5  # the server's default: a tenth of Python's 5 ms
+    monkeypatch.setenv("BEEX_GIL_SWITCH_MS", "5")
+    assert _gil_switch_ms() == 5.0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import signal
 import socket
 import sys
@@ -22,6 +23,13 @@ EXAMPLE = """  beex export runs/sst2 --out sst2.beex
   beex serve sst2.beex --host 0.0.0.0 --api-key-file key.txt   # clients send "Authorization: Bearer KEY\""""
 
 GRACEFUL_SHUTDOWN_SECONDS = 60  # a drain that takes longer than this cancels what is left
+
+
+# The inference thread needs the GIL between the engine's kernels (which release it); with Python's default
+# 5 ms switch interval it could wait that long behind the event loop parsing requests. 0.5 ms: at concurrency
+# 32 on two cores, 1054 -> 1260 req/s batched and 434 -> 636 unbatched (A/B runs of benchmarks/serve_load.py,
+# docs/serve.md). BEEX_GIL_SWITCH_MS overrides it (5 restores Python's default), for such A/B runs.
+GIL_SWITCH_MS = 0.5
 
 
 def register(subparsers) -> None:
@@ -49,8 +57,8 @@ def register(subparsers) -> None:
     p.add_argument(
         "--threads",
         type=int,
-        help="CPU threads of the model (numba pool; BLAS for W1A32 models); default: all cores but one, which the "
-        "event loop needs. A batch uses them from 256 token rows on, a single sentence runs on one",
+        help="CPU threads of the model (numba pool; BLAS for W1A32 models); default: all cores. A batch uses them "
+        "from 256 token rows on, a single sentence runs on one",
     )
     p.add_argument("--api-key-file", help="file holding the API key; requests must then carry it")
     limits = p.add_argument_group("limits")
@@ -129,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from beexformer.serve.schema import Limits
 
     _check_args(args)
+    sys.setswitchinterval(_gil_switch_ms() / 1000)
     threads = default_threads() if args.threads is None else args.threads
     apply_threads(threads)  # before the models load: the BLAS sizes its pool at import
     api_key = _read_api_key(args.api_key_file)
@@ -162,6 +171,17 @@ def run(args: argparse.Namespace) -> int:
     if not server.started:
         raise BeexError("the server did not start (see the log above)")
     return 0
+
+
+def _gil_switch_ms() -> float:
+    raw = os.environ.get("BEEX_GIL_SWITCH_MS", "")
+    try:
+        value = float(raw) if raw else GIL_SWITCH_MS
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"BEEX_GIL_SWITCH_MS={raw!r}: a positive number of milliseconds")
+    return value
 
 
 def _url_host(host: str) -> str:
