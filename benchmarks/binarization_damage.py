@@ -33,7 +33,6 @@ from beexformer.pretrained import load_bert_weights, read_checkpoint
 from beexformer.quantizers import ActivationQuantizer, zero_point
 from beexformer.training.trainer import encode
 
-FLOAT = {"weight_bits": 32, "act_bits": 32, "embedding_bits": 32, "exit_bits": 32}
 LINEAR_KINDS = ("q", "k", "v", "o", "lin1", "lin2")  # attention projections, FFN up and down
 
 
@@ -107,8 +106,9 @@ def input_ranges(model: BEExformer, batch: dict[str, torch.Tensor]) -> list[Inpu
         handle.remove()
     ranges = []
     for kind, rows in seen.items():
-        means = [sum(column) / len(column) for column in zip(*rows, strict=True)]
-        ranges.append(InputRange(kind, means[0], max(r[1] for r in rows), means[2], *means[3:5]))
+        mean, ratio, beyond, *clipping = zip(*rows, strict=True)  # one tuple per statistic, one entry per block
+        averages = [sum(column) / len(column) for column in (mean, beyond, *clipping)]
+        ranges.append(InputRange(kind, averages[0], max(ratio), *averages[1:]))
     return ranges
 
 
