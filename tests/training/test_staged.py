@@ -125,3 +125,35 @@ def test_staged_run_from_a_pretrained_checkpoint(tiny_bert_dir, tmp_path, capsys
     unsigned = {n for n, m in student.named_modules() if isinstance(m, ActivationQuantizer) and not m.signed}
     assert unsigned and all(n.endswith("lin2.input_quantizer") for n in unsigned)
     assert all(bool(m.initialized) for m in student.modules() if isinstance(m, ActivationQuantizer))
+
+
+def test_a_schedule_continues_from_a_finished_run_which_starts_and_teaches_its_first_stage(tmp_path):
+    a4 = tmp_path / "a4-run"
+    common = ["--task", "rte", "--data-dir", str(FIXTURES), "--max-steps", "2", *TINY]
+    assert main(["train", *common, "--output", str(a4), "--set", "act_bits=4"]) == 0
+    out = tmp_path / "staged"
+    assert main(["train", *common, "--output", str(out), "--stages", "a2", "--start-from", str(a4)]) == 0
+    (stage,) = json.loads((out / "stages.json").read_text())
+    assert stage["teacher"] == stage["started_from"] == str(a4)
+    # two steps move the weights a little; a stage that ignored --start-from would start from a fresh draw
+    theirs = BEExformer.from_pretrained(a4 / "best").state_dict()
+    ours = BEExformer.from_pretrained(out / "a2" / "best")
+    assert ours.config.act_bits == 2
+    embedding = next(k for k in theirs if "embed" in k and k.endswith("weight"))
+    assert (ours.state_dict()[embedding] - theirs[embedding]).abs().max() < 0.05
+    assert json.loads((out / "a2" / "run.json").read_text())["binarize_ramp"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--start-from", "nowhere"], "goes with --stages"),
+        (["--stages", "a2", "--start-from", "nowhere"], "no finished run there"),
+        (["--stages", "float,a2", "--start-from", "nowhere"], "drop the float stage"),
+    ],
+)
+def test_start_from_is_checked_in_one_line(tmp_path, capsys, extra, message):
+    code = main(["train", "--task", "rte", "--data-dir", str(FIXTURES), "--output", str(tmp_path / "s"),
+                 *extra, *TINY])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1

@@ -97,6 +97,12 @@ def register(subparsers) -> None:
         help="staged schedule in OUTPUT/<stage>, e.g. float,a4,a2,a1: each stage starts from and is taught by "
         "the previous one; --resume --output OUTPUT continues it",
     )
+    k.add_argument(
+        "--start-from",
+        metavar="RUN",
+        help="with --stages: the first stage starts from this finished run's weights (and is taught by it "
+        "unless --teacher is given), e.g. --stages a2,a1 --start-from a W1A4 run",
+    )
     e = p.add_argument_group("early exit used for model selection and stored with the model")
     e.add_argument(
         "--exit-rule",
@@ -172,8 +178,10 @@ def run(args: argparse.Namespace) -> int:
     values.setdefault("output", f"runs/{args.task.lower()}")
     values["progress"] = not args.no_progress
     values["model"] = model_overrides(args)
+    if args.start_from and not args.stages:
+        raise ConfigError("--start-from goes with --stages (a plain run starts from --init)")
     if args.stages:
-        StagedRun.create(TrainingArguments(**values), parse_stages(args.stages)).run()
+        StagedRun.create(TrainingArguments(**values), parse_stages(args.stages), start=args.start_from).run()
         return 0
     return _report(train(TrainingArguments(**values)))
 

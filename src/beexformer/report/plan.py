@@ -80,6 +80,7 @@ PRETRAINED_VARIANTS: dict[str, dict[str, Any]] = {
     # (docs/training.md); the W1A4 / W1A1 students keep the 1-bit table for their size goal
     "pretrained W1A32 + KD": {"embedding_bits": 8},
     "pretrained W1A4 + KD": {"act_bits": 4},
+    "pretrained W1A2 + KD": {"act_bits": 2},
     "pretrained W1A1 + KD": {"act_bits": 1},
 }
 # variant -> the variant of the same task and seed that teaches it (`--teacher`, the trainer's default weights:

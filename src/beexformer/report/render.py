@@ -39,6 +39,10 @@ PEERS: list[tuple[str, str, float, dict[str, float]]] = [
      {"mnli": 66.1, "qqp": 84.8, "qnli": 72.6, "sst2": 88.7, "cola": 25.4, "stsb": 33.6, "mrpc": 72.5, "rte": 57.4}),
     ("BiT", "1-1-4", 13.4,
      {"mnli": 83.6, "qqp": 87.8, "qnli": 91.3, "sst2": 91.5, "cola": 42.0, "stsb": 86.3, "mrpc": 86.8, "rte": 66.4}),
+    ("BinaryBERT", "1-1-2", 16.5,
+     {"mnli": 62.7, "qqp": 79.9, "qnli": 52.6, "sst2": 82.5, "cola": 14.6, "stsb": 6.5, "mrpc": 68.3, "rte": 52.7}),
+    ("BiT", "1-1-2", 13.4,
+     {"mnli": 82.1, "qqp": 87.1, "qnli": 89.3, "sst2": 90.8, "cola": 32.1, "stsb": 82.2, "mrpc": 78.4, "rte": 58.1}),
     ("BiT", "1-1-1", 13.4,
      {"mnli": 79.5, "qqp": 85.4, "qnli": 86.4, "sst2": 89.9, "cola": 32.9, "stsb": 72.0, "mrpc": 79.9, "rte": 62.1}),
 ]  # fmt: skip

@@ -87,9 +87,9 @@ def _header(results: dict[str, Any], docs_dir: Path, json_path: Path) -> list[st
         "",
         "Every model starts from all-MiniLM-L6-v2 (BERT, 6 layers x 384, 22.7M parameters) with an exit after "
         "every layer: the float model fine-tuned as it is (`--float-twin`), and the same start with every "
-        "encoder linear 1-bit (W1A32: float activations; W1A4, W1A1: 4-bit, 1-bit activations too), trained on "
-        "the labels alone or, marked + KD, distilled from the float run of the same task and seed (`--teacher`: "
-        "logits at every exit, hidden states and attention, no label loss). The trainer "
+        "encoder linear 1-bit (W1A32: float activations; W1A4, W1A2, W1A1: 4-, 2-, 1-bit activations too), "
+        "trained on the labels alone or, marked + KD, distilled from the float run of the same task and seed "
+        "(`--teacher`: logits at every exit, hidden states and attention, no label loss). The trainer "
         "holds a slice of the training set out, and picks the exit threshold on it (never on the dev set "
         "reported). The model evaluated is the one after the last optimizer step. Every run uses the trainer's "
         "`--init` schedule: batch 32, AdamW lr 1e-4 for the encoder and 1e-3 for the new exit heads, "

@@ -3,7 +3,8 @@
 `beex train --stages float,a4,a2,a1 --output DIR ...` trains one ordinary run per stage in DIR/<stage>. Every
 stage after the first starts from the previous stage's best weights (its activation quantizers, which have no
 counterpart there or another width, are initialised again from the first batch) and is taught by it
-(`distill.py`, the run's --kd-* weights); the first stage may instead be taught by a given `--teacher`. A stage
+(`distill.py`, the run's --kd-* weights); the first stage may instead be taught by a given `--teacher`, and
+start from a finished run given by `--start-from` (to continue a schedule from a W1A4 run trained before). A stage
 is done when DIR/<stage>/stage.json exists; `beex train --resume --output DIR` skips the done stages and resumes
 an interrupted one from its own checkpoint, so a kill loses at most the steps since the last checkpoint.
 DIR/stages.json lists every stage with its training minutes (wall and CPU) and dev metrics.
@@ -98,7 +99,10 @@ def start_from(model, previous_run: Path) -> None:
     def quantizer(key: str) -> bool:
         return ".input_quantizer." in key
 
-    state = {k: v for k, v in load_file(str(previous_run / "best" / WEIGHTS_NAME)).items() if not quantizer(k)}
+    weights = previous_run / "best" / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ConfigError(f"{previous_run}: no {weights.relative_to(previous_run)}, so no finished run to start from")
+    state = {k: v for k, v in load_file(str(weights)).items() if not quantizer(k)}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shapes differ
@@ -113,20 +117,30 @@ def start_from(model, previous_run: Path) -> None:
 
 
 class StagedRun:
-    def __init__(self, output: Path, base: TrainingArguments, stages: list[str], log=print) -> None:
+    def __init__(
+        self, output: Path, base: TrainingArguments, stages: list[str], log=print, start: str | None = None
+    ) -> None:
         self.output, self.base, self.stages, self.log = output, base, stages, log
+        self.start = start  # a finished run whose weights the first stage starts from (else --init's)
 
     @classmethod
-    def create(cls, base: TrainingArguments, stages: list[str], log=print) -> StagedRun:
+    def create(cls, base: TrainingArguments, stages: list[str], log=print, start: str | None = None) -> StagedRun:
         out = Path(base.output)
         if (out / PLAN_FILE).exists():
             raise ConfigError(f"{out} already holds a staged run: pass --resume to continue it")
+        if start is not None:
+            if stages[0] == "float":
+                raise ConfigError("--start-from continues a schedule with 1-bit stages; drop the float stage")
+            if not (Path(start) / "best").is_dir():
+                raise ConfigError(f"--start-from {start}: no finished run there (no best/ directory)")
+            # BiT: a stage is taught by the one it starts from, unless the user names another teacher
+            base = dataclasses.replace(base, teacher=base.teacher or start)
         if stages[0] != "float" and not base.teacher:
             raise ConfigError("--stages without a float stage needs --teacher (the float run that teaches the first)")
         out.mkdir(parents=True, exist_ok=True)
-        plan = {"stages": stages, "arguments": base.to_dict()}
+        plan = {"stages": stages, "arguments": base.to_dict(), "start_from": start}
         (out / PLAN_FILE).write_text(json.dumps(plan, indent=2) + "\n")
-        return cls(out, base, stages, log)
+        return cls(out, base, stages, log, start)
 
     @classmethod
     def load(cls, output: str | Path, overrides: dict[str, Any], log=print) -> StagedRun:
@@ -139,13 +153,13 @@ class StagedRun:
         for name in ("progress", "num_threads", "data_dir"):
             if name in overrides:
                 setattr(base, name, overrides[name])
-        return cls(out, base, plan["stages"], log)
+        return cls(out, base, plan["stages"], log, plan.get("start_from"))
 
     def stage_arguments(self, name: str, teacher: str | None) -> TrainingArguments:
         # The binarization ramp blends float weights into 1-bit: only the first 1-bit stage has float weights
         # to start from. A later stage starts from 1-bit latent weights, whose float values the previous stage
         # never used, so it is 1-bit from its first step.
-        first_binary = self.stages.index(name) == sum(stage == "float" for stage in self.stages)
+        first_binary = self.start is None and self.stages.index(name) == sum(stage == "float" for stage in self.stages)
         return dataclasses.replace(
             self.base,
             output=str(self.output / name),
@@ -158,7 +172,7 @@ class StagedRun:
         from beexformer.training.trainer import Trainer, TrainingInterrupted, resume_arguments
 
         results: list[StageResult] = []
-        previous: Path | None = None
+        previous: Path | None = Path(self.start) if self.start else None
         teacher = self.base.teacher  # the first stage's, if any
         for name in self.stages:
             stage_dir = self.output / name
