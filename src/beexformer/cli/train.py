@@ -158,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--task is required (or --resume --output RUN_DIR)")
     if args.resume and not args.output:
         raise ConfigError("--resume needs --output RUN_DIR")
+    if args.start_from and not args.stages:  # a resumed staged run keeps the start it was created with
+        raise ConfigError("--start-from goes with --stages (a plain run starts from --init)")
     # every TrainingArguments field that has a flag of the same name and was given
     fields = [f.name for f in dataclasses.fields(TrainingArguments) if f.name not in ("model", "progress")]
     values = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
@@ -178,8 +180,6 @@ def run(args: argparse.Namespace) -> int:
     values.setdefault("output", f"runs/{args.task.lower()}")
     values["progress"] = not args.no_progress
     values["model"] = model_overrides(args)
-    if args.start_from and not args.stages:
-        raise ConfigError("--start-from goes with --stages (a plain run starts from --init)")
     if args.stages:
         StagedRun.create(TrainingArguments(**values), parse_stages(args.stages), start=args.start_from).run()
         return 0

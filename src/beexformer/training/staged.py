@@ -89,20 +89,25 @@ class StageResult:
         )
 
 
+def finished_weights(run: str | Path) -> Path:
+    """RUN/best/<weights>, the weights a stage starts from; a one-line error when the run has not finished."""
+    from beexformer.model import WEIGHTS_NAME
+
+    weights = Path(run) / "best" / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ConfigError(f"{run}: no finished run there (no best/{WEIGHTS_NAME} to start from)")
+    return weights
+
+
 def start_from(model, previous_run: Path) -> None:
     """Copy the previous stage's best weights into `model` in place (the optimizer keeps its parameters).
     Activation-quantizer entries are skipped on both sides: a new width starts from a fresh data init."""
     from safetensors.torch import load_file
 
-    from beexformer.model import WEIGHTS_NAME
-
     def quantizer(key: str) -> bool:
         return ".input_quantizer." in key
 
-    weights = previous_run / "best" / WEIGHTS_NAME
-    if not weights.is_file():
-        raise ConfigError(f"{previous_run}: no {weights.relative_to(previous_run)}, so no finished run to start from")
-    state = {k: v for k, v in load_file(str(weights)).items() if not quantizer(k)}
+    state = {k: v for k, v in load_file(str(finished_weights(previous_run))).items() if not quantizer(k)}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shapes differ
@@ -131,8 +136,7 @@ class StagedRun:
         if start is not None:
             if stages[0] == "float":
                 raise ConfigError("--start-from continues a schedule with 1-bit stages; drop the float stage")
-            if not (Path(start) / "best").is_dir():
-                raise ConfigError(f"--start-from {start}: no finished run there (no best/ directory)")
+            finished_weights(start)  # refuse before the plan is written, not when the first stage starts
             # BiT: a stage is taught by the one it starts from, unless the user names another teacher
             base = dataclasses.replace(base, teacher=base.teacher or start)
         if stages[0] != "float" and not base.teacher:
