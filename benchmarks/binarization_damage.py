@@ -55,11 +55,19 @@ class InputRange:
 
 
 def build(
-    checkpoint, binary_kinds: tuple[str, ...], embedding_bits: int, act_bits: int = 32, act_kinds: tuple[str, ...] = ()
+    checkpoint,
+    binary_kinds: tuple[str, ...],
+    embedding_bits: int,
+    act_bits: int = 32,
+    act_kinds: tuple[str, ...] = (),
+    outliers: int = 0,
 ) -> BEExformer:
     """The --init model with 1-bit weights only in the encoder linears whose attribute name is in binary_kinds,
-    and `act_bits`-bit inputs (elastic sign at one bit) only in those whose name is in act_kinds."""
-    config = checkpoint.model_config(2, embedding_bits=embedding_bits, act_bits=act_bits, act_binarizer="elastic")
+    and `act_bits`-bit inputs (elastic sign at one bit) only in those whose name is in act_kinds, each keeping
+    its `outliers` largest input channels at full precision."""
+    config = checkpoint.model_config(
+        2, embedding_bits=embedding_bits, act_bits=act_bits, act_binarizer="elastic", act_outliers=outliers
+    )
     model = BEExformer(config)
     load_bert_weights(model, checkpoint)
     for name, module in model.named_modules():
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = make_collate(encoder.pad_id)([dataset[i] for i in range(len(dataset))])
     float_model = build(checkpoint, (), 32)
     reference = hidden_states(float_model, batch)
-    # variant: (1-bit weight kinds, embedding bits, activation bits, quantized-input kinds)
+    # variant: (1-bit weight kinds, embedding bits, activation bits, quantized-input kinds[, channels kept])
     variants = {
         "every encoder linear 1-bit, float token embeddings": (LINEAR_KINDS, 32, 32, ()),
         "every encoder linear and the token embeddings 1-bit (the --init default)": (LINEAR_KINDS, 1, 32, ()),
@@ -163,10 +171,20 @@ def main(argv: list[str] | None = None) -> int:
             4,
             LINEAR_KINDS,
         ),
-    }
+        **{
+            f"float weights, every linear's input at {bits} bit(s), its {kept} largest channels kept in float": (
+                (), 32, bits, LINEAR_KINDS, kept,
+            )
+            for bits in (4, 2, 1)
+            for kept in (4, 8, 16)
+        },
+        "every encoder linear 1-bit and its input at 4 bits, 8 channels kept, float token embeddings": (
+            LINEAR_KINDS, 32, 4, LINEAR_KINDS, 8,
+        ),
+    }  # fmt: skip
     rows = []
-    for variant, (kinds, embedding_bits, act_bits, act_kinds) in variants.items():
-        model = build(checkpoint, kinds, embedding_bits, act_bits, act_kinds)
+    for variant, (kinds, embedding_bits, act_bits, act_kinds, *kept) in variants.items():
+        model = build(checkpoint, kinds, embedding_bits, act_bits, act_kinds, *kept)
         rows.append(Damage(variant, cosines(hidden_states(model, batch), reference, batch["attention_mask"])))
         print(f"{variant:80s} " + " ".join(f"{c:.3f}" for c in rows[-1].cosine_per_layer))
     print("inputs of the float checkpoint's linears:")

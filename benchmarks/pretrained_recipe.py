@@ -51,6 +51,15 @@ RECIPES: dict[str, Recipe] = {
     "kd-ramp-int8-emb": Recipe(
         {"binarize_ramp": 0.3}, {"embedding_bits": 8}, "as kd-ramp, int8 token embeddings", True
     ),
+    "kd-ramp-a4": Recipe(
+        {"binarize_ramp": 0.3}, {"act_bits": 4}, "as kd-ramp, 4-bit activations (the report's W1A4 + KD)", True
+    ),
+    "kd-ramp-a4-o8": Recipe(
+        {"binarize_ramp": 0.3},
+        {"act_bits": 4, "act_outliers": 8},
+        "as kd-ramp-a4, each linear's 8 largest input channels kept in float",
+        True,
+    ),
     "kd-logits": Recipe(
         {**STEP0, "kd_hidden": 0.0, "kd_attention": 0.0}, {}, "distilled from the float run, logits only", True
     ),

@@ -225,10 +225,11 @@ class Ops:
 def bits_label(config: BEExformerConfig) -> str:
     """ "W1A4 (LSQ)", "W1A1 (elastic)", "W1A1", "W1A32": the widths of the linear layers inside the blocks."""
     label = f"W{config.weight_bits}A{config.act_bits}"
+    kept = f", {config.act_outliers} float channels" if config.act_outliers and config.act_bits < 32 else ""
     if config.act_bits in (2, 4):
-        return f"{label} (LSQ)"
+        return f"{label} (LSQ{kept})"
     if config.act_bits == 1 and config.act_binarizer == "elastic":
-        return f"{label} (elastic)"
+        return f"{label} (elastic{kept})"
     return label
 
 
@@ -274,6 +275,12 @@ def ops_per_sample(config: BEExformerConfig, seq_len: int) -> OpsBreakdown:
     else:
         ffn = _linear_ops(2.0 * T * d * f, wb, ab) + Ops(8.0 * T * f)  # gelu
     block = attention + ffn + layer_norm * 2 + Ops(2.0 * T * d)  # two residual sums
+    if config.act_outliers and wb == 1 and ab < 32:
+        # input channels kept at full precision: C float multiply-accumulates per output of every linear
+        outputs = 4 * d + (2 * f + 2 * d if config.ffn == "slfn" else f + d)
+        if config.ffn == "ffn_slfn":
+            outputs += 2 * f + 2 * d
+        block = block + Ops(float(T * config.act_outliers * outputs))
     k = config.n_classes
     exit_head = Ops(T * d) + _linear_ops(d * config.exit_hidden, config.exit_bits, 32)
     exit_head = exit_head + Ops(2.0 * config.exit_hidden * k + config.exit_hidden)

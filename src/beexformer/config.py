@@ -60,6 +60,10 @@ class BEExformerConfig:
     # At act_bits=1: "mean_sign" (c + beta * sign(x - c), beta = mean|x - c| per token) or "elastic" (BiT's
     # elastic sign: a learned step and threshold per layer, {0, 1} * s after a sigmoid / GELU).
     act_binarizer: str = "mean_sign"
+    # Input channels of every quantized linear kept at full precision (the K largest on the first batch;
+    # `beexformer.quantizers`): a pretrained encoder's few outlier channels otherwise take the activation
+    # step's range. Learned quantizers only (2 / 4 bits, or the elastic sign).
+    act_outliers: int = 0
     # Token table: 1 (signs with a per-row scale; it dominates the size otherwise), 8 (int8 codes with a per-row
     # scale: a quarter of float32, and close to it) or 32.
     embedding_bits: int = 1
@@ -101,6 +105,10 @@ class BEExformerConfig:
             raise ConfigError(f"embedding_bits={self.embedding_bits}: must be 1, 8 or 32")
         if self.act_bits not in (1, 2, 4, 32):
             raise ConfigError(f"act_bits={self.act_bits}: must be 1, 2, 4 or 32")
+        if self.act_outliers < 0 or self.act_outliers >= min(self.d_model, self.d_ff):
+            raise ConfigError(f"act_outliers={self.act_outliers}: must be in [0, {min(self.d_model, self.d_ff)})")
+        if self.act_outliers and self.act_bits == 1 and self.act_binarizer == "mean_sign":
+            raise ConfigError("act_outliers needs a learned activation quantizer: add act_binarizer=elastic at 1 bit")
         for name in (
             "vocab_size",
             "max_len",

@@ -37,6 +37,14 @@ LSQ also multiplies the step's gradient by g = 1 / sqrt(N * Q_P). We leave it ou
 which divides each parameter's gradient by its running RMS, so a constant factor on one scalar's gradient has
 no effect (up to Adam's epsilon).
 
+Outlier channels (`outliers=K > 0`): the K input channels with the largest |x| on the first batch are kept
+at full precision, as LLM.int8() keeps its outlier features. A few channels of a pretrained BERT's residual
+stream are an order of magnitude larger than the rest; one per-tensor step must either clip them or spend its
+levels on them (docs/training.md, "Where 4-bit activations lose it", measures both this and the remedy). The
+quantizer sees x with those channels set to 0 and its output takes x back there:
+x_q = q(x * (1 - m)) * (1 - m) + x * m, m the channels' mask. The packed engine computes the same sum as the
+integer product of the codes plus a small float correction over the K channels (docs/engine.md).
+
 Initialisation: s and b are set from the first batch the quantizer sees (then a buffer records it, and it is
 saved with the weights): b = 0 and s = 2 * mean|x| / sqrt(Q_P), LSQ's rule with Q_P the number of positive
 levels (2^(k-1) signed, 2^k - 1 unsigned); with several processes, the mean of their values. At one bit
@@ -99,12 +107,18 @@ class ActivationQuantizer(nn.Module):
 
     name = "uniform"
 
-    def __init__(self, bits: int, signed: bool = True, threshold: bool = False) -> None:
+    def __init__(self, bits: int, signed: bool = True, threshold: bool = False, outliers: int = 0) -> None:
         super().__init__()
         self.bits, self.signed = bits, signed
         self.step = nn.Parameter(torch.ones(()))
         self.threshold = nn.Parameter(torch.zeros(())) if threshold else None
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        # the input channels kept at full precision (module docstring), chosen with the step
+        self.outlier_channels: Tensor | None
+        if outliers > 0:
+            self.register_buffer("outlier_channels", torch.zeros(outliers, dtype=torch.long))
+        else:
+            self.outlier_channels = None
 
     @property
     def levels(self) -> int:
@@ -130,16 +144,33 @@ class ActivationQuantizer(nn.Module):
             self.threshold.zero_()
         self.initialized.fill_(True)
 
+    @torch.no_grad()
+    def choose_outliers(self, x: Tensor) -> None:
+        """The K channels with the largest |x| over the batch, in ascending order."""
+        assert self.outlier_channels is not None
+        if self.outlier_channels.numel() > x.shape[-1]:
+            raise ValueError(f"{self.outlier_channels.numel()} outlier channels of an input of {x.shape[-1]}")
+        peaks = x.detach().abs().reshape(-1, x.shape[-1]).amax(dim=0)
+        self.outlier_channels.copy_(peaks.topk(self.outlier_channels.numel()).indices.sort().values)
+
     def forward(self, x: Tensor) -> Tensor:
+        channels = self.outlier_channels
+        if channels is not None:
+            if not bool(self.initialized):
+                self.choose_outliers(x)
+            kept = x.index_select(-1, channels)
+            x = x.index_fill(-1, channels, 0.0)
         if not bool(self.initialized):
             self.initialize_from(x)
         # The step must stay positive: a step pushed through 0 by a large update would flip every level.
         step = self.step.clamp_min(1e-8)
-        return _UniformQuantize.apply(x, step, self.threshold, self.bits, self.signed)
+        out = _UniformQuantize.apply(x, step, self.threshold, self.bits, self.signed)
+        return out if channels is None else out.index_copy(-1, channels, kept)
 
     def extra_repr(self) -> str:
         kind = "signed" if self.signed else "unsigned"
-        return f"bits={self.bits}, {kind}, threshold={self.threshold is not None}"
+        outliers = 0 if self.outlier_channels is None else self.outlier_channels.numel()
+        return f"bits={self.bits}, {kind}, threshold={self.threshold is not None}, outliers={outliers}"
 
 
 class LsqQuantizer(ActivationQuantizer):
@@ -147,10 +178,10 @@ class LsqQuantizer(ActivationQuantizer):
 
     name = "lsq"
 
-    def __init__(self, bits: int, signed: bool = True) -> None:
+    def __init__(self, bits: int, signed: bool = True, outliers: int = 0) -> None:
         if bits not in (2, 4):
             raise ValueError(f"LsqQuantizer: bits={bits}, must be 2 or 4")
-        super().__init__(bits, signed, threshold=False)
+        super().__init__(bits, signed, threshold=False, outliers=outliers)
 
 
 class ElasticSign(ActivationQuantizer):
@@ -159,8 +190,8 @@ class ElasticSign(ActivationQuantizer):
 
     name = "elastic"
 
-    def __init__(self, signed: bool = True) -> None:
-        super().__init__(1, signed, threshold=True)
+    def __init__(self, signed: bool = True, outliers: int = 0) -> None:
+        super().__init__(1, signed, threshold=True, outliers=outliers)
 
 
 def reset_activation_quantizers(model: nn.Module) -> int:

@@ -208,3 +208,42 @@ def test_processes_start_from_one_step(tmp_path):
     torch.multiprocessing.spawn(_init_on_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
     steps = [torch.load(tmp_path / f"step{r}.pt").item() for r in (0, 1)]
     assert steps[0] == steps[1] == pytest.approx((2 * 1 + 2 * 2) / 2 / math.sqrt(2))
+
+
+@pytest.mark.parametrize("make", [lambda: LsqQuantizer(4, outliers=2), lambda: ElasticSign(signed=True, outliers=2)])
+def test_outlier_channels_pass_at_full_precision_and_the_rest_is_quantized_without_them(make):
+    torch.manual_seed(4)
+    x = torch.randn(3, 7, 16)
+    x[..., 5] *= 30  # the two channels with the largest |x| on the first batch
+    x[..., 12] *= 10
+    q = make()
+    y = q(x)
+    assert q.outlier_channels.tolist() == [5, 12]
+    assert torch.equal(y[..., [5, 12]], x[..., [5, 12]])
+    # the other channels: the same quantizer (same step, chosen without the outliers) on the zeroed input
+    plain = _ready(type(q)(*([4] if isinstance(q, LsqQuantizer) else [])), q.step.item())
+    if q.threshold is not None:
+        plain.threshold.data.copy_(q.threshold.data)
+    zeroed = x.clone()
+    zeroed[..., [5, 12]] = 0
+    rest = [c for c in range(16) if c not in (5, 12)]
+    assert torch.equal(y[..., rest], plain(zeroed)[..., rest])
+    assert q.step.item() == pytest.approx(2 * zeroed.abs().mean().item() / math.sqrt(q.positive_levels), rel=1e-6)
+    # the kept channels get the identity gradient; later batches keep the channels chosen first
+    x2 = (x * 2).requires_grad_(True)
+    q(x2).sum().backward()
+    assert torch.equal(x2.grad[..., [5, 12]], torch.ones(3, 7, 2))
+    assert q.outlier_channels.tolist() == [5, 12]
+    loaded = make()
+    loaded.load_state_dict(q.state_dict())
+    assert loaded.outlier_channels.tolist() == [5, 12]
+
+
+def test_outlier_channels_need_a_learned_quantizer():
+    from beexformer.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="act_binarizer=elastic"):
+        BEExformerConfig(act_bits=1, act_outliers=4).validate()
+    with pytest.raises(ConfigError, match="act_outliers=-1"):
+        BEExformerConfig(act_bits=4, act_outliers=-1).validate()
+    assert BEExformerConfig(act_bits=1, act_binarizer="elastic", act_outliers=4).validate()

@@ -167,6 +167,27 @@ def test_invalid_quantizer_tensors_give_clear_error(tmp_path, tiny_tokenizer_dir
         PackedModel.load(_rewrite(path, tmp_path, mutation))
 
 
+@pytest.mark.parametrize(
+    "mutation,message",
+    [
+        (lambda t, m: t["blocks.0.attn.q.act_outliers"].__setitem__(0, -1), "channels must be"),
+        (lambda t, m: t["blocks.1.ffn.lin2.act_outliers"].__setitem__(2, 96), "channels must be"),  # d_ff = 96
+        (
+            lambda t, m: t["blocks.0.ffn.lin1.act_outliers"].__setitem__(1, t["blocks.0.ffn.lin1.act_outliers"][0]),
+            "channels must be",
+        ),
+        (lambda t, m: t.pop("blocks.0.attn.o.act_outliers"), "missing tensors"),
+    ],
+)
+def test_invalid_outlier_channels_give_clear_error(tmp_path, tiny_tokenizer_dir, mutation, message):
+    tok_dir, encoder = tiny_tokenizer_dir
+    model = make_model(vocab_size=encoder.vocab_size, act_bits=4, ffn="ffn", position="learned", act_outliers=3)
+    path = export_model(model, tok_dir, tmp_path / "q.beex")
+    PackedModel.load(path)
+    with pytest.raises(CheckpointError, match=message):
+        PackedModel.load(_rewrite(path, tmp_path, mutation))
+
+
 def test_export_refuses_what_the_runtime_does_not_run():
     from beexformer.engine.export import packed_tensors
 

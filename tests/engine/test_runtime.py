@@ -34,6 +34,9 @@ VARIANTS = {
     "w1a32-bert-ffn-slfn": dict(act_bits=32, ffn="ffn_slfn", position="learned", layer_norm_eps=1e-12),
     "w1a4-slfn": dict(act_bits=4),
     "w1a2-ffn-slfn-pre-ln": dict(act_bits=2, ffn="ffn_slfn", norm="pre"),
+    # input channels kept at full precision: the BERT FFN and the SLFN run unfused
+    "w1a4-bert-outliers": dict(act_bits=4, ffn="ffn", position="learned", layer_norm_eps=1e-12, act_outliers=3),
+    "w1a1-elastic-slfn-outliers": dict(act_bits=1, act_binarizer="elastic", act_outliers=2),
 }
 # Learned k-bit codes: where PyTorch's float32 rounding and ours differ by an ulp at a level boundary, one code
 # moves by one level (as a sign flips in W1A1: docs/engine.md); the issue's bound for logits is 1e-3.
@@ -75,7 +78,17 @@ def _mixed_rules(model, ids, segs):
 
 
 @pytest.mark.parametrize(
-    "name", ["w1a1", "w1a32", "w1a1-pre-ln", "w1a2-bert-cls", "w1a4-bert", "w1a1-elastic-bert", "w1a2-ffn-slfn-pre-ln"]
+    "name",
+    [
+        "w1a1",
+        "w1a32",
+        "w1a1-pre-ln",
+        "w1a2-bert-cls",
+        "w1a4-bert",
+        "w1a1-elastic-bert",
+        "w1a2-ffn-slfn-pre-ln",
+        "w1a4-bert-outliers",
+    ],
 )
 def test_early_exit_matches_pytorch(name):
     model = make_model(seed=3, n_blocks=4, **VARIANTS[name])
@@ -90,6 +103,24 @@ def test_early_exit_matches_pytorch(name):
         np.testing.assert_allclose(out.logits, ref.logits, atol=_atol(model.config), rtol=0)
         seen_blocks |= set(out.exit_block.tolist())
     assert len(seen_blocks) >= 3, "the rules should make samples leave at several different blocks"
+
+
+def test_outlier_channels_change_the_packed_output_as_they_change_pytorchs():
+    """The kept channels matter on both sides: without them (the same weights, C = 0) both models move, and
+    by the same amount."""
+    model = make_model(**VARIANTS["w1a4-bert-outliers"])
+    ids, segs = random_batch(9, model.config.vocab_size, model.config.max_len)
+    with_channels = PackedModel(model.config, packed_tensors(model), None).run(ids, segs).exit_logits
+    for module in model.modules():
+        if getattr(module, "outlier_channels", None) is not None:
+            module.outlier_channels = None
+    model.config.act_outliers = 0
+    tensors = {k: v for k, v in packed_tensors(model).items() if not k.endswith("act_outliers")}
+    without = PackedModel(model.config, tensors, None).run(ids, segs).exit_logits
+    with torch.no_grad():
+        ref_without = model(*padded(ids, segs)).exit_logits.numpy()
+    assert np.abs(with_channels - without).max() > 0.01
+    np.testing.assert_allclose(without, ref_without, atol=PLANES_ATOL, rtol=0)
 
 
 def test_batch_of_one_equals_batch(tmp_path):

@@ -25,6 +25,8 @@ add = K.SERIAL.add
 gated_add = K.SERIAL.gated_add
 quantize_rows = K.SERIAL.quantize_rows
 embed_binary = K.SERIAL.embed_binary
+gelu_rows = K.SERIAL.gelu_rows
+without_channels, add_channels = K.SERIAL.without_channels, K.SERIAL.add_channels
 bgemm_planes_affine = K.SERIAL.bgemm_planes_affine
 bgemm_planes_act_quant = K.SERIAL.bgemm_planes_act_quant
 # the AMX flavours' kernels (`amx.TileKernels`), resolved the same way
@@ -32,7 +34,8 @@ gemm_u8, quantize_bytes = amx.SERIAL.gemm_u8, amx.SERIAL.quantize_bytes
 planes_affine, planes_act_quant = amx.SERIAL.planes_affine, amx.SERIAL.planes_act_quant
 _TILE_KERNEL_NAMES = ("gemm_u8", "quantize_bytes", "planes_affine", "planes_act_quant")
 _KERNEL_NAMES = ("layernorm", "pack_rows", "bgemm_affine", "bgemm_act_pack", "attention", "add", "gated_add",
-                 "quantize_rows", "bgemm_planes_affine", "bgemm_planes_act_quant", "embed_binary")  # fmt: skip
+                 "quantize_rows", "bgemm_planes_affine", "bgemm_planes_act_quant", "embed_binary", "gelu_rows",
+                 "without_channels", "add_channels")  # fmt: skip
 
 # ffn kinds of the bit-serial block
 FFN_SLFN, FFN_PLAIN, FFN_PLAIN_WITH_SLFN = 0, 1, 2
@@ -69,22 +72,40 @@ def _binary_block(
     return out if pre_norm else layernorm(out, g2, b2, eps)
 
 
-# A bit-serial linear is a tuple (bits [KW, N], alpha [N], corr [N] int64, bias [N], step, threshold, offset):
-# its weights, the epilogue's constants (corr = z2 * rowsum), and its input quantizer (offset = z + 1/2).
+# A bit-serial linear is a tuple (bits [KW, N], alpha [N], corr [N] int64, bias [N], step, threshold, offset,
+# channels [C] int64, signed_alpha [C, N], zero_level): its weights, the epilogue's constants (corr = z2 *
+# rowsum), its input quantizer (offset = z + 1/2), and the input channels it keeps at full precision (C = 0:
+# none; `quantizers`), with alpha * sign(W) of their columns and the level a zeroed input takes.
+
+
+def _apply_act(h, act):
+    """act(h) elementwise (the unfused FFN's hidden layer)."""
+    if act == K.ACT_GELU:
+        return gelu_rows(h)
+    out = h.copy()
+    for m in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            out[m, j] = K._activation(h[m, j], act)
+    return out
 
 
 def _qlinear(x, lin, bits):
-    """y = lin(quantize(x)): the input's code planes, then the bit-serial GEMM with the affine epilogue."""
-    w, alpha, corr, bias, step, threshold, offset = lin
-    planes, sums = quantize_rows(x, step, threshold, offset, bits)
-    return bgemm_planes_affine(planes, sums, step * np.float32(0.5), w, alpha, corr, bias)
+    """y = lin(quantize(x)): the input's code planes, then the bit-serial GEMM with the affine epilogue; outlier
+    channels go around the codes (`add_channels`)."""
+    w, alpha, corr, bias, step, threshold, offset, channels, signed_alpha, zero_level = lin
+    planes, sums = quantize_rows(without_channels(x, channels), step, threshold, offset, bits)
+    y = bgemm_planes_affine(planes, sums, step * np.float32(0.5), w, alpha, corr, bias)
+    add_channels(y, x, channels, signed_alpha, zero_level)
+    return y
 
 
 def _qlinear_act_qlinear(x, first, act, second, bits):
     """second(act(first(x))), the activation and second's input quantizer fused into first's epilogue: the
-    hidden layer exists only as code planes."""
-    w, alpha, corr, bias, step, threshold, offset = first
-    w2, alpha2, corr2, bias2, step2, threshold2, offset2 = second
+    hidden layer exists only as code planes. With outlier channels, unfused: they need the float values."""
+    if first[7].shape[0] or second[7].shape[0]:
+        return qlinear(apply_act(qlinear(x, first, bits), act), second, bits)
+    w, alpha, corr, bias, step, threshold, offset = first[:7]
+    w2, alpha2, corr2, bias2, step2, threshold2, offset2 = second[:7]
     planes, sums = quantize_rows(x, step, threshold, offset, bits)
     hidden, hsums = bgemm_planes_act_quant(
         planes, sums, step * np.float32(0.5), w, alpha, corr, bias, act, step2, threshold2, offset2, bits
@@ -94,17 +115,21 @@ def _qlinear_act_qlinear(x, first, act, second, bits):
 
 def _qlinear_amx(x, lin, bits):
     """`_qlinear` on AMX tiles (`amx`): the codes as bytes, the weights as `amx.tile_weights`."""
-    w, alpha, corr, bias, step, threshold, offset = lin
-    codes, _ = quantize_bytes(x, step, threshold, offset, bits, 4 * w.shape[1])
+    w, alpha, corr, bias, step, threshold, offset, channels, signed_alpha, zero_level = lin
+    codes, _ = quantize_bytes(without_channels(x, channels), step, threshold, offset, bits, 4 * w.shape[1])
     dots = np.empty((codes.shape[0], 16 * w.shape[0]), dtype=np.int32)
     gemm_u8(codes, w, dots)
-    return planes_affine(dots, x.shape[0], step * np.float32(0.5), alpha, corr, bias)
+    y = planes_affine(dots, x.shape[0], step * np.float32(0.5), alpha, corr, bias)
+    add_channels(y, x, channels, signed_alpha, zero_level)
+    return y
 
 
 def _qlinear_act_qlinear_amx(x, first, act, second, bits):
     """`_qlinear_act_qlinear` on AMX tiles: the hidden layer exists only as byte codes."""
-    w, alpha, corr, bias, step, threshold, offset = first
-    w2, alpha2, corr2, bias2, step2, threshold2, offset2 = second
+    if first[7].shape[0] or second[7].shape[0]:
+        return qlinear(apply_act(qlinear(x, first, bits), act), second, bits)
+    w, alpha, corr, bias, step, threshold, offset = first[:7]
+    w2, alpha2, corr2, bias2, step2, threshold2, offset2 = second[:7]
     codes, _ = quantize_bytes(x, step, threshold, offset, bits, 4 * w.shape[1])
     dots = np.empty((codes.shape[0], 16 * w.shape[0]), dtype=np.int32)
     gemm_u8(codes, w, dots)
@@ -118,7 +143,7 @@ def _qlinear_act_qlinear_amx(x, first, act, second, bits):
 
 
 # Replaced in each flavour's globals by its compiled copies (`_flavours`).
-qlinear, qlinear_act_qlinear = _qlinear, _qlinear_act_qlinear
+qlinear, qlinear_act_qlinear, apply_act = _qlinear, _qlinear_act_qlinear, _apply_act
 
 
 def _planes_block(
@@ -180,6 +205,7 @@ def _flavours(kernels: K.KernelSet, suffix: str, tiles: bool = False):
     for attr in _TILE_KERNEL_NAMES:
         scope[attr] = getattr(tile_kernels, attr)
     qlinear_fn, act_fn = (_qlinear_amx, _qlinear_act_qlinear_amx) if tiles else (_qlinear, _qlinear_act_qlinear)
+    scope["apply_act"] = _copy(_apply_act, scope, f"apply_act_{suffix}")
     scope["qlinear"] = _copy(qlinear_fn, scope, f"qlinear_{suffix}")
     scope["qlinear_act_qlinear"] = _copy(act_fn, scope, f"qlinear_act_qlinear_{suffix}")
     return (

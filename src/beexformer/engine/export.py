@@ -86,6 +86,8 @@ def packed_tensors(model, config: BEExformerConfig | None = None) -> dict[str, n
         out[f"{prefix}.act_step"] = _np(quantizer.step.detach().float().clamp_min(1e-8).reshape(1))
         threshold = quantizer.threshold if quantizer.threshold is not None else torch.zeros(())
         out[f"{prefix}.act_threshold"] = _np(threshold.detach().float().reshape(1))
+        if quantizer.outlier_channels is not None:
+            out[f"{prefix}.act_outliers"] = _np(quantizer.outlier_channels).astype(np.int64)
 
     emb = model.embeddings
     table = emb.token.weight.detach().float()

@@ -19,7 +19,9 @@ Tensors (C = n_blocks, or 1 distinct block with shared weights; d = d_model; KW(
 - a 1-bit token table: ``embeddings.token.bits`` uint64 [V, KW(d_tok)] (row-major: a lookup reads one row)
   and ``embeddings.token.scale`` float32 [V]; a float table: ``embeddings.token.weight``;
 - the input quantizer of a block linear ``L`` when its inputs are learned k-bit codes (`act_mode` "planes"):
-  ``L.act_step``, ``L.act_threshold`` float32 [1];  ``blocks.i.ffn.slfn_gate`` float32 [d] for ffn="ffn_slfn";
+  ``L.act_step``, ``L.act_threshold`` float32 [1], and with ``act_outliers = C > 0`` ``L.act_outliers`` int64
+  [C], the input channels kept at full precision (distinct, ascending, below K);
+  ``blocks.i.ffn.slfn_gate`` float32 [d] for ffn="ffn_slfn";
 - LayerNorms, learned positions, segment embeddings: float32, under their PyTorch names;
 - ``tokenizer.json.zlib``: uint8, the zlib-compressed tokenizer.json (compressed because an 8k WordPiece
   vocabulary is a sizeable share of a 1-bit model).
@@ -135,6 +137,8 @@ def expected_tensors(config: BEExformerConfig) -> dict[str, tuple[str, tuple[int
             if planes:  # the input quantizer's learned step and threshold (0 for LSQ, which has none)
                 out[f"{block}.{name}.act_step"] = ("float32", (1,))
                 out[f"{block}.{name}.act_threshold"] = ("float32", (1,))
+                if c.act_outliers:
+                    out[f"{block}.{name}.act_outliers"] = ("int64", (c.act_outliers,))
         if c.ffn == "ffn_slfn":
             out[f"{block}.ffn.slfn_gate"] = ("float32", (c.d_model,))
         for norm in ("norm1", "norm2"):
@@ -233,6 +237,8 @@ def read_packed(path: str | Path) -> PackedFile:
             raise _fail(path, f"tensor {name} holds NaN or infinite values")
         if name.endswith(".act_step") and not (arr > 0).all():
             raise _fail(path, f"tensor {name}: a quantizer step must be > 0")
+        if name.endswith(".act_outliers") and not _valid_channels(arr, _input_width(config, name)):
+            raise _fail(path, f"tensor {name}: channels must be distinct, ascending and below the input width")
     _check_padding_bits(path, config, tensors)
     blob = tensors.get(TOKENIZER_TENSOR)
     if blob is None or blob.dtype != np.uint8 or blob.ndim != 1:
@@ -244,6 +250,17 @@ def read_packed(path: str | Path) -> PackedFile:
     if not isinstance(task_info, dict) or not isinstance(text_encoder, dict):
         raise _fail(path, "invalid task or tokenizer description in the header")
     return PackedFile(path, config, tensors, tokenizer_json, text_encoder, task_info, metadata)
+
+
+def _input_width(config: BEExformerConfig, name: str) -> int:
+    """K of the block linear whose tensor is `name` (blocks.i.<linear>.<field>)."""
+    linear = name.split(".", 2)[2].rsplit(".", 1)[0]
+    return next(k for n, k, _ in block_linears(config) if n == linear)
+
+
+def _valid_channels(channels: np.ndarray, width: int) -> bool:
+    """Outlier channels the kernels may index: ascending (so distinct) and in [0, width)."""
+    return bool(channels.size == 0 or (channels[0] >= 0 and channels[-1] < width and (np.diff(channels) > 0).all()))
 
 
 def _check_padding_bits(path: Path, config: BEExformerConfig, tensors: dict[str, np.ndarray]) -> None:

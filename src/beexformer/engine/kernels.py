@@ -862,6 +862,29 @@ def _sign_gemm(x, signs, alpha, bias):
     return out
 
 
+def _without_channels(x, channels):
+    """x [M, K] with the given columns set to 0 (a copy; x itself when there are none): a quantizer's input
+    with its outlier channels taken out (`quantizers`: they bypass the codes)."""
+    if channels.shape[0] == 0:
+        return x
+    out = x.copy()
+    for m in prange(x.shape[0]):
+        for c in channels:
+            out[m, c] = np.float32(0.0)
+    return out
+
+
+def _add_channels(y, x, channels, signed_alpha, zero_level):
+    """y[m, n] += sum_k (x[m, c_k] - zero_level) * signed_alpha[k, n], in place: the outlier channels c_k at
+    full precision in place of the level `zero_level` their zeroed input got in the integer product
+    (signed_alpha[k] = alpha * sign(W[:, c_k]))."""
+    for m in prange(y.shape[0]):
+        for k in range(channels.shape[0]):
+            d = x[m, channels[k]] - zero_level
+            for n in range(y.shape[1]):
+                y[m, n] += d * signed_alpha[k, n]
+
+
 # (not gelu_rows: "reassoc" would let LLVM fold the exp's rounding trick (x + R) - R into x)
 _FLOAT_KERNELS = {"pack_rows", "bgemm_act_pack", "attention", "layernorm", "mean_pool", "float_linear", "sign_gemm"}
 
@@ -883,6 +906,8 @@ _BODIES = {
     "float_linear": _float_linear,
     "gelu_rows": _gelu_rows,
     "sign_gemm": _sign_gemm,
+    "without_channels": _without_channels,
+    "add_channels": _add_channels,
 }
 
 

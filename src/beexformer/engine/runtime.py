@@ -58,7 +58,9 @@ class _Binary:
 @dataclass
 class _Planes:
     """A bit-serial linear (1-bit weights, k-bit learned-step input codes), as the tuple the fused block takes:
-    (bits [KW, N], alpha [N], corr [N] = z2 * rowsum(sign W) int64, bias [N], step, threshold, offset = z + 1/2)."""
+    (bits [KW, N], alpha [N], corr [N] = z2 * rowsum(sign W) int64, bias [N], step, threshold, offset = z + 1/2,
+    channels [C] int64, signed_alpha [C, N], zero_level): the last three for the input channels kept at full
+    precision (`blocks`; C = 0 without)."""
 
     args: tuple
 
@@ -115,6 +117,13 @@ def _concat_dense(parts: list[_Dense]) -> _Dense:
         np.ascontiguousarray(np.concatenate([p.wt for p in parts], axis=1)),
         np.concatenate([p.bias for p in parts]),
     )
+
+
+def _zero_level(step: np.float32, threshold: np.float32, offset: np.float32, bits: int, z2: int) -> np.float32:
+    """The level s * (n - z) an input of 0 gets (`quantizers.quantize_codes` in float32): what an outlier
+    channel, zeroed before the codes, contributes to the integer product."""
+    code = min(max(np.floor((np.float32(0.0) - threshold) / step + offset), np.float32(0.0)), np.float32(2**bits - 1))
+    return np.float32(step * (np.float32(code) - np.float32(z2 / 2)))
 
 
 class PackedModel:
@@ -198,9 +207,14 @@ class PackedModel:
         offset = np.float32(0.5 if z2 == 0 else 2 ** (bits - 1))  # z + 1/2, exact
         step, threshold = t[f"{block}.{name}.act_step"][0], t[f"{block}.{name}.act_threshold"][0]
         corr = (z2 * rowsum).astype(np.int64)
+        alpha = t[f"{block}.{name}.alpha"]
+        channels = t.get(f"{block}.{name}.act_outliers", np.zeros(0, dtype=np.int64))
+        signed_alpha = np.ascontiguousarray(unpack_weight(words, k)[:, channels].T * alpha, dtype=np.float32)
+        zero_level = _zero_level(step, threshold, offset, bits, z2)
         if self.tiles:  # the same signs in the tile unit's order (`amx.tile_weights`)
             words = amx.tile_weights(unpack_weight(words, k, np.int8))
-        return _Planes((words, t[f"{block}.{name}.alpha"], corr, t[f"{block}.{name}.bias"], step, threshold, offset))
+        lin = (words, alpha, corr, t[f"{block}.{name}.bias"], step, threshold, offset)
+        return _Planes(lin + (channels, signed_alpha, zero_level))
 
     @staticmethod
     def _binary(t: dict[str, np.ndarray], name: str, k: int, centre: float = 0.0) -> _Binary:

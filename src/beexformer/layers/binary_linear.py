@@ -34,19 +34,22 @@ class MeanSign(nn.Module):
 
 
 def build_input_quantizer(
-    act_bits: int, act_binarizer: str, act_quantizer: str, act_centre: float, non_negative: bool
+    act_bits: int, act_binarizer: str, act_quantizer: str, act_centre: float, non_negative: bool, outliers: int = 0
 ) -> nn.Module:
     """The module a BinaryLinear applies to its input: identity (32 bits), the plain mean-sign or the elastic
-    sign (1 bit), or a learned-step uniform quantizer (2 or 4 bits; unsigned for non-negative inputs)."""
+    sign (1 bit), or a learned-step uniform quantizer (2 or 4 bits; unsigned for non-negative inputs).
+    `outliers`: input channels the learned quantizers keep at full precision (`beexformer.quantizers`)."""
     if act_bits == 32:
         return nn.Identity()
     if act_bits == 1:
         if act_binarizer == "mean_sign":
+            if outliers:
+                raise ValueError("act_outliers needs a learned activation quantizer: act_binarizer='elastic' at 1 bit")
             return MeanSign(act_quantizer, act_centre)
         if act_binarizer == "elastic":
-            return ElasticSign(signed=not non_negative)
+            return ElasticSign(signed=not non_negative, outliers=outliers)
         raise ValueError(f"act_binarizer={act_binarizer!r}: choose one of {', '.join(ACT_BINARIZERS)}")
-    return LsqQuantizer(act_bits, signed=not non_negative)
+    return LsqQuantizer(act_bits, signed=not non_negative, outliers=outliers)
 
 
 class BinaryLinear(nn.Linear):
@@ -78,6 +81,7 @@ class BinaryLinear(nn.Linear):
         act_centre: float = 0.0,
         act_binarizer: str = "mean_sign",
         non_negative: bool = False,
+        act_outliers: int = 0,
     ) -> None:
         super().__init__(in_features, out_features, bias=bias)
         if weight_bits not in (1, 32) or act_bits not in ACT_BITS:
@@ -89,7 +93,9 @@ class BinaryLinear(nn.Linear):
         self.act_binarizer = act_binarizer
         self.non_negative = non_negative
         self.weight_quantizer = get_quantizer(weight_quantizer)
-        self.input_quantizer = build_input_quantizer(act_bits, act_binarizer, act_quantizer, act_centre, non_negative)
+        self.input_quantizer = build_input_quantizer(
+            act_bits, act_binarizer, act_quantizer, act_centre, non_negative, act_outliers
+        )
         # Below 1 only inside a training step with the binarization ramp (training/ramp.py): a blend of W and
         # alpha * sign(W). A plain attribute, not state: the trainer derives it from the step.
         self.binarization_level = 1.0
@@ -144,4 +150,5 @@ def linear_from_config(
         act_centre=act_centre,
         act_binarizer=config.act_binarizer,
         non_negative=non_negative,
+        act_outliers=config.act_outliers,
     )
