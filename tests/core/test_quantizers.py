@@ -193,6 +193,13 @@ def test_accounting_counts_k_binary_ops_per_multiply_accumulate_and_labels_the_b
     assert bits_label(dataclasses.replace(config, act_bits=2)) == "W1A2 (LSQ)"
     assert bits_label(dataclasses.replace(config, act_binarizer="elastic")) == "W1A1 (elastic)"
     assert bits_label(config) == "W1A1"
+    # kept channels: C float multiply-accumulates per output of each linear (4 d outputs in attention, d_ff + d
+    # in the BERT FFN), per token
+    bert = dataclasses.replace(config, act_bits=4, ffn="ffn")
+    kept = ops_per_sample(dataclasses.replace(bert, act_outliers=3), 10).blocks[0]
+    base = ops_per_sample(bert, 10).blocks[0]
+    assert kept.bops == base.bops and kept.flops - base.flops == 10 * 3 * (5 * bert.d_model + bert.d_ff)
+    assert bits_label(dataclasses.replace(bert, act_outliers=3)) == "W1A4 (LSQ, 3 float channels)"
 
 
 def _init_on_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
