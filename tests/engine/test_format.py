@@ -208,6 +208,13 @@ def test_learned_positions_cut_to_the_task_length(tmp_path, tiny_tokenizer_dir):
     np.testing.assert_allclose(packed.run(ids, segs).exit_logits, ref, atol=1e-3)
     with pytest.raises(DataError, match="at most 16"):
         packed.run([list(range(17))])
+    # `beex export --check` draws its random inputs within the file's length (it drew up to the 48 rows of
+    # the checkpoint, and refused every pretrained model cut to its task's 128 tokens)
+    from beexformer.bundle import TaskInfo, save_model_dir
+    from beexformer.engine.export import check_export
+
+    save_model_dir(tmp_path / "run", model, encoder, TaskInfo("sst2", ["negative", "positive"], 16))
+    assert check_export(tmp_path / "run", path) < 1e-3
 
 
 def test_bad_inputs_give_clear_errors(packed_file):

@@ -209,7 +209,8 @@ def check_export(run_dir: str | Path, packed_path: str | Path, n: int = 32, seed
     packed = PackedModel.load(packed_path)
     c = model.config
     rng = np.random.default_rng(seed)
-    lengths = rng.integers(2, c.max_len + 1, n)
+    # at most what the file takes: a pretrained model's position table is cut to its task's length on export
+    lengths = rng.integers(2, packed.max_len + 1, n)
     ids = [rng.integers(0, c.vocab_size, int(length)) for length in lengths]
     t = int(lengths.max())
     input_ids = torch.zeros(n, t, dtype=torch.long)
