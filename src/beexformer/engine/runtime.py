@@ -120,10 +120,10 @@ def _concat_dense(parts: list[_Dense]) -> _Dense:
 
 
 def _zero_level(step: np.float32, threshold: np.float32, offset: np.float32, bits: int, z2: int) -> np.float32:
-    """The level s * (n - z) an input of 0 gets (`quantizers.quantize_codes` in float32): what an outlier
-    channel, zeroed before the codes, contributes to the integer product."""
-    code = min(max(np.floor((np.float32(0.0) - threshold) / step + offset), np.float32(0.0)), np.float32(2**bits - 1))
-    return np.float32(step * (np.float32(code) - np.float32(z2 / 2)))
+    """The level s * (n - z) an input of 0 gets: what an outlier channel, zeroed before the codes, contributes
+    to the integer product. The code n comes from the kernel that quantizes every input (`quantize_rows`)."""
+    _, codes = K.SERIAL.quantize_rows(np.zeros((1, 1), dtype=np.float32), step, threshold, offset, bits)
+    return np.float32(step * (np.float32(codes[0]) - np.float32(z2 / 2)))
 
 
 class PackedModel:
@@ -203,16 +203,17 @@ class PackedModel:
     def _planes(self, t: dict[str, np.ndarray], block: str, name: str, k: int) -> _Planes:
         bits, z2 = self.config.act_bits, 0 if non_negative_input(name) else 2**self.config.act_bits - 1
         words = t[f"{block}.{name}.bits"]
-        rowsum = unpack_signs(words.T, k, np.float32).sum(axis=1).astype(np.int64)
+        signs = unpack_weight(words, k)  # +-1 [N, k], unpacked once for the constants below
+        rowsum = signs.sum(axis=1).astype(np.int64)
         offset = np.float32(0.5 if z2 == 0 else 2 ** (bits - 1))  # z + 1/2, exact
         step, threshold = t[f"{block}.{name}.act_step"][0], t[f"{block}.{name}.act_threshold"][0]
         corr = (z2 * rowsum).astype(np.int64)
         alpha = t[f"{block}.{name}.alpha"]
         channels = t.get(f"{block}.{name}.act_outliers", np.zeros(0, dtype=np.int64))
-        signed_alpha = np.ascontiguousarray(unpack_weight(words, k)[:, channels].T * alpha, dtype=np.float32)
+        signed_alpha = np.ascontiguousarray(signs[:, channels].T * alpha, dtype=np.float32)
         zero_level = _zero_level(step, threshold, offset, bits, z2)
         if self.tiles:  # the same signs in the tile unit's order (`amx.tile_weights`)
-            words = amx.tile_weights(unpack_weight(words, k, np.int8))
+            words = amx.tile_weights(signs.astype(np.int8))
         lin = (words, alpha, corr, t[f"{block}.{name}.bias"], step, threshold, offset)
         return _Planes(lin + (channels, signed_alpha, zero_level))
 
