@@ -60,6 +60,24 @@ RECIPES: dict[str, Recipe] = {
         "as kd-ramp-a4, each linear's 8 largest input channels kept in float",
         True,
     ),
+    "kd-ramp-a1": Recipe(
+        {"binarize_ramp": 0.3},
+        {"act_bits": 1},
+        "as kd-ramp, 1-bit mean-sign activations (the report's W1A1 + KD)",
+        True,
+    ),
+    "kd-ramp-a1-elastic": Recipe(
+        {"binarize_ramp": 0.3},
+        {"act_bits": 1, "act_binarizer": "elastic"},
+        "as kd-ramp-a1, BiT's elastic sign: a learned step and threshold per linear input",
+        True,
+    ),
+    "kd-ramp-a1-logits": Recipe(
+        {"binarize_ramp": 0.3, "kd_hidden": 0.0, "kd_attention": 0.0},
+        {"act_bits": 1},
+        "as kd-ramp-a1, distilled from the teacher's logits alone",
+        True,
+    ),
     "kd-logits": Recipe(
         {**STEP0, "kd_hidden": 0.0, "kd_attention": 0.0}, {}, "distilled from the float run, logits only", True
     ),
