@@ -38,6 +38,7 @@ class Recipe:
 # The recipes measured before the binarization ramp became an --init default binarize from step 0 (STEP0), so
 # that each name keeps meaning what its recorded results measured.
 STEP0 = {"binarize_ramp": 0.0}
+LOGITS_ONLY = {"kd_hidden": 0.0, "kd_attention": 0.0}  # no hidden-state or attention matching
 RECIPES: dict[str, Recipe] = {
     "float": Recipe({}, FLOAT, "float MiniLM fine-tuned: the ceiling"),
     "no-teacher": Recipe(STEP0, {}, "1-bit weights and token embeddings from step 0, labels only"),
@@ -73,14 +74,12 @@ RECIPES: dict[str, Recipe] = {
         True,
     ),
     "kd-ramp-a1-logits": Recipe(
-        {"binarize_ramp": 0.3, "kd_hidden": 0.0, "kd_attention": 0.0},
+        {"binarize_ramp": 0.3, **LOGITS_ONLY},
         {"act_bits": 1},
         "as kd-ramp-a1, distilled from the teacher's logits alone",
         True,
     ),
-    "kd-logits": Recipe(
-        {**STEP0, "kd_hidden": 0.0, "kd_attention": 0.0}, {}, "distilled from the float run, logits only", True
-    ),
+    "kd-logits": Recipe({**STEP0, **LOGITS_ONLY}, {}, "distilled from the float run, logits only", True),
 }
 
 

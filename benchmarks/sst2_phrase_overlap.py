@@ -11,26 +11,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 from pathlib import Path
 
-
-def _sentences(path: Path) -> list[str]:
-    lines = path.read_text(encoding="utf-8").splitlines()[1:]
-    return [line.split("\t")[0] for line in lines if line]
+from beexformer.data.glue import load_split
+from beexformer.errors import BeexError
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=os.environ.get("GLUE_DIR"), help="GLUE directory (default: $GLUE_DIR)")
+    p.add_argument("--data-dir", default=None, help="GLUE directory (default: $GLUE_DIR)")
     p.add_argument("--sample", type=int, default=2000, help="training phrases drawn at random")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "sst2_phrase_overlap.json"))
     args = p.parse_args(argv)
-    if not args.data_dir:
-        raise SystemExit("give --data-dir or set GLUE_DIR")
-    train = _sentences(Path(args.data_dir) / "SST-2" / "train.tsv")
-    dev = _sentences(Path(args.data_dir) / "SST-2" / "dev.tsv")
+    try:
+        train, dev = ([ex.text_a for ex in load_split("sst2", split, args.data_dir)] for split in ("train", "dev"))
+    except BeexError as err:  # no data directory, a missing or malformed file: one line
+        raise SystemExit(str(err)) from None
+    if not 0 < args.sample <= len(train):
+        raise SystemExit(f"--sample must lie in 1..{len(train)} (the training phrases), got {args.sample}")
     corpus = "\n".join(train)  # one string: `count` finds a phrase inside any longer phrase too
     sample = random.Random(0).sample(train, args.sample)
     # A drawn phrase occurs once as itself; a second occurrence is another training phrase that contains it.
