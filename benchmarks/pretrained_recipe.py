@@ -39,6 +39,7 @@ class Recipe:
 # that each name keeps meaning what its recorded results measured.
 STEP0 = {"binarize_ramp": 0.0}
 LOGITS_ONLY = {"kd_hidden": 0.0, "kd_attention": 0.0}  # no hidden-state or attention matching
+BY_SENTENCE = {"holdout_by": "sentence"}  # the held-out slice as whole sentences (SST-2's phrases: holdout.py)
 RECIPES: dict[str, Recipe] = {
     "float": Recipe({}, FLOAT, "float MiniLM fine-tuned: the ceiling"),
     "no-teacher": Recipe(STEP0, {}, "1-bit weights and token embeddings from step 0, labels only"),
@@ -77,6 +78,19 @@ RECIPES: dict[str, Recipe] = {
         {"binarize_ramp": 0.3, **LOGITS_ONLY},
         {"act_bits": 1},
         "as kd-ramp-a1, distilled from the teacher's logits alone",
+        True,
+    ),
+    "float-by-sentence": Recipe(BY_SENTENCE, FLOAT, "as float, the held-out slice drawn by whole sentence"),
+    "kd-ramp-a1-by-sentence": Recipe(
+        {"binarize_ramp": 0.3, **BY_SENTENCE},
+        {"act_bits": 1},
+        "as kd-ramp-a1, the held-out slice drawn by whole sentence, taught by float-by-sentence",
+        True,
+    ),
+    "kd-ramp-a4-by-sentence": Recipe(
+        {"binarize_ramp": 0.3, **BY_SENTENCE},
+        {"act_bits": 4},
+        "as kd-ramp-a4, the held-out slice drawn by whole sentence, taught by float-by-sentence",
         True,
     ),
     "kd-logits": Recipe({**STEP0, **LOGITS_ONLY}, {}, "distilled from the float run, logits only", True),

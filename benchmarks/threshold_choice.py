@@ -33,7 +33,7 @@ from beexformer.inference import load_predictor
 from beexformer.jsonio import write_json
 from beexformer.report.runner import final_model_dir
 from beexformer.training.arguments import HOLDOUT_CAP, TrainingArguments
-from beexformer.training.holdout import TOLERANCE, ThresholdChoice, choose_threshold, split_holdout
+from beexformer.training.holdout import TOLERANCE, ThresholdChoice, choose_threshold, split_training_set
 from beexformer.training.trainer import load_examples
 
 CHOICES = {"point": None, "bound": 0.9}  # name -> confidence given to choose_threshold
@@ -61,7 +61,7 @@ def run_rows(run: Path, write: bool) -> list[ChoiceRow]:
     model_dir = final_model_dir(run)
     predictor = load_predictor(model_dir)
     train = load_examples(task, "train", args)
-    held = split_holdout(len(train), args.holdout, HOLDOUT_CAP, args.seed)[1]
+    held = split_training_set(train, args.holdout, args.holdout_by, HOLDOUT_CAP, args.seed)[1]
     heldout = predictor.exit_logits([train[i] for i in held])
     dev = predictor.exit_logits(load_examples(task, "dev", args))
     rule_name = predictor.default_rule().name

@@ -61,6 +61,9 @@ def register(subparsers) -> None:
     g.add_argument("--binary-weight-decay", type=float, help="of the latent 1-bit weights (default: --weight-decay)")
     g.add_argument("--holdout", type=float, help="share of train held out to pick the best model and the exit "
                    "threshold, at most 2000 examples (default: 0 = pick on dev; 0.1 with --init)")  # fmt: skip
+    g.add_argument("--holdout-by", choices=("example", "sentence"), help="draw the held-out slice by example "
+                   "(default) or by whole sentence, training on no text inside a held-out one (SST-2 holds "
+                   "every phrase of each sentence)")  # fmt: skip
     g.add_argument("--warmup-ratio", type=float, help="share of steps of linear warm-up (default: 0.06)")
     g.add_argument("--seed", type=int, help="random seed (default: 42)")
     g.add_argument("--patience", type=int, help="stop after this many evaluations without improvement")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from beexformer.errors import ConfigError
+from beexformer.training.holdout import HOLDOUT_BY
 
 
 @dataclass
@@ -42,6 +43,9 @@ class TrainingArguments:
     # Share of the training set held out (at most HOLDOUT_CAP examples) to pick the best model and the exit
     # threshold, so that neither looks at the dev set that is reported; 0: select on dev as before.
     holdout: float | None = None
+    # How the slice is drawn: "example" (random examples) or "sentence" (whole sentences, and training drops every
+    # text inside one: for SST-2, whose training set holds the phrases of each sentence; training/holdout.py).
+    holdout_by: str = "example"
     warmup_ratio: float = 0.06
     clip_norm: float = 1.0
     seed: int = 42
@@ -79,6 +83,8 @@ class TrainingArguments:
             self.binary_weight_decay = self.weight_decay
         if not 0 <= self.holdout < 1:
             raise ConfigError(f"holdout={self.holdout}: must be in [0, 1)")
+        if self.holdout_by not in HOLDOUT_BY:
+            raise ConfigError(f"holdout_by={self.holdout_by!r}: choose one of {', '.join(HOLDOUT_BY)}")
         for name in ("binary_lr", "head_lr"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be > 0")

@@ -12,10 +12,12 @@ passes, so the bound costs FLOPs only where the slice cannot vouch for the rule.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
+from beexformer.errors import ConfigError
 from beexformer.evaluation import ExitLogits, rule_result
 from beexformer.exits import SWEEP_GRIDS, ExitRule, build_exit_rule, predictions_from_logits
 
@@ -32,6 +34,61 @@ def split_holdout(n: int, fraction: float, cap: int, seed: int) -> tuple[np.ndar
     size = min(cap, max(1, round(fraction * n)), n - 1)
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[size:]), np.sort(order[:size])
+
+
+HOLDOUT_BY = ("example", "sentence")
+
+
+def split_training_set(examples: list, fraction: float, by: str, cap: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices) of `examples`: by "example" (`split_holdout`) or by "sentence"
+    (`split_by_sentence`, on single-sentence tasks)."""
+    if by == "sentence":
+        if any(ex.text_b is not None for ex in examples):
+            raise ConfigError("holdout_by='sentence' splits single-sentence tasks only (this task has pairs)")
+        return split_by_sentence([ex.text_a for ex in examples], fraction, cap, seed)
+    return split_holdout(len(examples), fraction, cap, seed)
+
+
+def split_by_sentence(texts: list[str], fraction: float, cap: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices) of phrase-level data, where the training set holds every phrase of each
+    sentence's parse tree (SST-2). A random example split would hold out phrases whose text the model trains on
+    inside a longer phrase (90 % of SST-2's: benchmarks/sst2_phrase_overlap.py), and the slice would run 5-6
+    points above dev. Here the held-out slice is, like dev, whole sentences never seen in part: a seeded random
+    `fraction` (at most `cap`) of the sentences (texts inside no other text, words matched whole), and training
+    drops every text inside a held-out sentence."""
+    if fraction <= 0 or len(texts) < 2:
+        return np.arange(len(texts)), np.arange(0)
+    padded = [f" {' '.join(t.split())} " for t in texts]  # spaces at both ends: a match covers whole words
+    sentences = _sentences(padded)
+    size = min(cap, max(1, round(fraction * len(sentences))), len(sentences) - 1)
+    held = np.sort(np.random.default_rng(seed).permutation(sentences)[:size]) if size > 0 else np.arange(0)
+    held_text = "\n".join(padded[i] for i in held)  # a padded text never spans the newline between two
+    keep = [i for i in range(len(texts)) if padded[i] not in held_text]
+    return np.asarray(keep, dtype=np.int64), held.astype(np.int64)
+
+
+def _sentences(padded: list[str]) -> list[int]:
+    """Ids of the texts inside no longer text (of equal texts, the first counts as the sentence). Candidate
+    containers of a text are the texts holding all its words, narrowed from its rarest word on."""
+    index: dict[str, set[int]] = defaultdict(set)  # word -> ids of the texts that hold it
+    for j, text in enumerate(padded):
+        for word in text.split():
+            index[word].add(j)
+    found = []
+    for i, text in enumerate(padded):
+        words = sorted(set(text.split()), key=lambda w: len(index[w]))
+        if not words:
+            continue
+        candidates = set(index[words[0]])
+        for word in words[1:]:
+            if len(candidates) < 8:
+                break
+            candidates &= index[word]
+        n = len(text)
+        if not any(j != i and (len(padded[j]) > n or (len(padded[j]) == n and j < i)) and text in padded[j]
+                   for j in candidates):  # fmt: skip
+            found.append(i)
+    return found
 
 
 @dataclass

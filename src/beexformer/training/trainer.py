@@ -31,7 +31,7 @@ from beexformer.model import BEExformer, binary_modules
 from beexformer.pretrained import load_bert_weights, read_checkpoint
 from beexformer.training import checkpoint as ckpt
 from beexformer.training.arguments import HOLDOUT_CAP, PRETRAINED_MODEL, TrainingArguments
-from beexformer.training.holdout import ThresholdChoice, choose_threshold, split_holdout
+from beexformer.training.holdout import ThresholdChoice, choose_threshold, split_training_set
 from beexformer.training.ramp import binarization_level, ramp_level
 
 RUN_ARGS = "run.json"
@@ -172,7 +172,7 @@ class Trainer:
         train_examples = load_examples(self.task, "train", args)
         if args.max_train_samples:
             train_examples = train_examples[: args.max_train_samples]
-        keep, held = split_holdout(len(train_examples), args.holdout, HOLDOUT_CAP, args.seed)
+        keep, held = split_training_set(train_examples, args.holdout, args.holdout_by, HOLDOUT_CAP, args.seed)
         heldout_examples = [train_examples[i] for i in held]
         train_examples = [train_examples[i] for i in keep]
         dev_examples = load_examples(self.task, "dev", args)
