@@ -65,3 +65,13 @@ def test_sentence_split_refuses_pairs():
     with pytest.raises(ConfigError, match="single-sentence"):
         split_training_set(examples, 0.5, "sentence", 10, 0)
     assert split_training_set(examples, 0.5, "example", 10, 0)[1].size == 1
+
+
+def test_sentence_split_needs_a_holdout_share():
+    from beexformer.training.arguments import TrainingArguments
+
+    with pytest.raises(ConfigError, match="holdout is 0"):
+        TrainingArguments(holdout_by="sentence").validate()  # from scratch: holdout defaults to 0
+    with pytest.raises(ConfigError, match="choose one of"):
+        TrainingArguments(holdout_by="phrase").validate()
+    assert TrainingArguments(holdout_by="sentence", holdout=0.1).validate().holdout_by == "sentence"

@@ -85,6 +85,8 @@ class TrainingArguments:
             raise ConfigError(f"holdout={self.holdout}: must be in [0, 1)")
         if self.holdout_by not in HOLDOUT_BY:
             raise ConfigError(f"holdout_by={self.holdout_by!r}: choose one of {', '.join(HOLDOUT_BY)}")
+        if self.holdout_by == "sentence" and self.holdout == 0:
+            raise ConfigError("holdout_by='sentence' draws the held-out slice, but holdout is 0: set --holdout")
         for name in ("binary_lr", "head_lr"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be > 0")
