@@ -362,8 +362,8 @@ def main() -> None:
           f"bit-serial linears on AMX tiles: {'yes' if info['amx_tiles'] else 'no'}")  # fmt: skip
     print(f"flags: {' '.join(info['flags'])}", flush=True)
 
-    widths = [int(k) for k in args.widths.split(",")]
-    if 1 not in widths or not set(widths) <= set(WIDTHS):
+    widths = [k for k in WIDTHS if str(k) in args.widths.split(",")]
+    if 1 not in widths or len(widths) != len(args.widths.split(",")):
         raise SystemExit(f"--widths: a subset of {','.join(map(str, WIDTHS))} that includes 1, got {args.widths}")
     models, sizes = {}, {}
     float_model, encoder, task_info = load_model_dir(models_dir / "float")

@@ -61,7 +61,7 @@ def _width(x: np.ndarray, k: int) -> np.ndarray:
 def _bit_serial(ks, linear: tuple, x: np.ndarray, bits: int, tiles: bool) -> tuple[float, float]:
     """The input quantization and the bit-serial GEMM of one linear (with its epilogue), each alone; on AMX
     tiles (`engine.amx`) when the model runs there."""
-    w, alpha, corr, bias, step, threshold, offset = linear[:7]  # then the outlier channels (none here)
+    w, alpha, corr, bias, step, threshold, offset = linear[:7]  # outlier channels, if any, are not timed
     half_step = step * np.float32(0.5)
     if tiles:
         from beexformer.engine import amx

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from beexformer.cli.common import add_parser
 from beexformer.errors import ConfigError
+from beexformer.training.holdout import HOLDOUT_BY
 
 EXAMPLE = """  beex train --task sst2 --data-dir ../shared/data/glue --output runs/sst2
   beex train --task sst2 --init minilm --output runs/sst2-minilm     # start from all-MiniLM-L6-v2, 1-bit
@@ -61,7 +62,7 @@ def register(subparsers) -> None:
     g.add_argument("--binary-weight-decay", type=float, help="of the latent 1-bit weights (default: --weight-decay)")
     g.add_argument("--holdout", type=float, help="share of train held out to pick the best model and the exit "
                    "threshold, at most 2000 examples (default: 0 = pick on dev; 0.1 with --init)")  # fmt: skip
-    g.add_argument("--holdout-by", choices=("example", "sentence"), help="draw the held-out slice by example "
+    g.add_argument("--holdout-by", choices=HOLDOUT_BY, help="draw the held-out slice by example "
                    "(default) or by whole sentence, training on no text inside a held-out one (SST-2 holds "
                    "every phrase of each sentence)")  # fmt: skip
     g.add_argument("--warmup-ratio", type=float, help="share of steps of linear warm-up (default: 0.06)")

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from beexformer.errors import ConfigError
 from beexformer.evaluation import ExitLogits, rule_result
 from beexformer.exits import SWEEP_GRIDS, ExitRule, build_exit_rule, predictions_from_logits
+
+if TYPE_CHECKING:
+    from beexformer.data.glue import Example
 
 TOLERANCE = 0.005  # metric points (as a fraction) early exit may cost on the held-out slice
 CONFIDENCE = 0.9  # the quantile of the resampled drop that must stay within TOLERANCE
@@ -39,7 +43,9 @@ def split_holdout(n: int, fraction: float, cap: int, seed: int) -> tuple[np.ndar
 HOLDOUT_BY = ("example", "sentence")
 
 
-def split_training_set(examples: list, fraction: float, by: str, cap: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_training_set(
+    examples: list[Example], fraction: float, by: str, cap: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, held-out indices) of `examples`: by "example" (`split_holdout`) or by "sentence"
     (`split_by_sentence`, on single-sentence tasks)."""
     if by == "sentence":
