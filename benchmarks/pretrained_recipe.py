@@ -68,6 +68,12 @@ RECIPES: dict[str, Recipe] = {
         "as kd-ramp, 1-bit mean-sign activations (the report's W1A1 + KD)",
         True,
     ),
+    "kd-ramp-a1-int8-emb": Recipe(
+        {"binarize_ramp": 0.3},
+        {"act_bits": 1, "embedding_bits": 8},
+        "as kd-ramp-a1, int8 token embeddings (the table W1A32 + KD uses)",
+        True,
+    ),
     "kd-ramp-a1-elastic": Recipe(
         {"binarize_ramp": 0.3},
         {"act_bits": 1, "act_binarizer": "elastic"},
