@@ -125,3 +125,22 @@ def test_a_distilled_pretrained_run_is_compared_with_the_distilled_defaults():
     assert _same_training(record, student, "glue")
     record["training_arguments"]["epochs"] = 3.0
     assert not _same_training(record, student, "glue")
+
+
+def test_a_teacher_trained_again_keeps_its_record_when_the_report_stops_during_its_training(
+    tmp_path: Path, monkeypatch
+):
+    teacher = RunSpec("main", "sst2", "float32", 1, FLOAT, TRAINING)
+    student = RunSpec("main", "sst2", "W1A32 + KD", 1, SMALL, TRAINING, teacher=teacher.run_id)
+    first = _run([teacher], tmp_path / "a", tmp_path / "a.json")
+
+    def stopped(spec, *args, **kwargs):  # the session ends while the carried teacher trains again
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("beexformer.report.runner.prepare_run", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        _run([teacher, student], tmp_path / "b", tmp_path / "b.json", carry=first)
+    on_disk = json.loads((tmp_path / "b.json").read_text())
+    kept = on_disk["runs"][teacher.run_id]
+    assert kept["carried"] is True and kept["metric_no_exit"] == first["runs"][teacher.run_id]["metric_no_exit"]
+    assert student.run_id not in on_disk["runs"]

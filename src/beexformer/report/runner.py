@@ -386,11 +386,12 @@ def carried_records(
     data_dir: str,
     settings: ProfileSettings,
     chosen: set[str] | None = None,
-) -> dict[str, dict[str, Any]]:
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """The records of an earlier report (`--carry`: its run directories are on another machine) that stand
     for runs of this plan: same spec, same resolved training arguments, same evaluation settings, and not
     finished in `work_dir` (a local run wins). A run that a student still to be trained (one of `chosen`, when
-    given) needs as its teacher is not carried: the student needs its weights, not its numbers."""
+    given) needs as its teacher is not carried: the student needs its weights, not its numbers. Returns the
+    carried records, and apart the matching records of the teachers that train again."""
     earlier = previous.get("runs", {})
     carried = {}
     for spec in plan:
@@ -406,10 +407,15 @@ def carried_records(
             carried[spec.run_id] = record
     to_train = [s for s in plan if s.run_id not in carried and (chosen is None or s.run_id in chosen)]
     taught_now = {s.teacher for s in to_train if s.teacher and finished_training(s, work_dir / s.run_id) is None}
-    return {run_id: record for run_id, record in carried.items() if run_id not in taught_now}
+    kept = {run_id: record for run_id, record in carried.items() if run_id not in taught_now}
+    return kept, {run_id: record for run_id, record in carried.items() if run_id in taught_now}
 
 
 # ------------------------------------------------------------------------------------------------ the whole
+
+
+def _in_plan_order(plan: list[RunSpec], runs: dict[str, Any]) -> dict[str, Any]:
+    return {spec.run_id: runs[spec.run_id] for spec in plan if spec.run_id in runs}
 
 
 def eval_settings(settings: ProfileSettings) -> dict[str, Any]:
@@ -566,13 +572,18 @@ def run_plan(
         "runs": {},
     }
 
+    # A carried teacher that trains again for a new student keeps its earlier record in the JSON until the new
+    # one lands: a report stopped during that training must not lose the run (a later --carry needs it). It
+    # stays out of results["runs"], where it would count as trained and let its students start.
+    standing_in: dict[str, dict[str, Any]] = {}
+
     def save() -> None:
         # Runs in plan order whatever order the workers finished in, so the JSON does not depend on timing.
-        ordered = {spec.run_id: results["runs"][spec.run_id] for spec in plan if spec.run_id in results["runs"]}
-        results["runs"] = ordered
-        results["aggregate"] = aggregate(results)
-        results["minutes_this_session"] = (time.perf_counter() - started) / 60
-        write_json(results_path, results, indent=1)
+        results["runs"] = _in_plan_order(plan, results["runs"])
+        written = {**results, "runs": _in_plan_order(plan, {**standing_in, **results["runs"]})}
+        results["aggregate"] = written["aggregate"] = aggregate(written)
+        results["minutes_this_session"] = written["minutes_this_session"] = (time.perf_counter() - started) / 60
+        write_json(results_path, written, indent=1)
 
     def add(spec: RunSpec, record: dict[str, Any]) -> None:
         results["runs"][spec.run_id] = record
@@ -584,7 +595,8 @@ def run_plan(
     trained = [spec for spec in plan if spec.same_as is None]
     chosen = selected_runs(trained, train_only) if train_only is not None else None
     if carry:
-        carried = carried_records(plan, carry, work_dir, data_dir, settings, chosen)
+        carried, retrained = carried_records(plan, carry, work_dir, data_dir, settings, chosen)
+        standing_in.update({run_id: {**record, "carried": True} for run_id, record in retrained.items()})
         for spec in trained:
             if spec.run_id in carried:
                 add(spec, {**carried[spec.run_id], "carried": True})
