@@ -61,12 +61,18 @@ def build(
     act_bits: int = 32,
     act_kinds: tuple[str, ...] = (),
     outliers: int = 0,
+    gelu_floor: bool = False,
 ) -> BEExformer:
     """The --init model with 1-bit weights only in the encoder linears whose attribute name is in binary_kinds,
     and `act_bits`-bit inputs (elastic sign at one bit) only in those whose name is in act_kinds, each keeping
-    its `outliers` largest input channels at full precision."""
+    its `outliers` largest input channels at full precision, lin2's levels from GELU's minimum if `gelu_floor`."""
     config = checkpoint.model_config(
-        2, embedding_bits=embedding_bits, act_bits=act_bits, act_binarizer="elastic", act_outliers=outliers
+        2,
+        embedding_bits=embedding_bits,
+        act_bits=act_bits,
+        act_binarizer="elastic",
+        act_outliers=outliers,
+        act_gelu_floor=gelu_floor and act_bits < 32,
     )
     model = BEExformer(config)
     load_bert_weights(model, checkpoint)
@@ -181,10 +187,25 @@ def main(argv: list[str] | None = None) -> int:
         "every encoder linear 1-bit and its input at 4 bits, 8 channels kept, float token embeddings": (
             LINEAR_KINDS, 32, 4, LINEAR_KINDS, 8,
         ),
+        # the unsigned levels of lin2's input (after GELU) from GELU's minimum, not 0 (act_gelu_floor)
+        **{
+            f"float weights, only the lin2 inputs at {bits} bit(s), levels from GELU's minimum": (
+                (), 32, bits, ("lin2",), 0, True,
+            )
+            for bits in (4, 2, 1)
+        },
+        **{
+            f"float weights, every linear's input at {bits} bit(s), lin2's levels from GELU's minimum": (
+                (), 32, bits, LINEAR_KINDS, 0, True,
+            )
+            for bits in (4, 2, 1)
+        },
+        "every encoder linear 1-bit and its input at 4 bits, lin2's levels from GELU's minimum, float token "
+        "embeddings": (LINEAR_KINDS, 32, 4, LINEAR_KINDS, 0, True),
     }  # fmt: skip
     rows = []
-    for variant, (kinds, embedding_bits, act_bits, act_kinds, *kept) in variants.items():
-        model = build(checkpoint, kinds, embedding_bits, act_bits, act_kinds, *kept)
+    for variant, (kinds, embedding_bits, act_bits, act_kinds, *extra) in variants.items():
+        model = build(checkpoint, kinds, embedding_bits, act_bits, act_kinds, *extra)
         rows.append(Damage(variant, cosines(hidden_states(model, batch), reference, batch["attention_mask"])))
         print(f"{variant:80s} " + " ".join(f"{c:.3f}" for c in rows[-1].cosine_per_layer))
     print("inputs of the float checkpoint's linears:")

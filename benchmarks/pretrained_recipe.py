@@ -62,6 +62,18 @@ RECIPES: dict[str, Recipe] = {
         "as kd-ramp-a4, each linear's 8 largest input channels kept in float",
         True,
     ),
+    "kd-ramp-a4-gelu-floor": Recipe(
+        {"binarize_ramp": 0.3},
+        {"act_bits": 4, "act_gelu_floor": True},
+        "as kd-ramp-a4, the FFN down-projection's input levels from GELU's minimum (-0.17) instead of 0",
+        True,
+    ),
+    "kd-ramp-a2-gelu-floor": Recipe(
+        {"binarize_ramp": 0.3},
+        {"act_bits": 2, "act_gelu_floor": True},
+        "as kd-ramp-a4-gelu-floor at 2 bits (the report's W1A2 + KD with the floor)",
+        True,
+    ),
     "kd-ramp-a1": Recipe(
         {"binarize_ramp": 0.3},
         {"act_bits": 1},

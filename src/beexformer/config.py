@@ -64,6 +64,9 @@ class BEExformerConfig:
     # `beexformer.quantizers`): a pretrained encoder's few outlier channels otherwise take the activation
     # step's range. Learned quantizers only (2 / 4 bits, or the elastic sign).
     act_outliers: int = 0
+    # Levels of the learned quantizers for a GELU output (the FFN's down-projection input) from GELU's minimum
+    # (-0.17) instead of 0: from 0 they clip every inactive unit's small negative value (`beexformer.quantizers`).
+    act_gelu_floor: bool = False
     # Token table: 1 (signs with a per-row scale; it dominates the size otherwise), 8 (int8 codes with a per-row
     # scale: a quarter of float32, and close to it) or 32.
     embedding_bits: int = 1
@@ -107,6 +110,9 @@ class BEExformerConfig:
             raise ConfigError(f"act_bits={self.act_bits}: must be 1, 2, 4 or 32")
         if self.act_outliers < 0 or self.act_outliers >= min(self.d_model, self.d_ff):
             raise ConfigError(f"act_outliers={self.act_outliers}: must be in [0, {min(self.d_model, self.d_ff)})")
+        learned = self.act_bits in (2, 4) or (self.act_bits == 1 and self.act_binarizer == "elastic")
+        if self.act_gelu_floor and not learned:
+            raise ConfigError("act_gelu_floor moves the levels of a learned quantizer: act_bits 2 or 4, or elastic")
         if self.act_outliers and self.act_bits == 1 and self.act_binarizer == "mean_sign":
             raise ConfigError("act_outliers needs a learned activation quantizer: add act_binarizer=elastic at 1 bit")
         for name in (

@@ -20,6 +20,13 @@ ties going up, which is also what makes ``x = b`` map to the positive level at o
             x_q = s * sum_j 2^(j-1) * (2 * bit_j(n) - 1), so each plane is a +-1 vector for XNOR-popcount.
 - unsigned: s * {0, 1, ..., L - 1}; at one bit {0, s}, i.e. s * [x - b >= s/2].
 
+A floor m (`floor`, unsigned inputs only) moves the unsigned levels to m + s * {0, ..., L - 1}: the code is
+that of x - m, computed as x - (b + m) (one subtraction, as the packed engine does with b + m as its
+threshold), and x_q = s * (n - z) + m. GELU's outputs reach down to GELU_MIN = -0.17; levels from 0 clip all
+of those to 0, and most of a pretrained FFN's hidden units sit there: the clipped values shift every output
+of the down-projection (docs/training.md, "Where 4-bit activations lose it"). The engine multiplies the
+codes as before and adds alpha * m * sum(sign(W)) per output row to the bias.
+
 Quantizers:
 
 - `LsqQuantizer(bits, signed)`: k = 2 or 4, learned step s, no threshold (b = 0).
@@ -58,38 +65,48 @@ import math
 import torch
 from torch import Tensor, nn
 
+# min over x of x * Phi(x) is -0.16997 (at x = -0.7518): a floor just below it, so that no GELU output is clipped
+GELU_MIN = -0.17
+
 
 def zero_point(bits: int, signed: bool) -> float:
     """z of the formula: (2^k - 1) / 2 for a signed input, 0 for a non-negative one."""
     return (2**bits - 1) / 2 if signed else 0.0
 
 
-def quantize_codes(x: Tensor, step: Tensor, bits: int, signed: bool, threshold: Tensor | None = None) -> Tensor:
+def quantize_codes(
+    x: Tensor, step: Tensor, bits: int, signed: bool, threshold: Tensor | None = None, floor: float = 0.0
+) -> Tensor:
     """The integer codes n in {0, ..., 2^k - 1} (as floats) of the module docstring's formula."""
-    shifted = x - threshold if threshold is not None else x
+    # one subtraction of b + m (adding 0.0 to b changes nothing), as the packed engine computes it
+    below = threshold + floor if threshold is not None else floor
+    shifted = x - below if threshold is not None or floor else x
     return torch.clamp(torch.floor(shifted / step + (zero_point(bits, signed) + 0.5)), 0, 2**bits - 1)
 
 
-def dequantize(codes: Tensor, step: Tensor, bits: int, signed: bool) -> Tensor:
-    """x_q = s * (n - z)."""
-    return step * (codes - zero_point(bits, signed))
+def dequantize(codes: Tensor, step: Tensor, bits: int, signed: bool, floor: float = 0.0) -> Tensor:
+    """x_q = s * (n - z) + m."""
+    levels = step * (codes - zero_point(bits, signed))
+    return levels + floor if floor else levels
 
 
 class _UniformQuantize(torch.autograd.Function):
     """Forward: the module docstring's formula. Backward: its LSQ gradients for x, s and b."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, step: Tensor, threshold: Tensor | None, bits: int, signed: bool) -> Tensor:  # type: ignore[override]
-        codes = quantize_codes(x, step, bits, signed, threshold)
+    def forward(  # type: ignore[override]
+        ctx, x: Tensor, step: Tensor, threshold: Tensor | None, bits: int, signed: bool, floor: float
+    ) -> Tensor:
+        codes = quantize_codes(x, step, bits, signed, threshold, floor)
         ctx.save_for_backward(x, step, codes, threshold)
-        ctx.bits, ctx.signed = bits, signed
-        return dequantize(codes, step, bits, signed)
+        ctx.bits, ctx.signed, ctx.floor = bits, signed, floor
+        return dequantize(codes, step, bits, signed, floor)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
         x, step, codes, threshold = ctx.saved_tensors
         z = zero_point(ctx.bits, ctx.signed)
-        ratio = (x - threshold if threshold is not None else x) / step
+        ratio = (x - (threshold if threshold is not None else 0.0) - ctx.floor) / step
         u = ratio + z
         inside = (u > 0) & (u < 2**ctx.bits - 1)
         grad_x = grad_out * inside
@@ -98,18 +115,23 @@ class _UniformQuantize(torch.autograd.Function):
         grad_threshold = None
         if threshold is not None and ctx.needs_input_grad[2]:
             grad_threshold = (-grad_x).sum().reshape(threshold.shape)
-        return grad_x, grad_step, grad_threshold, None, None
+        return grad_x, grad_step, grad_threshold, None, None, None
 
 
 class ActivationQuantizer(nn.Module):
     """A learned-step uniform quantizer of `bits` bits (see the module docstring); `threshold=True` adds the
-    learned threshold b. `signed=False` is the non-negative set {0, ..., 2^k - 1} * s."""
+    learned threshold b. `signed=False` is the non-negative set {0, ..., 2^k - 1} * s, moved to start at `floor`
+    (an input bounded below by a negative number, GELU's)."""
 
     name = "uniform"
 
-    def __init__(self, bits: int, signed: bool = True, threshold: bool = False, outliers: int = 0) -> None:
+    def __init__(
+        self, bits: int, signed: bool = True, threshold: bool = False, outliers: int = 0, floor: float = 0.0
+    ) -> None:
         super().__init__()
-        self.bits, self.signed = bits, signed
+        if floor and signed:
+            raise ValueError("a floor moves the unsigned levels: signed=False")
+        self.bits, self.signed, self.floor = bits, signed, floor
         self.step = nn.Parameter(torch.ones(()))
         self.threshold = nn.Parameter(torch.zeros(())) if threshold else None
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
@@ -131,8 +153,8 @@ class ActivationQuantizer(nn.Module):
 
     @torch.no_grad()
     def initialize_from(self, x: Tensor) -> None:
-        """s = 2 * mean|x| / sqrt(Q_P), b = 0 (LSQ's rule); once, from the first batch."""
-        step = (2 * x.detach().abs().mean().clamp_min(1e-8) / math.sqrt(self.positive_levels)).float()
+        """s = 2 * mean|x - m| / sqrt(Q_P), b = 0 (LSQ's rule, from the floor); once, from the first batch."""
+        step = (2 * (x.detach() - self.floor).abs().mean().clamp_min(1e-8) / math.sqrt(self.positive_levels)).float()
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized():
             # Every process sees its own first batch; the replicas must start from one step, so average them
@@ -164,13 +186,14 @@ class ActivationQuantizer(nn.Module):
             self.initialize_from(x)
         # The step must stay positive: a step pushed through 0 by a large update would flip every level.
         step = self.step.clamp_min(1e-8)
-        out = _UniformQuantize.apply(x, step, self.threshold, self.bits, self.signed)
+        out = _UniformQuantize.apply(x, step, self.threshold, self.bits, self.signed, self.floor)
         return out if channels is None else out.index_copy(-1, channels, kept)
 
     def extra_repr(self) -> str:
         kind = "signed" if self.signed else "unsigned"
         outliers = 0 if self.outlier_channels is None else self.outlier_channels.numel()
-        return f"bits={self.bits}, {kind}, threshold={self.threshold is not None}, outliers={outliers}"
+        floor = f", floor={self.floor}" if self.floor else ""
+        return f"bits={self.bits}, {kind}{floor}, threshold={self.threshold is not None}, outliers={outliers}"
 
 
 class LsqQuantizer(ActivationQuantizer):
@@ -178,10 +201,10 @@ class LsqQuantizer(ActivationQuantizer):
 
     name = "lsq"
 
-    def __init__(self, bits: int, signed: bool = True, outliers: int = 0) -> None:
+    def __init__(self, bits: int, signed: bool = True, outliers: int = 0, floor: float = 0.0) -> None:
         if bits not in (2, 4):
             raise ValueError(f"LsqQuantizer: bits={bits}, must be 2 or 4")
-        super().__init__(bits, signed, threshold=False, outliers=outliers)
+        super().__init__(bits, signed, threshold=False, outliers=outliers, floor=floor)
 
 
 class ElasticSign(ActivationQuantizer):
@@ -190,8 +213,8 @@ class ElasticSign(ActivationQuantizer):
 
     name = "elastic"
 
-    def __init__(self, signed: bool = True, outliers: int = 0) -> None:
-        super().__init__(1, signed, threshold=True, outliers=outliers)
+    def __init__(self, signed: bool = True, outliers: int = 0, floor: float = 0.0) -> None:
+        super().__init__(1, signed, threshold=True, outliers=outliers, floor=floor)
 
 
 def reset_activation_quantizers(model: nn.Module) -> int:

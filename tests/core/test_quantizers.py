@@ -1,5 +1,6 @@
 """The learned activation quantizers (beexformer.quantizers): levels, the documented gradients, init, wiring."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,7 +10,13 @@ import torch
 from beexformer.config import BEExformerConfig
 from beexformer.layers import BinaryLinear
 from beexformer.model import BEExformer
-from beexformer.quantizers import ActivationQuantizer, ElasticSign, LsqQuantizer, reset_activation_quantizers
+from beexformer.quantizers import (
+    GELU_MIN,
+    ActivationQuantizer,
+    ElasticSign,
+    LsqQuantizer,
+    reset_activation_quantizers,
+)
 
 
 def _ready(q: ActivationQuantizer, step: float, threshold: float = 0.0) -> ActivationQuantizer:
@@ -38,18 +45,18 @@ def test_exactly_two_to_the_k_levels_at_the_documented_values(bits, signed):
         assert q(torch.tensor([0.29])).item() == pytest.approx(0.15)
 
 
-def _formula(x, s, b, bits, signed):
+def _formula(x, s, b, bits, signed, m=0.0):
     """The docstring's forward and backward, written out elementwise (not with the module's code)."""
     z = (2**bits - 1) / 2 if signed else 0.0
     top = 2**bits - 1
     out, gx, gs, gb = [], [], 0.0, 0.0
     for v in x:
-        u = (v - b) / s + z
+        u = (v - b - m) / s + z
         n = min(max(math.floor(u + 0.5), 0), top)
-        out.append(s * (n - z))
+        out.append(s * (n - z) + m)
         if 0 < u < top:
             gx.append(1.0)
-            gs += (n - z) - (v - b) / s
+            gs += (n - z) - (v - b - m) / s
             gb += -1.0
         else:
             gx.append(0.0)
@@ -58,24 +65,26 @@ def _formula(x, s, b, bits, signed):
 
 
 @pytest.mark.parametrize(
-    ("make", "bits", "signed"),
+    ("make", "bits", "signed", "floor"),
     [
-        (lambda: LsqQuantizer(2, True), 2, True),
-        (lambda: LsqQuantizer(4, True), 4, True),
-        (lambda: LsqQuantizer(2, False), 2, False),
-        (lambda: LsqQuantizer(4, False), 4, False),
-        (lambda: ElasticSign(True), 1, True),
-        (lambda: ElasticSign(False), 1, False),
+        (lambda: LsqQuantizer(2, True), 2, True, 0.0),
+        (lambda: LsqQuantizer(4, True), 4, True, 0.0),
+        (lambda: LsqQuantizer(2, False), 2, False, 0.0),
+        (lambda: LsqQuantizer(4, False), 4, False, 0.0),
+        (lambda: LsqQuantizer(4, False, floor=GELU_MIN), 4, False, GELU_MIN),
+        (lambda: ElasticSign(True), 1, True, 0.0),
+        (lambda: ElasticSign(False), 1, False, 0.0),
+        (lambda: ElasticSign(False, floor=GELU_MIN), 1, False, GELU_MIN),
     ],
 )
-def test_gradients_are_the_documented_lsq_formula(make, bits, signed):
+def test_gradients_are_the_documented_lsq_formula(make, bits, signed, floor):
     torch.manual_seed(0)
     q = _ready(make(), step=0.37, threshold=0.05)
     b = 0.05 if q.threshold is not None else 0.0
     x = (torch.randn(400, dtype=torch.float64) * 1.5).requires_grad_(True)
     y = q(x)
     y.sum().backward()
-    out, gx, gs, gb = _formula(x.detach().numpy(), 0.37, b, bits, signed)
+    out, gx, gs, gb = _formula(x.detach().numpy(), 0.37, b, bits, signed, floor)
     assert np.allclose(y.detach().numpy(), out, atol=1e-6)
     assert np.array_equal(x.grad.numpy(), gx)
     assert q.step.grad.item() == pytest.approx(gs, rel=1e-5, abs=1e-5)
@@ -98,6 +107,24 @@ def test_elastic_sign_is_a_sign_with_learned_scale_and_threshold_that_both_get_g
         (q(x) * torch.randn_like(x)).sum().backward()
         assert q.step.grad is not None and q.step.grad.abs().item() > 0
         assert q.threshold.grad is not None and q.threshold.grad.abs().item() > 0
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_a_floor_moves_the_unsigned_levels_down_to_it(bits):
+    q = _ready(LsqQuantizer(bits, signed=False, floor=GELU_MIN), step=0.3)
+    levels = torch.unique(q(torch.linspace(-10, 10, 20001)))
+    assert len(levels) == 2**bits
+    expected = 0.3 * torch.arange(2**bits, dtype=torch.float32) + GELU_MIN
+    assert torch.allclose(levels, expected, atol=1e-6)
+    # GELU's outputs in [-0.17, 0) go to the nearest of m and m + s, where from 0 they all become 0
+    inactive = torch.nn.functional.gelu(torch.tensor([-0.75, -2.0, -6.0]))  # -0.16997, -0.0455, -6e-9
+    assert torch.allclose(q(inactive), torch.tensor([GELU_MIN, GELU_MIN, GELU_MIN + 0.3]), atol=1e-6)
+    plain = _ready(LsqQuantizer(bits, signed=False), step=0.3)
+    assert torch.equal(plain(inactive), torch.zeros(3))
+    x = torch.nn.functional.gelu(torch.randn(4000))
+    assert (q(x) - x).abs().mean() < (plain(x) - x).abs().mean()
+    with pytest.raises(ValueError, match="unsigned"):
+        LsqQuantizer(bits, signed=True, floor=GELU_MIN)
 
 
 def test_lsq_rejects_other_widths():
@@ -254,3 +281,21 @@ def test_outlier_channels_need_a_learned_quantizer():
     with pytest.raises(ConfigError, match="act_outliers=-1"):
         BEExformerConfig(act_bits=4, act_outliers=-1).validate()
     assert BEExformerConfig(act_bits=1, act_binarizer="elastic", act_outliers=4).validate()
+
+
+def test_the_gelu_floor_reaches_only_lin2_and_needs_a_learned_quantizer():
+    from beexformer.errors import ConfigError
+
+    for fields in ({"act_bits": 1}, {"act_bits": 32}):
+        with pytest.raises(ConfigError, match="act_gelu_floor"):
+            BEExformerConfig(act_gelu_floor=True, **fields).validate()
+    config = BEExformerConfig(vocab_size=50, d_model=16, n_heads=2, d_ff=32, n_blocks=2, act_bits=4, ffn="ffn")
+    floors = {
+        n.split(".")[-2]: q.floor
+        for n, q in BEExformer(dataclasses.replace(config, act_gelu_floor=True)).named_modules()
+        if isinstance(q, ActivationQuantizer)
+    }
+    assert floors == {"q": 0.0, "k": 0.0, "v": 0.0, "o": 0.0, "lin1": 0.0, "lin2": GELU_MIN}
+    old = config.to_dict()
+    del old["act_gelu_floor"]  # a config.json written before the field existed
+    assert BEExformerConfig.from_dict(old).act_gelu_floor is False

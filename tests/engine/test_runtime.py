@@ -37,6 +37,12 @@ VARIANTS = {
     # input channels kept at full precision: the BERT FFN and the SLFN run unfused
     "w1a4-bert-outliers": dict(act_bits=4, ffn="ffn", position="learned", layer_norm_eps=1e-12, act_outliers=3),
     "w1a1-elastic-slfn-outliers": dict(act_bits=1, act_binarizer="elastic", act_outliers=2),
+    # GELU outputs coded from GELU's minimum: the floor in the threshold, m * rowsum in the bias
+    "w1a4-bert-gelu-floor": dict(act_bits=4, ffn="ffn", position="learned", act_gelu_floor=True),
+    "w1a2-bert-gelu-floor-outliers": dict(
+        act_bits=2, ffn="ffn", position="learned", act_gelu_floor=True, act_outliers=3
+    ),
+    "w1a1-elastic-bert-gelu-floor": dict(act_bits=1, act_binarizer="elastic", ffn="ffn", act_gelu_floor=True),
 }
 # Learned k-bit codes: where PyTorch's float32 rounding and ours differ by an ulp at a level boundary, one code
 # moves by one level (as a sign flips in W1A1: docs/engine.md); the issue's bound for logits is 1e-3.
@@ -121,6 +127,23 @@ def test_outlier_channels_change_the_packed_output_as_they_change_pytorchs():
         ref_without = model(*padded(ids, segs)).exit_logits.numpy()
     assert np.abs(with_channels - without).max() > 0.01
     np.testing.assert_allclose(without, ref_without, atol=PLANES_ATOL, rtol=0)
+
+
+def test_the_gelu_floor_changes_the_packed_output_as_it_changes_pytorchs():
+    """Without the floor (the same weights and steps, levels from 0) both models move, and by the same amount:
+    the equivalence above is not one of two models that ignore it."""
+    model = make_model(**VARIANTS["w1a4-bert-gelu-floor"])
+    ids, segs = random_batch(9, model.config.vocab_size, model.config.max_len)
+    floored = PackedModel(model.config, packed_tensors(model), None).run(ids, segs).exit_logits
+    for module in model.modules():
+        if getattr(module, "floor", 0.0):
+            module.floor = 0.0
+    model.config.act_gelu_floor = False
+    without = PackedModel(model.config, packed_tensors(model), None).run(ids, segs).exit_logits
+    with torch.no_grad():
+        ref_without = model(*padded(ids, segs)).exit_logits.numpy()
+    np.testing.assert_allclose(without, ref_without, atol=PLANES_ATOL, rtol=0)
+    assert np.abs(floored - without).max() > 0.01
 
 
 def test_batch_of_one_equals_batch(tmp_path):

@@ -27,7 +27,14 @@ from beexformer.engine import amx
 from beexformer.engine import blocks as B
 from beexformer.engine import kernels as K
 from beexformer.engine.blocks import binary_block, embed, exit_head, planes_block
-from beexformer.engine.format import act_mode, block_linears, block_names, non_negative_input, read_packed
+from beexformer.engine.format import (
+    act_mode,
+    block_linears,
+    block_names,
+    input_floor,
+    non_negative_input,
+    read_packed,
+)
 from beexformer.engine.packing import pack_signs, unpack_signs, unpack_weight
 from beexformer.engine.text import PackedTokenizer
 from beexformer.engine.threads import kernels_for
@@ -206,15 +213,21 @@ class PackedModel:
         signs = unpack_weight(words, k)  # +-1 [N, k], unpacked once for the constants below
         rowsum = signs.sum(axis=1).astype(np.int64)
         offset = np.float32(0.5 if z2 == 0 else 2 ** (bits - 1))  # z + 1/2, exact
-        step, threshold = t[f"{block}.{name}.act_step"][0], t[f"{block}.{name}.act_threshold"][0]
+        # A floor m moves the levels to m + s * n: the codes are those of x - (b + m), computed as PyTorch does
+        # (b + m in float32), and the m of every input reaches each output as alpha * m * rowsum, a constant.
+        floor = np.float32(input_floor(self.config, name))
+        step, threshold = t[f"{block}.{name}.act_step"][0], t[f"{block}.{name}.act_threshold"][0] + floor
         corr = (z2 * rowsum).astype(np.int64)
         alpha = t[f"{block}.{name}.alpha"]
+        bias = t[f"{block}.{name}.bias"]
+        if floor:
+            bias = (bias + alpha * floor * rowsum.astype(np.float32)).astype(np.float32)
         channels = t.get(f"{block}.{name}.act_outliers", np.zeros(0, dtype=np.int64))
         signed_alpha = np.ascontiguousarray(signs[:, channels].T * alpha, dtype=np.float32)
-        zero_level = _zero_level(step, threshold, offset, bits, z2)
+        zero_level = np.float32(_zero_level(step, threshold, offset, bits, z2) + floor)
         if self.tiles:  # the same signs in the tile unit's order (`amx.tile_weights`)
             words = amx.tile_weights(signs.astype(np.int8))
-        lin = (words, alpha, corr, t[f"{block}.{name}.bias"], step, threshold, offset)
+        lin = (words, alpha, corr, bias, step, threshold, offset)
         return _Planes(lin + (channels, signed_alpha, zero_level))
 
     @staticmethod

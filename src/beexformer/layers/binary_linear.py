@@ -34,11 +34,18 @@ class MeanSign(nn.Module):
 
 
 def build_input_quantizer(
-    act_bits: int, act_binarizer: str, act_quantizer: str, act_centre: float, non_negative: bool, outliers: int = 0
+    act_bits: int,
+    act_binarizer: str,
+    act_quantizer: str,
+    act_centre: float,
+    non_negative: bool,
+    outliers: int = 0,
+    floor: float = 0.0,
 ) -> nn.Module:
     """The module a BinaryLinear applies to its input: identity (32 bits), the plain mean-sign or the elastic
     sign (1 bit), or a learned-step uniform quantizer (2 or 4 bits; unsigned for non-negative inputs).
-    `outliers`: input channels the learned quantizers keep at full precision (`beexformer.quantizers`)."""
+    `outliers`: input channels the learned quantizers keep at full precision; `floor`: where their unsigned
+    levels start (`beexformer.quantizers`; the mean-sign has no levels to move and ignores it)."""
     if act_bits == 32:
         return nn.Identity()
     if act_bits == 1:
@@ -47,9 +54,9 @@ def build_input_quantizer(
                 raise ValueError("act_outliers needs a learned activation quantizer: act_binarizer='elastic' at 1 bit")
             return MeanSign(act_quantizer, act_centre)
         if act_binarizer == "elastic":
-            return ElasticSign(signed=not non_negative, outliers=outliers)
+            return ElasticSign(signed=not non_negative, outliers=outliers, floor=floor)
         raise ValueError(f"act_binarizer={act_binarizer!r}: choose one of {', '.join(ACT_BINARIZERS)}")
-    return LsqQuantizer(act_bits, signed=not non_negative, outliers=outliers)
+    return LsqQuantizer(act_bits, signed=not non_negative, outliers=outliers, floor=floor)
 
 
 class BinaryLinear(nn.Linear):
@@ -64,7 +71,8 @@ class BinaryLinear(nn.Linear):
     x_q = c + beta * sign(x - c), c = `act_centre` (0.5 after a sigmoid, 0 elsewhere); "elastic" is BiT's
     elastic sign with a learned step and threshold; act_bits=2 or 4 is LSQ. `non_negative` marks an input
     that is (nearly) never negative (after a sigmoid or GELU): the learned quantizers then use the unsigned
-    set {0, ..., 2^k - 1} * s (the two-set scheme); the mean-sign keeps its centre.
+    set {0, ..., 2^k - 1} * s (the two-set scheme), moved to start at `act_floor` when the input can go below
+    0 (GELU's -0.17); the mean-sign keeps its centre.
     """
 
     def __init__(
@@ -82,6 +90,7 @@ class BinaryLinear(nn.Linear):
         act_binarizer: str = "mean_sign",
         non_negative: bool = False,
         act_outliers: int = 0,
+        act_floor: float = 0.0,
     ) -> None:
         super().__init__(in_features, out_features, bias=bias)
         if weight_bits not in (1, 32) or act_bits not in ACT_BITS:
@@ -94,7 +103,7 @@ class BinaryLinear(nn.Linear):
         self.non_negative = non_negative
         self.weight_quantizer = get_quantizer(weight_quantizer)
         self.input_quantizer = build_input_quantizer(
-            act_bits, act_binarizer, act_quantizer, act_centre, non_negative, act_outliers
+            act_bits, act_binarizer, act_quantizer, act_centre, non_negative, act_outliers, act_floor
         )
         # Below 1 only inside a training step with the binarization ramp (training/ramp.py): a blend of W and
         # alpha * sign(W). A plain attribute, not state: the trainer derives it from the step.
@@ -135,10 +144,17 @@ class BinaryLinear(nn.Linear):
 
 
 def linear_from_config(
-    config, in_features: int, out_features: int, *, act_centre: float = 0.0, non_negative: bool = False
+    config,
+    in_features: int,
+    out_features: int,
+    *,
+    act_centre: float = 0.0,
+    non_negative: bool = False,
+    act_floor: float = 0.0,
 ) -> BinaryLinear:
     """A BinaryLinear with the bit widths and quantizers of a `BEExformerConfig`; `non_negative` for an input
-    after a sigmoid or GELU (the unsigned set of the learned quantizers)."""
+    after a sigmoid or GELU (the unsigned set of the learned quantizers), `act_floor` the lowest value it
+    takes (GELU's, when the config asks for it)."""
     return BinaryLinear(
         in_features,
         out_features,
@@ -151,4 +167,5 @@ def linear_from_config(
         act_binarizer=config.act_binarizer,
         non_negative=non_negative,
         act_outliers=config.act_outliers,
+        act_floor=act_floor,
     )

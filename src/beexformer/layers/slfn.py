@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from beexformer.layers.binary_linear import linear_from_config
+from beexformer.quantizers import GELU_MIN
 
 
 class SLFN(nn.Module):
@@ -37,8 +38,10 @@ class FeedForward(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
         self.lin1 = linear_from_config(config, config.d_model, config.d_ff)
-        # GELU outputs are >= -0.17: the learned quantizers treat them as non-negative (the mean-sign does not)
-        self.lin2 = linear_from_config(config, config.d_ff, config.d_model, non_negative=True)
+        # GELU outputs are >= -0.17: the learned quantizers use the unsigned set, from 0 or (act_gelu_floor)
+        # from GELU's minimum; the mean-sign does neither
+        floor = GELU_MIN if config.act_gelu_floor else 0.0
+        self.lin2 = linear_from_config(config, config.d_ff, config.d_model, non_negative=True, act_floor=floor)
 
     def forward(self, h: Tensor) -> Tensor:
         return self.lin2(F.gelu(self.lin1(h)))  # approximate="none": the erf form
