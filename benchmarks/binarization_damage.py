@@ -86,11 +86,13 @@ def build(
 
 
 def top_level(module: BinaryLinear) -> float | None:
-    """The largest level (2^k - 1 - z) * s of the module's learned input quantizer; None if it has none."""
+    """The largest level (2^k - 1 - z) * s + m of the module's learned input quantizer (m its floor, 0 unless
+    act_gelu_floor); None if it has none."""
     quantizer = module.input_quantizer
     if not isinstance(quantizer, ActivationQuantizer):
         return None
-    return float(quantizer.step.detach()) * (2**quantizer.bits - 1 - zero_point(quantizer.bits, quantizer.signed))
+    levels_above = 2**quantizer.bits - 1 - zero_point(quantizer.bits, quantizer.signed)
+    return float(quantizer.step.detach()) * levels_above + quantizer.floor
 
 
 def input_ranges(model: BEExformer, batch: dict[str, torch.Tensor]) -> list[InputRange]:
