@@ -14,6 +14,10 @@ from typing import Any
 
 from beexformer.errors import ConfigError
 
+# min over x of x * Phi(x) is -0.16997 (at x = -0.7518): `act_gelu_floor`'s floor, just below it, so that no
+# GELU output is clipped. Here, not in `quantizers`, so that the packed runtime can read it without torch.
+GELU_MIN = -0.17
+
 
 @dataclass
 class BEExformerConfig:

@@ -65,9 +65,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-# min over x of x * Phi(x) is -0.16997 (at x = -0.7518): a floor just below it, so that no GELU output is clipped
-GELU_MIN = -0.17
-
 
 def zero_point(bits: int, signed: bool) -> float:
     """z of the formula: (2^k - 1) / 2 for a signed input, 0 for a non-negative one."""

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from beexformer.config import BEExformerConfig
+from beexformer.config import GELU_MIN, BEExformerConfig
 from beexformer.layers import BinaryLinear
 from beexformer.model import BEExformer
 from beexformer.quantizers import (
-    GELU_MIN,
     ActivationQuantizer,
     ElasticSign,
     LsqQuantizer,

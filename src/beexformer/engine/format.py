@@ -40,10 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from beexformer.config import BEExformerConfig
+from beexformer.config import GELU_MIN, BEExformerConfig
 from beexformer.engine.packing import n_words
 from beexformer.errors import BeexError, CheckpointError
-from beexformer.quantizers import GELU_MIN
 
 FORMAT_NAME = "beexformer-packed"
 FORMAT_VERSION = "2"

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from beexformer.config import GELU_MIN
 from beexformer.layers.binary_linear import linear_from_config
-from beexformer.quantizers import GELU_MIN
 
 
 class SLFN(nn.Module):
