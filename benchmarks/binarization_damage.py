@@ -72,7 +72,7 @@ def build(
         act_bits=act_bits,
         act_binarizer="elastic",
         act_outliers=outliers,
-        act_gelu_floor=gelu_floor and act_bits < 32,
+        act_gelu_floor=gelu_floor,
     )
     model = BEExformer(config)
     load_bert_weights(model, checkpoint)

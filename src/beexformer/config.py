@@ -82,6 +82,12 @@ class BEExformerConfig:
     loss_weighting: str = "uniform"  # soft routing over exits: "uniform", "depth" or "entropy"
     entropy_temperature: float = 1.0  # T of the entropy-softmax weighting
 
+    def input_floor(self, linear: str) -> float:
+        """Where the unsigned levels of the block linear `linear`'s input start: GELU's minimum for the FFN's
+        `lin2` with act_gelu_floor, else 0. The one place that says so, for the PyTorch layer and the packed
+        runtime alike (`beexformer.quantizers`)."""
+        return GELU_MIN if self.act_gelu_floor and linear.endswith("lin2") else 0.0
+
     @property
     def is_regression(self) -> bool:
         return self.n_classes == 1

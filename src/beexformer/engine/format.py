@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from beexformer.config import GELU_MIN, BEExformerConfig
+from beexformer.config import BEExformerConfig
 from beexformer.engine.packing import n_words
 from beexformer.errors import BeexError, CheckpointError
 
@@ -99,12 +99,6 @@ def non_negative_input(name: str) -> bool:
     """Whether the linear `name` (inside a block) reads a sigmoid or GELU output, which the learned quantizers
     code with the unsigned set (`layers.slfn`: s2 after the sigmoid, lin2 after the GELU)."""
     return name.endswith("s2") or name.endswith("lin2")
-
-
-def input_floor(config: BEExformerConfig, name: str) -> float:
-    """Where the unsigned levels of the linear `name`'s input start: GELU's minimum for lin2 when the config
-    asks for it (`act_gelu_floor`), else 0 (`beexformer.quantizers`)."""
-    return GELU_MIN if config.act_gelu_floor and name.endswith("lin2") else 0.0
 
 
 def expected_tensors(config: BEExformerConfig) -> dict[str, tuple[str, tuple[int, ...]]]:

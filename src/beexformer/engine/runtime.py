@@ -27,14 +27,7 @@ from beexformer.engine import amx
 from beexformer.engine import blocks as B
 from beexformer.engine import kernels as K
 from beexformer.engine.blocks import binary_block, embed, exit_head, planes_block
-from beexformer.engine.format import (
-    act_mode,
-    block_linears,
-    block_names,
-    input_floor,
-    non_negative_input,
-    read_packed,
-)
+from beexformer.engine.format import act_mode, block_linears, block_names, non_negative_input, read_packed
 from beexformer.engine.packing import pack_signs, unpack_signs, unpack_weight
 from beexformer.engine.text import PackedTokenizer
 from beexformer.engine.threads import kernels_for
@@ -215,7 +208,7 @@ class PackedModel:
         offset = np.float32(0.5 if z2 == 0 else 2 ** (bits - 1))  # z + 1/2, exact
         # A floor m moves the levels to m + s * n: the codes are those of x - (b + m), computed as PyTorch does
         # (b + m in float32), and the m of every input reaches each output as alpha * m * rowsum, a constant.
-        floor = np.float32(input_floor(self.config, name))
+        floor = np.float32(self.config.input_floor(name))
         step, threshold = t[f"{block}.{name}.act_step"][0], t[f"{block}.{name}.act_threshold"][0] + floor
         corr = (z2 * rowsum).astype(np.int64)
         alpha = t[f"{block}.{name}.alpha"]

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from beexformer.config import GELU_MIN
 from beexformer.layers.binary_linear import linear_from_config
 
 
@@ -40,7 +39,7 @@ class FeedForward(nn.Module):
         self.lin1 = linear_from_config(config, config.d_model, config.d_ff)
         # GELU outputs are >= -0.17: the learned quantizers use the unsigned set, from 0 or (act_gelu_floor)
         # from GELU's minimum; the mean-sign does neither
-        floor = GELU_MIN if config.act_gelu_floor else 0.0
+        floor = config.input_floor("lin2")
         self.lin2 = linear_from_config(config, config.d_ff, config.d_model, non_negative=True, act_floor=floor)
 
     def forward(self, h: Tensor) -> Tensor:
