@@ -33,6 +33,9 @@ class Recipe:
     model: dict  # BEExformerConfig changes
     what: str
     needs_teacher: bool = False
+    # Trained by `beex train --stages a4 --start-from RUN --teacher FLOAT_RUN` (training/staged.py), then
+    # written with --record: the run starts from another run's weights, which `run` below does not do.
+    start_from: bool = False
 
 
 # The recipes measured before the binarization ramp became an --init default binarize from step 0 (STEP0), so
@@ -55,6 +58,19 @@ RECIPES: dict[str, Recipe] = {
     ),
     "kd-ramp-a4": Recipe(
         {"binarize_ramp": 0.3}, {"act_bits": 4}, "as kd-ramp, 4-bit activations (the report's W1A4 + KD)", True
+    ),
+    "kd-ramp-a4-int8-emb": Recipe(
+        {"binarize_ramp": 0.3},
+        {"act_bits": 4, "embedding_bits": 8},
+        "as kd-ramp-a4, int8 token embeddings (the table W1A32 + KD uses)",
+        True,
+    ),
+    "kd-a4-from-w1a32": Recipe(
+        {},
+        {"act_bits": 4, "embedding_bits": 8},
+        "4-bit activations on a finished W1A32 + KD run (int8 table), taught by the float run: weights first",
+        True,
+        start_from=True,
     ),
     "kd-ramp-a4-o8": Recipe(
         {"binarize_ramp": 0.3},
@@ -173,6 +189,11 @@ def run(recipe: str, args: argparse.Namespace) -> Path:
     from beexformer.training.trainer import train
 
     spec = RECIPES[recipe]
+    if spec.start_from:
+        raise SystemExit(
+            f"[{recipe}] starts from a finished run: train it with `beex train --stages ... "
+            "--start-from RUN --teacher FLOAT_RUN`, then write it with --record RUN_DIR/STAGE"
+        )
     budget = f"{args.steps}steps" if args.steps else f"{args.epochs:g}ep" if args.epochs else "defaults"
     out = Path(args.work) / f"{args.task}-{recipe}-{budget}-s{args.seed}"
     training = TrainingArguments(
