@@ -19,6 +19,15 @@ from beexformer.errors import ConfigError
 GELU_MIN = -0.17
 
 
+@dataclass(frozen=True)
+class InputCoding:
+    """How a block linear's input is coded, from what produced it (`BEExformerConfig.input_coding`)."""
+
+    non_negative: bool  # a sigmoid or GELU output: the learned quantizers code it with the unsigned set
+    centre: float  # what the mean-sign subtracts before taking the sign (0.5 for a sigmoid output)
+    floor: float  # where the unsigned levels start: GELU's minimum for lin2 with act_gelu_floor, else 0
+
+
 @dataclass
 class BEExformerConfig:
     # --- sizes ---
@@ -82,11 +91,13 @@ class BEExformerConfig:
     loss_weighting: str = "uniform"  # soft routing over exits: "uniform", "depth" or "entropy"
     entropy_temperature: float = 1.0  # T of the entropy-softmax weighting
 
-    def input_floor(self, linear: str) -> float:
-        """Where the unsigned levels of the block linear `linear`'s input start: GELU's minimum for the FFN's
-        `lin2` with act_gelu_floor, else 0. The one place that says so, for the PyTorch layer and the packed
-        runtime alike (`beexformer.quantizers`)."""
-        return GELU_MIN if self.act_gelu_floor and linear.endswith("lin2") else 0.0
+    def input_coding(self, linear: str) -> InputCoding:
+        """How the block linear `linear` (a name ending in q, k, v, o, s1, s2, f1, f2, lin1 or lin2) codes its
+        input. The one place that says so, for the PyTorch layers (`layers.slfn`) and the packed runtime alike:
+        SLFN's s2 reads a sigmoid, the FFN's lin2 a GELU; every other linear a signed value centred on 0."""
+        sigmoid, gelu = linear.endswith("s2"), linear.endswith("lin2")
+        floor = GELU_MIN if self.act_gelu_floor and gelu else 0.0
+        return InputCoding(non_negative=sigmoid or gelu, centre=0.5 if sigmoid else 0.0, floor=floor)
 
     @property
     def is_regression(self) -> bool:

@@ -298,3 +298,20 @@ def test_the_gelu_floor_reaches_only_lin2_and_needs_a_learned_quantizer():
     old = config.to_dict()
     del old["act_gelu_floor"]  # a config.json written before the field existed
     assert BEExformerConfig.from_dict(old).act_gelu_floor is False
+
+
+def test_each_linear_codes_its_input_as_what_produced_it():
+    """`BEExformerConfig.input_coding` is what both the layers and the packed runtime read: s2 after the
+    sigmoid (unsigned, mean-sign centre 0.5), lin2 after the GELU (unsigned, centre 0), the rest signed."""
+    small = {"vocab_size": 50, "d_model": 16, "n_heads": 2, "d_ff": 32, "n_blocks": 1}
+    for ffn, names in (("slfn", ("s1", "s2", "f1", "f2")), ("ffn", ("lin1", "lin2"))):
+        layers = {
+            n.split(".")[-1]: m
+            for n, m in BEExformer(BEExformerConfig(act_bits=1, ffn=ffn, **small)).named_modules()
+            if isinstance(m, BinaryLinear) and n.startswith("blocks.0")
+        }
+        assert set(layers) == {"q", "k", "v", "o", *names}
+        centres = {name: layer.act_centre for name, layer in layers.items()}
+        assert centres == {name: 0.5 if name == "s2" else 0.0 for name in layers}
+        unsigned = {name for name, layer in layers.items() if layer.non_negative}
+        assert unsigned == {"s2"} if ffn == "slfn" else unsigned == {"lin2"}

@@ -95,12 +95,6 @@ def act_mode(config: BEExformerConfig) -> str:
     return "planes"
 
 
-def non_negative_input(name: str) -> bool:
-    """Whether the linear `name` (inside a block) reads a sigmoid or GELU output, which the learned quantizers
-    code with the unsigned set (`layers.slfn`: s2 after the sigmoid, lin2 after the GELU)."""
-    return name.endswith("s2") or name.endswith("lin2")
-
-
 def expected_tensors(config: BEExformerConfig) -> dict[str, tuple[str, tuple[int, ...]]]:
     """name -> (numpy dtype name, shape) of every tensor a packed file of this config holds."""
     c = config

@@ -27,7 +27,7 @@ from beexformer.engine import amx
 from beexformer.engine import blocks as B
 from beexformer.engine import kernels as K
 from beexformer.engine.blocks import binary_block, embed, exit_head, planes_block
-from beexformer.engine.format import act_mode, block_linears, block_names, non_negative_input, read_packed
+from beexformer.engine.format import act_mode, block_linears, block_names, read_packed
 from beexformer.engine.packing import pack_signs, unpack_signs, unpack_weight
 from beexformer.engine.text import PackedTokenizer
 from beexformer.engine.threads import kernels_for
@@ -36,9 +36,7 @@ from beexformer.exits import ExitRule, ExitTracker, Prediction, predictions_from
 from beexformer.positions import sinusoidal_table
 
 _SIGMOID_TANH = np.array([K.ACT_SIGMOID, K.ACT_TANH], dtype=np.int64)
-_SIGMOID_TANH_CENTRES = np.array([0.5, 0.0], dtype=np.float32)
 _GELU = np.array([K.ACT_GELU], dtype=np.int64)
-_ZERO_CENTRE = np.array([0.0], dtype=np.float32)
 # placeholders for the parts a model's embedding does not have (the fused call takes every argument)
 _NO_BITS, _NO_FLOATS = np.zeros((0, 1), dtype=np.uint64), np.zeros(0, dtype=np.float32)
 _NO_TABLE, _NO_IDS = np.zeros((0, 1), dtype=np.float32), np.zeros(0, dtype=np.int64)
@@ -201,14 +199,15 @@ class PackedModel:
         return unpack_weight(t[f"{name}.bits"], k), t[f"{name}.alpha"], t[f"{name}.bias"]
 
     def _planes(self, t: dict[str, np.ndarray], block: str, name: str, k: int) -> _Planes:
-        bits, z2 = self.config.act_bits, 0 if non_negative_input(name) else 2**self.config.act_bits - 1
+        coding = self.config.input_coding(name)
+        bits, z2 = self.config.act_bits, 0 if coding.non_negative else 2**self.config.act_bits - 1
         words = t[f"{block}.{name}.bits"]
         signs = unpack_weight(words, k)  # +-1 [N, k], unpacked once for the constants below
         rowsum = signs.sum(axis=1).astype(np.int64)
         offset = np.float32(0.5 if z2 == 0 else 2 ** (bits - 1))  # z + 1/2, exact
         # A floor m moves the levels to m + s * n: the codes are those of x - (b + m), computed as PyTorch does
         # (b + m in float32), and the m of every input reaches each output as alpha * m * rowsum, a constant.
-        floor = np.float32(self.config.input_floor(name))
+        floor = np.float32(coding.floor)
         step, threshold = t[f"{block}.{name}.act_step"][0], t[f"{block}.{name}.act_threshold"][0] + floor
         corr = (z2 * rowsum).astype(np.int64)
         alpha = t[f"{block}.{name}.alpha"]
@@ -242,11 +241,15 @@ class PackedModel:
             block["o"] = b(t, f"{p}.attn.o", d)
             if c.ffn == "slfn":
                 block["up"] = _concat_binary([b(t, f"{p}.ffn.s1", d), b(t, f"{p}.ffn.f1", d)])
-                block["s2"] = b(t, f"{p}.ffn.s2", f, centre=0.5)
-                block["f2"] = b(t, f"{p}.ffn.f2", f)
+                block["s2"] = b(t, f"{p}.ffn.s2", f, centre=c.input_coding("s2").centre)
+                block["f2"] = b(t, f"{p}.ffn.f2", f, centre=c.input_coding("f2").centre)
+                downs = ("s2", "f2")
             else:
                 block["up"] = b(t, f"{p}.ffn.lin1", d)
-                block["down"] = b(t, f"{p}.ffn.lin2", f)
+                block["down"] = b(t, f"{p}.ffn.lin2", f, centre=c.input_coding("lin2").centre)
+                downs = ("lin2",)
+            # what the up-projection's epilogue subtracts before packing each down-projection's input
+            block["centres"] = np.array([c.input_coding(n).centre for n in downs], dtype=np.float32)
         elif self.mode == "planes":
             for name, k, _ in block_linears(c):
                 block[name] = self._planes(t, p, name, k)
@@ -293,15 +296,15 @@ class PackedModel:
         c = self.config
         qkv, o, up = blk["qkv"], blk["o"], blk["up"]
         if c.ffn == "slfn":
-            d1, d2, acts, centres = blk["s2"], blk["f2"], _SIGMOID_TANH, _SIGMOID_TANH_CENTRES
+            d1, d2, acts = blk["s2"], blk["f2"], _SIGMOID_TANH
         else:
             d1 = d2 = blk["down"]
-            acts, centres = _GELU, _ZERO_CENTRE
+            acts = _GELU
         fused = binary_block(kernels_for(len(x)))
         return fused(
             x, offsets, c.n_heads, self.pre_norm, c.ffn == "slfn", self.eps,
             qkv.bits, qkv.alpha, qkv.crs, qkv.bias, o.bits, o.alpha, o.crs, o.bias,
-            up.bits, up.alpha, up.crs, up.bias, acts, centres,
+            up.bits, up.alpha, up.crs, up.bias, acts, blk["centres"],
             d1.bits, d1.alpha, d1.crs, d1.bias, d2.bits, d2.alpha, d2.crs, d2.bias,
             *blk["norm1"], *blk["norm2"], c.d_model, d1.k,
         )  # fmt: skip

@@ -16,10 +16,10 @@ class BinaryMultiHeadSelfAttention(nn.Module):
         if d % h:
             raise ValueError(f"d_model={d} must be divisible by n_heads={h}")
         self.n_heads, self.head_dim = h, d // h
-        self.q = linear_from_config(config, d, d)
-        self.k = linear_from_config(config, d, d)
-        self.v = linear_from_config(config, d, d)
-        self.o = linear_from_config(config, d, d)
+        self.q = linear_from_config(config, d, d, name="q")
+        self.k = linear_from_config(config, d, d, name="k")
+        self.v = linear_from_config(config, d, d, name="v")
+        self.o = linear_from_config(config, d, d, name="o")
         self.dropout = nn.Dropout(config.dropout)
 
     def _split(self, x: Tensor) -> Tensor:

@@ -143,18 +143,11 @@ class BinaryLinear(nn.Linear):
         return layer
 
 
-def linear_from_config(
-    config,
-    in_features: int,
-    out_features: int,
-    *,
-    act_centre: float = 0.0,
-    non_negative: bool = False,
-    act_floor: float = 0.0,
-) -> BinaryLinear:
-    """A BinaryLinear with the bit widths and quantizers of a `BEExformerConfig`; `non_negative` for an input
-    after a sigmoid or GELU (the unsigned set of the learned quantizers), `act_floor` the lowest value it
-    takes (GELU's, when the config asks for it)."""
+def linear_from_config(config, in_features: int, out_features: int, *, name: str) -> BinaryLinear:
+    """A BinaryLinear with the bit widths and quantizers of a `BEExformerConfig`; `name` (s2, lin2, q, ...)
+    says how its input is coded (`BEExformerConfig.input_coding`: unsigned levels after a sigmoid or GELU,
+    the mean-sign's centre, the levels' floor)."""
+    coding = config.input_coding(name)
     return BinaryLinear(
         in_features,
         out_features,
@@ -163,9 +156,9 @@ def linear_from_config(
         weight_quantizer=config.weight_quantizer,
         act_quantizer=config.act_quantizer,
         weight_scale=config.weight_scale,
-        act_centre=act_centre,
+        act_centre=coding.centre,
         act_binarizer=config.act_binarizer,
-        non_negative=non_negative,
+        non_negative=coding.non_negative,
         act_outliers=config.act_outliers,
-        act_floor=act_floor,
+        act_floor=coding.floor,
     )

@@ -19,10 +19,10 @@ class SLFN(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
         d, d_ff = config.d_model, config.d_ff
-        self.s1 = linear_from_config(config, d, d_ff)
-        self.s2 = linear_from_config(config, d_ff, d, act_centre=0.5, non_negative=True)  # sigmoid outputs are > 0
-        self.f1 = linear_from_config(config, d, d_ff)
-        self.f2 = linear_from_config(config, d_ff, d)
+        self.s1 = linear_from_config(config, d, d_ff, name="s1")
+        self.s2 = linear_from_config(config, d_ff, d, name="s2")  # reads a sigmoid: unsigned, centred on 0.5
+        self.f1 = linear_from_config(config, d, d_ff, name="f1")
+        self.f2 = linear_from_config(config, d_ff, d, name="f2")
 
     def forward(self, h: Tensor) -> Tensor:
         selective = self.s2(torch.sigmoid(self.s1(h)))
@@ -36,11 +36,10 @@ class FeedForward(nn.Module):
 
     def __init__(self, config) -> None:
         super().__init__()
-        self.lin1 = linear_from_config(config, config.d_model, config.d_ff)
+        self.lin1 = linear_from_config(config, config.d_model, config.d_ff, name="lin1")
         # GELU outputs are >= -0.17: the learned quantizers use the unsigned set, from 0 or (act_gelu_floor)
         # from GELU's minimum; the mean-sign does neither
-        floor = config.input_floor("lin2")
-        self.lin2 = linear_from_config(config, config.d_ff, config.d_model, non_negative=True, act_floor=floor)
+        self.lin2 = linear_from_config(config, config.d_ff, config.d_model, name="lin2")
 
     def forward(self, h: Tensor) -> Tensor:
         return self.lin2(F.gelu(self.lin1(h)))  # approximate="none": the erf form
