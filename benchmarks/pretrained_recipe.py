@@ -72,6 +72,13 @@ RECIPES: dict[str, Recipe] = {
         True,
         start_from=True,
     ),
+    "kd-a1-from-a4": Recipe(
+        {},
+        {"act_bits": 1, "embedding_bits": 8},
+        "1-bit mean-sign activations on a finished kd-a4-from-w1a32 run, taught by the float run",
+        True,
+        start_from=True,
+    ),
     "kd-ramp-a4-o8": Recipe(
         {"binarize_ramp": 0.3},
         {"act_bits": 4, "act_outliers": 8},
