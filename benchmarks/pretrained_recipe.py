@@ -2,6 +2,8 @@
 
     python benchmarks/pretrained_recipe.py --data-dir ../shared/data/glue --task stsb --recipe kd \\
         --teacher RUNS/stsb-float [--epochs 3 | --steps 300] [--seed 1] [--threads 1]
+    python benchmarks/pretrained_recipe.py --data-dir ../shared/data/glue --task sst2 --recipe kd-a4-from-w1a32 \
+        --teacher RUNS/sst2-float --start-from RUNS/sst2-w1a32-kd      # weights first, then 4-bit activations
     python benchmarks/pretrained_recipe.py --record RUN_DIR --recipe kd   # a run made with `beex train`
     python benchmarks/pretrained_recipe.py --list
     python benchmarks/pretrained_recipe.py --table
@@ -33,8 +35,7 @@ class Recipe:
     model: dict  # BEExformerConfig changes
     what: str
     needs_teacher: bool = False
-    # Trained by `beex train --stages a4 --start-from RUN --teacher FLOAT_RUN` (training/staged.py), then
-    # written with --record: the run starts from another run's weights, which `run` below does not do.
+    # The run starts from another finished run's weights (--start-from RUN: training/warm_start.py).
     start_from: bool = False
 
 
@@ -196,11 +197,6 @@ def run(recipe: str, args: argparse.Namespace) -> Path:
     from beexformer.training.trainer import train
 
     spec = RECIPES[recipe]
-    if spec.start_from:
-        raise SystemExit(
-            f"[{recipe}] starts from a finished run: train it with `beex train --stages ... "
-            "--start-from RUN --teacher FLOAT_RUN`, then write it with --record RUN_DIR/STAGE"
-        )
     budget = f"{args.steps}steps" if args.steps else f"{args.epochs:g}ep" if args.epochs else "defaults"
     out = Path(args.work) / f"{args.task}-{recipe}-{budget}-s{args.seed}"
     training = TrainingArguments(
@@ -215,6 +211,7 @@ def run(recipe: str, args: argparse.Namespace) -> Path:
         num_threads=args.threads,
         progress=False,
         teacher=args.teacher if spec.needs_teacher else None,
+        start_from=args.start_from if spec.start_from else None,
         model=dict(spec.model),
         **spec.training,
     )
@@ -254,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--record", metavar="RUN_DIR", help="write the result of a finished `beex train` run")
     p.add_argument("--task", default="sst2")
     p.add_argument("--teacher", help="float run of the same task (for the kd recipes)")
+    p.add_argument("--start-from", help="finished run the *-from-* recipes start from (W1A32 + KD, or W1A4)")
     p.add_argument("--data-dir", default=None, help="GLUE directory (default: $GLUE_DIR)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, default=None, help="optimizer steps")
@@ -276,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unknown recipe(s): {', '.join(unknown)}; see --list")
     if any(RECIPES[r].needs_teacher for r in args.recipe) and not (args.teacher or args.record):
         p.error("the kd recipes need --teacher RUN (a float run of the same task)")
+    if any(RECIPES[r].start_from for r in args.recipe) and not (args.start_from or args.record):
+        p.error("the *-from-* recipes need --start-from RUN (the finished run they start from)")
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     results.mkdir(parents=True, exist_ok=True)
     if args.record:

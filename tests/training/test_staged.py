@@ -18,7 +18,8 @@ from beexformer.config import BEExformerConfig
 from beexformer.errors import ConfigError
 from beexformer.model import BEExformer
 from beexformer.quantizers import ActivationQuantizer
-from beexformer.training.staged import parse_stages, stage_overrides, start_from
+from beexformer.training.staged import parse_stages, stage_overrides
+from beexformer.training.warm_start import start_from
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "glue"
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -144,10 +145,28 @@ def test_a_schedule_continues_from_a_finished_run_which_starts_and_teaches_its_f
     assert json.loads((out / "a2" / "run.json").read_text())["binarize_ramp"] == 0.0
 
 
+def test_a_plain_run_starts_from_a_finished_run_with_other_activation_bits(tmp_path):
+    """BiT's weights first: W1A32 trained, then a W1A4 run that starts from its weights (taught by nobody here)."""
+    common = ["--task", "rte", "--data-dir", str(FIXTURES), "--max-steps", "2", *TINY]
+    w1a32 = tmp_path / "w1a32"
+    assert main(["train", *common, "--output", str(w1a32)]) == 0
+    out = tmp_path / "w1a4"
+    assert main(["train", *common, "--output", str(out), "--set", "act_bits=4", "--start-from", str(w1a32)]) == 0
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["start_from"] == str(w1a32) and saved["binarize_ramp"] == 0.0 and saved["teacher"] is None
+    theirs = BEExformer.from_pretrained(w1a32 / "best").state_dict()
+    ours = BEExformer.from_pretrained(out / "best")
+    assert ours.config.act_bits == 4
+    fresh = BEExformer(ours.config).state_dict()  # what a run that ignored --start-from would start near
+    embedding = next(k for k in theirs if "embed" in k and k.endswith("weight"))
+    assert (ours.state_dict()[embedding] - theirs[embedding]).abs().max() < 0.05
+    assert (fresh[embedding] - theirs[embedding]).abs().max() > 0.05
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--start-from", "nowhere"], "goes with --stages"),
+        (["--start-from", "nowhere"], "no finished run there"),
         (["--stages", "a2", "--start-from", "nowhere"], "no finished run there"),
         (["--stages", "float,a2", "--start-from", "nowhere"], "drop the float stage"),
     ],

@@ -104,8 +104,10 @@ def register(subparsers) -> None:
     k.add_argument(
         "--start-from",
         metavar="RUN",
-        help="with --stages: the first stage starts from this finished run's weights (and is taught by it "
-        "unless --teacher is given), e.g. --stages a2,a1 --start-from a W1A4 run",
+        help="start from this finished run's best weights (the model is built from --init or from scratch with "
+        "this run's bits, then takes them; fresh activation quantizers, no binarization ramp): e.g. --act-bits 4 "
+        "--start-from a W1A32 run --teacher the float run. With --stages the first stage starts from it (and is "
+        "taught by it unless --teacher is given)",
     )
     e = p.add_argument_group("early exit used for model selection and stored with the model")
     e.add_argument(
@@ -162,8 +164,6 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--task is required (or --resume --output RUN_DIR)")
     if args.resume and not args.output:
         raise ConfigError("--resume needs --output RUN_DIR")
-    if args.start_from and not args.stages:  # a resumed staged run keeps the start it was created with
-        raise ConfigError("--start-from goes with --stages (a plain run starts from --init)")
     # every TrainingArguments field that has a flag of the same name and was given
     fields = [f.name for f in dataclasses.fields(TrainingArguments) if f.name not in ("model", "progress")]
     values = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
@@ -184,8 +184,9 @@ def run(args: argparse.Namespace) -> int:
     values.setdefault("output", f"runs/{args.task.lower()}")
     values["progress"] = not args.no_progress
     values["model"] = model_overrides(args)
-    if args.stages:
-        StagedRun.create(TrainingArguments(**values), parse_stages(args.stages), start=args.start_from).run()
+    if args.stages:  # the schedule's first stage starts from --start-from, the later ones from their predecessor
+        start = values.pop("start_from", None)
+        StagedRun.create(TrainingArguments(**values), parse_stages(args.stages), start=start).run()
         return 0
     return _report(train(TrainingArguments(**values)))
 

@@ -66,11 +66,17 @@ class TrainingArguments:
     kd_hidden: float = 1.0  # squared error of the embedding output and every block's output
     kd_attention: float = 1.0  # KL of every block's attention distributions
     kd_temperature: float = 1.0
+    # --- a finished run whose best weights this run starts from, after the model is built (from --init or
+    # from scratch, with this run's bits); its activation quantizers start afresh (training/warm_start.py).
+    # Its latent 1-bit weights are already trained: no binarization ramp unless binarize_ramp is given. ---
+    start_from: str | None = None
     # --- model (BEExformerConfig fields to override) ---
     model: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> TrainingArguments:
         """Fill the start-dependent defaults, then check ranges."""
+        if self.start_from and self.binarize_ramp is None:
+            self.binarize_ramp = 0.0
         defaults = {**PRETRAINED, **(PRETRAINED_DISTILLED if self.teacher else {})} if self.init else FROM_SCRATCH
         for name, value in defaults.items():
             if getattr(self, name) is None:

@@ -22,6 +22,7 @@ from beexformer.accounting import bits_label
 from beexformer.errors import ConfigError
 from beexformer.training import checkpoint as ckpt
 from beexformer.training.arguments import TrainingArguments
+from beexformer.training.warm_start import finished_weights
 
 PLAN_FILE = "staged.json"
 STAGE_FILE = "stage.json"
@@ -89,38 +90,6 @@ class StageResult:
         )
 
 
-def finished_weights(run: str | Path) -> Path:
-    """RUN/best/<weights>, the weights a stage starts from; a one-line error when the run has not finished."""
-    from beexformer.model import WEIGHTS_NAME
-
-    weights = Path(run) / "best" / WEIGHTS_NAME
-    if not weights.is_file():
-        raise ConfigError(f"{run}: no finished run there (no best/{WEIGHTS_NAME} to start from)")
-    return weights
-
-
-def start_from(model, previous_run: Path) -> None:
-    """Copy the previous stage's best weights into `model` in place (the optimizer keeps its parameters).
-    Activation-quantizer entries are skipped on both sides: a new width starts from a fresh data init."""
-    from safetensors.torch import load_file
-
-    def quantizer(key: str) -> bool:
-        return ".input_quantizer." in key
-
-    state = {k: v for k, v in load_file(str(finished_weights(previous_run))).items() if not quantizer(k)}
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shapes differ
-        first = [line.strip() for line in str(err).splitlines() if line.strip()][1:2]
-        raise ConfigError(f"{previous_run}: its weights do not fit the next stage ({'; '.join(first)})") from None
-    missing = [k for k in missing if not quantizer(k)]
-    if missing or unexpected:
-        raise ConfigError(
-            f"{previous_run}: its weights do not fit the next stage "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-
-
 class StagedRun:
     def __init__(
         self, output: Path, base: TrainingArguments, stages: list[str], log=print, start: str | None = None
@@ -159,7 +128,7 @@ class StagedRun:
                 setattr(base, name, overrides[name])
         return cls(out, base, plan["stages"], log, plan.get("start_from"))
 
-    def stage_arguments(self, name: str, teacher: str | None) -> TrainingArguments:
+    def stage_arguments(self, name: str, teacher: str | None, start: str | None = None) -> TrainingArguments:
         # The binarization ramp blends float weights into 1-bit: only the first 1-bit stage has float weights
         # to start from. A later stage starts from 1-bit latent weights, whose float values the previous stage
         # never used, so it is 1-bit from its first step.
@@ -169,6 +138,7 @@ class StagedRun:
             output=str(self.output / name),
             model=stage_overrides(name, dict(self.base.model)),
             teacher=teacher,
+            start_from=start,
             binarize_ramp=self.base.binarize_ramp if first_binary else 0.0,
         )
 
@@ -191,9 +161,7 @@ class StagedRun:
                 keep = {k: getattr(self.base, k) for k in ("progress", "num_threads", "data_dir")}
                 trainer = Trainer(resume_arguments(stage_dir, keep), resume=True, log=self.log)
             else:
-                trainer = Trainer(self.stage_arguments(name, teacher), log=self.log)
-                if previous is not None:
-                    start_from(trainer.accelerator.unwrap_model(trainer.model), previous)
+                trainer = Trainer(self.stage_arguments(name, teacher, start), log=self.log)
             config = trainer.accelerator.unwrap_model(trainer.model).config
             self.log(f"stage {name}: {bits_label(config)}, teacher {trainer.args.teacher or '-'}")
             try:

@@ -201,6 +201,10 @@ class Trainer:
             load_bert_weights(self.model, checkpoint)
             if config.is_regression:
                 _start_at_label_mean(self.model, train_examples)
+        if args.start_from and resume_from is None:  # a resumed run has its own weights in the checkpoint
+            from beexformer.training.warm_start import start_from
+
+            start_from(self.model, args.start_from)
         self.distiller = self._load_teacher(config)
         self.rule = _exit_rule_for(self.task, args.exit_rule, args.exit_threshold)
         self._build_optimisation()
