@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FLOAT, W1A32, W1A1 = "float MiniLM", "pretrained W1A32", "pretrained W1A1"
 W1A32_KD, W1A4_KD = "pretrained W1A32 + KD", "pretrained W1A4 + KD"
 W1A2_KD, W1A1_KD = "pretrained W1A2 + KD", "pretrained W1A1 + KD"
+W1A4_KD_FIRST = "pretrained W1A4 + KD, weights first"
 
 
 def test_plan_puts_what_the_acceptance_needs_first_and_has_three_seeds_on_small_tasks():
@@ -23,20 +24,26 @@ def test_plan_puts_what_the_acceptance_needs_first_and_has_three_seeds_on_small_
     plan = build_plan(settings, tasks)
     first = [(s.task, s.variant, s.seed) for s in plan[:12]]
     assert first == [(t, v, 1) for t in ACCEPTANCE_TASKS for v in (FLOAT, W1A32, W1A32_KD)]
-    assert [(s.task, s.variant) for s in plan[12:28]] == [
-        (t, v) for t in ACCEPTANCE_TASKS for v in (W1A1, W1A4_KD, W1A2_KD, W1A1_KD)
+    assert [(s.task, s.variant) for s in plan[12:32]] == [
+        (t, v) for t in ACCEPTANCE_TASKS for v in (W1A1, W1A4_KD, W1A2_KD, W1A1_KD, W1A4_KD_FIRST)
     ]
     assert {s.seed for s in plan if s.task == "sst2"} == {1}
     assert {s.seed for s in plan if s.task == "cola"} == {1, 2, 3}
-    assert len(plan) == 7 + 4 * 3 * 7
+    assert len(plan) == 8 + 4 * 3 * 8
     # every distilled run is taught by the float run of its task and seed, which comes before it
     order = [s.run_id for s in plan]
     for s in plan:
-        if s.variant.endswith("+ KD"):
+        if "+ KD" in s.variant:
             assert s.teacher == f"main-{s.task}-float-minilm-s{s.seed}"
             assert order.index(s.teacher) < order.index(s.run_id)
         else:
             assert s.teacher is None
+        # weights first: from the W1A32 + KD run of its task and seed, trained before it
+        if s.variant == W1A4_KD_FIRST:
+            assert s.start_from == f"main-{s.task}-pretrained-w1a32-kd-s{s.seed}"
+            assert order.index(s.start_from) < order.index(s.run_id) and s.needs == [s.teacher, s.start_from]
+        else:
+            assert s.start_from is None and "start_from" not in s.to_dict()
     # every run starts from MiniLM with the task's fixed step budget; the float twin has nothing 1-bit
     assert all(s.training["init"] == "minilm" and "max_steps" not in s.training for s in plan)
     assert next(s for s in plan if s.variant == FLOAT).model["weight_bits"] == 32
@@ -128,7 +135,7 @@ def _results() -> dict:
 def test_report_checks_the_acceptance_and_marks_what_does_not_count(tmp_path: Path):
     results = _results()
     md = render_pretrained(results, tmp_path / "docs" / "r.md", tmp_path, tmp_path / "out" / "results.json")
-    assert "**partial**" in md and "4 of 28 planned runs" in md
+    assert "**partial**" in md and "4 of 32 planned runs" in md
     # SST-2: float 86.00 above both bars; W1A32 82.00 under TF-IDF's 82.60: marked and not accepted; the
     # distilled W1A32 84.50 is above both and within 3 points of the float model
     assert "| SST-2 | 50.90 | 82.60 | 86.00 | 82.00 ‡ | 84.50 | yes | **no** | yes |" in md

@@ -290,14 +290,20 @@ def test_a_student_is_trained_after_its_teacher_and_fails_with_it(tmp_path: Path
     bad_teacher = RunSpec("main", "sst2", "broken", 1, {**float32, "n_heads": 5}, training)
     student = RunSpec("main", "sst2", "W1A32 + KD", 1, small, training, teacher=teacher.run_id)
     orphan = RunSpec("main", "sst2", "W1A1 + KD", 1, {**small, "act_bits": 1}, training, teacher=bad_teacher.run_id)
-    # the students come first in the plan: the scheduler must still hold them back until their teachers ran
-    plan = [student, orphan, bad_teacher, teacher]
+    # weights first: starts from the student's finished weights, taught by the float run
+    first = RunSpec("main", "sst2", "W1A4 + KD, weights first", 1, {**small, "act_bits": 4}, training,
+                    teacher=teacher.run_id, start_from=student.run_id)  # fmt: skip
+    # the students come first in the plan: the scheduler must still hold them back until what they need ran
+    plan = [first, student, orphan, bad_teacher, teacher]
     results_path = tmp_path / "results.json"
-    with pytest.raises(BeexError, match="2 of 4 runs failed"):
+    with pytest.raises(BeexError, match="2 of 5 runs failed"):
         run_plan(settings, plan, str(fixtures), tmp_path / "w", results_path, {}, log=lambda m: None, jobs=2)
     saved = json.loads(results_path.read_text())
-    assert set(saved["runs"]) == {teacher.run_id, student.run_id}
+    assert set(saved["runs"]) == {teacher.run_id, student.run_id, first.run_id}
+    started = saved["runs"][first.run_id]["training_arguments"]
+    assert started["start_from"] == str(tmp_path / "w" / student.run_id) and started["binarize_ramp"] == 0.0
+    assert started["teacher"] == str(tmp_path / "w" / teacher.run_id)
     assert saved["runs"][student.run_id]["training_arguments"]["teacher"] == str(tmp_path / "w" / teacher.run_id)
     assert saved["runs"][student.run_id]["spec"]["teacher"] == teacher.run_id
     assert "teacher" not in saved["runs"][teacher.run_id]["spec"]  # specs without a teacher keep their shape
-    assert saved["failed"][orphan.run_id] == f"its teacher {bad_teacher.run_id} failed"
+    assert saved["failed"][orphan.run_id] == f"{bad_teacher.run_id}, which it needs, failed"

@@ -82,10 +82,15 @@ PRETRAINED_VARIANTS: dict[str, dict[str, Any]] = {
     "pretrained W1A4 + KD": {"act_bits": 4},
     "pretrained W1A2 + KD": {"act_bits": 2},
     "pretrained W1A1 + KD": {"act_bits": 1},
+    # BiT's multi-step distillation, weights first: starts from the W1A32 + KD run (its int8 table too), then
+    # learns 4-bit activations, taught by the float run (docs/training.md, "Weights first")
+    "pretrained W1A4 + KD, weights first": {"act_bits": 4, "embedding_bits": 8},
 }
 # variant -> the variant of the same task and seed that teaches it (`--teacher`, the trainer's default weights:
 # logits, hidden states and attention, no label loss)
-TEACHERS: dict[str, str] = {v: "float MiniLM" for v in PRETRAINED_VARIANTS if v.endswith("+ KD")}
+TEACHERS: dict[str, str] = {v: "float MiniLM" for v in PRETRAINED_VARIANTS if "+ KD" in v}
+# variant -> the variant of the same task and seed whose finished weights it starts from (`--start-from`)
+STARTS: dict[str, str] = {"pretrained W1A4 + KD, weights first": "pretrained W1A32 + KD"}
 # The variants issue 11's acceptance looks at, trained first.
 ACCEPTANCE_VARIANTS = ("float MiniLM", "pretrained W1A32", "pretrained W1A32 + KD")
 PRETRAINED_TASKS = ("sst2", "cola", "mrpc", "stsb", "rte")
@@ -114,6 +119,12 @@ class RunSpec:
     training: dict[str, Any]  # TrainingArguments fields (without task, output, data_dir, seed, model)
     same_as: str | None = None  # id of an identical run whose results this one reuses
     teacher: str | None = None  # id of the run that teaches this one (trained before it, same work dir)
+    start_from: str | None = None  # id of the run whose finished weights this one starts from (idem)
+
+    @property
+    def needs(self) -> list[str]:
+        """The runs that must have finished training before this one starts (their weights are read)."""
+        return [run_id for run_id in (self.teacher, self.start_from) if run_id is not None]
 
     def same_training(self, other: RunSpec) -> bool:
         return (self.task, self.seed, self.model, self.training) == (
@@ -132,8 +143,9 @@ class RunSpec:
 
     def to_dict(self) -> dict[str, Any]:
         spec = {"run_id": self.run_id, **dataclasses.asdict(self)}
-        if self.teacher is None:
-            del spec["teacher"]  # runs without a teacher keep the spec (and so the identity) they were made with
+        for name in ("teacher", "start_from"):  # runs without keep the spec (and identity) they were made with
+            if spec[name] is None:
+                del spec[name]
         return spec
 
 
@@ -329,6 +341,8 @@ def build_plan(settings: ProfileSettings, tasks: list[str]) -> list[RunSpec]:
                 spec = RunSpec("main", task, variant, seed, model, dict(training))
                 if variant in TEACHERS:
                     spec.teacher = dataclasses.replace(spec, variant=TEACHERS[variant]).run_id
+                if variant in STARTS:
+                    spec.start_from = dataclasses.replace(spec, variant=STARTS[variant]).run_id
                 runs.append(spec)
     if settings.priority_order:
         runs.sort(key=lambda spec: _priority(settings, spec, tasks))

@@ -55,8 +55,9 @@ def train_run(
     done = finished_training(spec, run_dir)
     if done is not None:
         return done
-    teacher = None if spec.teacher is None else str(teacher_dir(spec, run_dir))
-    args = training_arguments(spec, run_dir, data_dir, threads, teacher)
+    teacher = None if spec.teacher is None else str(needed_dir(spec, spec.teacher, run_dir))
+    start = None if spec.start_from is None else str(needed_dir(spec, spec.start_from, run_dir))
+    args = training_arguments(spec, run_dir, data_dir, threads, teacher, start)
     resume = ckpt.latest_checkpoint(run_dir / "checkpoints") is not None
     log(f"[{spec.run_id}] {'resuming' if resume else 'training'} in {run_dir}")
     started = time.perf_counter()
@@ -76,7 +77,12 @@ def train_run(
 
 
 def training_arguments(
-    spec: RunSpec, run_dir: Path, data_dir: str, threads: int | None = None, teacher: str | None = None
+    spec: RunSpec,
+    run_dir: Path,
+    data_dir: str,
+    threads: int | None = None,
+    teacher: str | None = None,
+    start_from: str | None = None,
 ) -> TrainingArguments:
     """The trainer's arguments for `spec` in `run_dir`, as given (the trainer fills its defaults)."""
     from beexformer.training.arguments import TrainingArguments
@@ -84,6 +90,8 @@ def training_arguments(
     training = dict(spec.training)
     if teacher is not None:
         training["teacher"] = teacher
+    if start_from is not None:
+        training["start_from"] = start_from
     return TrainingArguments(
         task=spec.task,
         output=str(run_dir),
@@ -107,12 +115,12 @@ def finished_training(spec: RunSpec, run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
-def teacher_dir(spec: RunSpec, run_dir: Path) -> Path:
-    """The run directory of the run that teaches `spec`: trained before it in the same work dir (`run_plan`
-    hands a student out only once its teacher is done)."""
-    path = run_dir.parent / spec.teacher
+def needed_dir(spec: RunSpec, run_id: str, run_dir: Path) -> Path:
+    """The run directory of `run_id`, a run `spec` needs (its teacher, or the run it starts from): trained
+    before it in the same work dir (`run_plan` hands a run out only once what it needs is done)."""
+    path = run_dir.parent / run_id
     if not (path / DONE).is_file():
-        raise BeexError(f"{spec.run_id}: its teacher {spec.teacher} has not finished training in {path.parent}")
+        raise BeexError(f"{spec.run_id}: it needs {run_id}, which has not finished training in {path.parent}")
     return path
 
 
@@ -358,7 +366,7 @@ def measure_run_latency(spec: RunSpec, run_dir: Path, data_dir: str, settings: P
 # ------------------------------------------------------------------------------ runs of an earlier session
 
 # Training arguments that say where a run lived or how it was watched, not what it trained.
-_PLACE_ONLY = ("output", "data_dir", "num_threads", "progress", "teacher")
+_PLACE_ONLY = ("output", "data_dir", "num_threads", "progress", "teacher", "start_from")
 
 
 def _same_training(record: dict[str, Any], spec: RunSpec, data_dir: str) -> bool:
@@ -372,8 +380,10 @@ def _same_training(record: dict[str, Any], spec: RunSpec, data_dir: str) -> bool
         return False
     try:
         then = TrainingArguments.from_saved(saved).validate().to_dict()
-        # the teacher's place is not compared, but whether there is one sets defaults (a distilled run's epochs)
-        now = training_arguments(spec, Path("."), data_dir, teacher=spec.teacher).validate().to_dict()
+        # the places of the teacher and of the start are not compared, but whether there is one sets defaults
+        # (a distilled run's epochs, a started run's ramp)
+        now = training_arguments(spec, Path("."), data_dir, teacher=spec.teacher, start_from=spec.start_from)
+        now = now.validate().to_dict()
     except (ConfigError, TypeError):
         return False
     return all(then[k] == now[k] for k in now if k not in _PLACE_ONLY)
@@ -406,7 +416,7 @@ def carried_records(
         ):
             carried[spec.run_id] = record
     to_train = [s for s in plan if s.run_id not in carried and (chosen is None or s.run_id in chosen)]
-    taught_now = {s.teacher for s in to_train if s.teacher and finished_training(s, work_dir / s.run_id) is None}
+    taught_now = {n for s in to_train if finished_training(s, work_dir / s.run_id) is None for n in s.needs}
     kept = {run_id: record for run_id, record in carried.items() if run_id not in taught_now}
     return kept, {run_id: record for run_id, record in carried.items() if run_id in taught_now}
 
@@ -517,7 +527,7 @@ def selected_runs(plan: list[RunSpec], patterns: list[str]) -> set[str]:
     if unmatched:
         raise BeexError(f"--train-only {','.join(unmatched)}: matches no run of the plan (see --plan-only)")
     chosen = {s.run_id for s in plan if any(fnmatchcase(s.run_id, p) for p in patterns)}
-    return chosen | {s.teacher for s in plan if s.run_id in chosen and s.teacher}
+    return chosen | {n for s in plan if s.run_id in chosen for n in s.needs}
 
 
 def _ready(pending: list[RunSpec], done: set[str], failed: dict[str, str], slots: int) -> list[RunSpec]:
@@ -525,10 +535,11 @@ def _ready(pending: list[RunSpec], done: set[str], failed: dict[str, str], slots
     failed fails too (recorded in `failed`), and one whose teacher still trains waits in `pending`."""
     ready = []
     for spec in list(pending):
-        if spec.teacher in failed:
+        lost = [n for n in spec.needs if n in failed]
+        if lost:
             pending.remove(spec)
-            failed[spec.run_id] = f"its teacher {spec.teacher} failed"
-        elif len(ready) < slots and (spec.teacher is None or spec.teacher in done):
+            failed[spec.run_id] = f"{lost[0]}, which it needs, failed"
+        elif len(ready) < slots and all(n in done for n in spec.needs):
             pending.remove(spec)
             ready.append(spec)
     return ready
@@ -639,7 +650,7 @@ def run_plan(
                         continue
                     log(f"run {finished}/{len(trained)} done: {spec.run_id}")
         for spec in pending:  # nothing left to run, yet these never got their teacher
-            failed[spec.run_id] = f"its teacher {spec.teacher} is not trained by this plan"
+            failed[spec.run_id] = f"it needs {', '.join(spec.needs)}, which this plan does not train"
     else:
         for index, spec in enumerate(trained, start=1):
             log(f"run {index}/{len(trained)}: {spec.run_id}")
