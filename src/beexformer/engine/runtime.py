@@ -239,17 +239,17 @@ class PackedModel:
             b = self._binary
             block["qkv"] = _concat_binary([b(t, f"{p}.attn.{n}", d) for n in ("q", "k", "v")])
             block["o"] = b(t, f"{p}.attn.o", d)
+            # the down-projections' input centres: what the up-projection's epilogue subtracts before packing
+            downs = ("s2", "f2") if c.ffn == "slfn" else ("lin2",)
+            centre = {n: c.input_coding(n).centre for n in downs}
+            block["centres"] = np.array([centre[n] for n in downs], dtype=np.float32)
             if c.ffn == "slfn":
                 block["up"] = _concat_binary([b(t, f"{p}.ffn.s1", d), b(t, f"{p}.ffn.f1", d)])
-                block["s2"] = b(t, f"{p}.ffn.s2", f, centre=c.input_coding("s2").centre)
-                block["f2"] = b(t, f"{p}.ffn.f2", f, centre=c.input_coding("f2").centre)
-                downs = ("s2", "f2")
+                block["s2"] = b(t, f"{p}.ffn.s2", f, centre=centre["s2"])
+                block["f2"] = b(t, f"{p}.ffn.f2", f, centre=centre["f2"])
             else:
                 block["up"] = b(t, f"{p}.ffn.lin1", d)
-                block["down"] = b(t, f"{p}.ffn.lin2", f, centre=c.input_coding("lin2").centre)
-                downs = ("lin2",)
-            # what the up-projection's epilogue subtracts before packing each down-projection's input
-            block["centres"] = np.array([c.input_coding(n).centre for n in downs], dtype=np.float32)
+                block["down"] = b(t, f"{p}.ffn.lin2", f, centre=centre["lin2"])
         elif self.mode == "planes":
             for name, k, _ in block_linears(c):
                 block[name] = self._planes(t, p, name, k)

@@ -531,8 +531,9 @@ def selected_runs(plan: list[RunSpec], patterns: list[str]) -> set[str]:
 
 
 def _ready(pending: list[RunSpec], done: set[str], failed: dict[str, str], slots: int) -> list[RunSpec]:
-    """Take up to `slots` runs off `pending`, in plan order, whose teacher (if any) is done; a run whose teacher
-    failed fails too (recorded in `failed`), and one whose teacher still trains waits in `pending`."""
+    """Take up to `slots` runs off `pending`, in plan order, whose needs (teacher, start) are all done; a run
+    one of whose needs failed fails too (recorded in `failed`), and one still waiting for a need stays in
+    `pending`."""
     ready = []
     for spec in list(pending):
         lost = [n for n in spec.needs if n in failed]
@@ -638,7 +639,7 @@ def run_plan(
                     job = pool.submit(_prepare_in_worker, spec, work_dir / spec.run_id, data_dir, settings)
                     running[job] = spec
                 if not running:
-                    break  # what is left waits for a teacher this plan never trains (failed below)
+                    break  # what is left waits for a run this plan never trains (failed below)
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     spec, finished = running.pop(future), finished + 1
@@ -649,7 +650,7 @@ def run_plan(
                         log(f"run {finished}/{len(trained)} FAILED: {spec.run_id}: {failed[spec.run_id]}")
                         continue
                     log(f"run {finished}/{len(trained)} done: {spec.run_id}")
-        for spec in pending:  # nothing left to run, yet these never got their teacher
+        for spec in pending:  # nothing left to run, yet these never got what they need
             failed[spec.run_id] = f"it needs {', '.join(spec.needs)}, which this plan does not train"
     else:
         for index, spec in enumerate(trained, start=1):

@@ -197,14 +197,16 @@ class Trainer:
         if held.size:
             self.heldout_set = encode(self.encoder, heldout_examples, args.max_len, "held-out", self.log)
         self.model = BEExformer(config)
-        if checkpoint is not None:
-            load_bert_weights(self.model, checkpoint)
-            if config.is_regression:
-                _start_at_label_mean(self.model, train_examples)
         if args.start_from and resume_from is None:  # a resumed run has its own weights in the checkpoint
             from beexformer.training.warm_start import start_from
 
+            # every weight comes from that run (start_from refuses one that leaves any out): the --init
+            # checkpoint gives the shapes and the tokenizer, its weights are not loaded only to be replaced
             start_from(self.model, args.start_from)
+        elif checkpoint is not None:
+            load_bert_weights(self.model, checkpoint)
+            if config.is_regression:
+                _start_at_label_mean(self.model, train_examples)
         self.distiller = self._load_teacher(config)
         self.rule = _exit_rule_for(self.task, args.exit_rule, args.exit_threshold)
         self._build_optimisation()
